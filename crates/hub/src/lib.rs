@@ -1,1 +1,102 @@
-pub fn x(){}
+//! The Switchboard topic hub: sequencing, retention and fan-out of messages, shared by every
+//! transport. It knows nothing about HTTP, WebSocket or SSE.
+//!
+//! # Layout
+//!
+//! - [`topic`]: topic names and their validation.
+//! - [`position`]: positions (`tag-epoch-seq`) and cursors (positions joined with `.`).
+//! - [`message`]: validated [`Data`], and the shared [`Message`] with its envelope, encoded
+//!   once, plus a cache for each transport's own encoding.
+//! - [`inbox`]: a connection's bounded queue, fed by every topic it subscribes to.
+//! - [`hub`]: the in-memory [`Hub`]: the topic map, retention, resume rules, maintenance.
+//!
+//! The gateway reaches the hub only through the [`Broker`] trait, so that a broker backed by
+//! Redis can later provide sequencing, history and cross-node fan-out behind it.
+
+pub mod hub;
+pub mod inbox;
+pub mod message;
+pub mod position;
+pub mod topic;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use hub::{Catchup, Hub, HubConfig, HubStats, ResetReason};
+pub use inbox::{Inbox, Received};
+pub use message::{Data, DataError, Message};
+pub use position::{Cursor, CursorError, Position};
+pub use topic::{TopicError, TopicName};
+
+/// A boxed future, so that [`Broker`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a broker could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The broker cannot be reached now (never happens in memory; a networked broker may).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokerError::Unavailable(why) => write!(f, "message broker unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+/// What the transports need from a message store: a position for every published message,
+/// history after a position, and delivery of what follows into a connection's [`Inbox`].
+///
+/// Architecture invariant: every transport publishes and subscribes only through this trait.
+pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
+    /// Gives `data` the next position in `topic`, retains it and delivers it to subscribers.
+    fn publish<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        data: &'a Data,
+    ) -> BoxFuture<'a, Result<Arc<Message>, BrokerError>>;
+
+    /// Returns what was retained after `from` (at most `limit` messages) and, with an inbox,
+    /// subscribes it to what follows, with nothing missed or repeated in between.
+    fn join<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        from: Option<Position>,
+        inbox: Option<&'a Inbox>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Catchup, BrokerError>>;
+
+    /// Stops delivering `topic` to `inbox`.
+    fn leave(&self, topic: &TopicName, inbox: &Inbox);
+}
+
+impl Broker for Hub {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        data: &'a Data,
+    ) -> BoxFuture<'a, Result<Arc<Message>, BrokerError>> {
+        Box::pin(std::future::ready(Ok(Hub::publish(self, topic, data))))
+    }
+
+    fn join<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        from: Option<Position>,
+        inbox: Option<&'a Inbox>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Catchup, BrokerError>> {
+        Box::pin(std::future::ready(Ok(Hub::join(
+            self, topic, from, inbox, limit,
+        ))))
+    }
+
+    fn leave(&self, topic: &TopicName, inbox: &Inbox) {
+        Hub::leave(self, topic, inbox);
+    }
+}

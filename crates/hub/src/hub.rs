@@ -1,0 +1,492 @@
+//! The in-memory hub: one map of topics, each with its sequence, retained history and
+//! subscribers.
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::inbox::{Delivery, Inbox, InboxSender};
+use crate::message::{Data, Message};
+use crate::position::{Position, topic_tag};
+use crate::topic::TopicName;
+
+/// How the hub retains history. Every limit applies at once; the strictest wins.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Messages retained per topic.
+    pub retention_messages: usize,
+    /// How long a message is retained; zero keeps messages until another limit drops them.
+    pub retention_age: Duration,
+    /// Memory for all retained messages together; the oldest messages of the whole hub go first.
+    pub retention_bytes: usize,
+    /// How long a topic with neither subscribers nor retained messages keeps its position
+    /// header, so that pollers between requests keep their place.
+    pub idle_topic_ttl: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            retention_messages: 1000,
+            retention_age: Duration::from_secs(3600),
+            retention_bytes: 256 * 1024 * 1024,
+            idle_topic_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Why a position could not be honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// Messages after the position were dropped by retention.
+    Retention,
+    /// The position belongs to a history that no longer exists.
+    HistoryLost,
+}
+
+impl ResetReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::Retention => "retention",
+            ResetReason::HistoryLost => "history_lost",
+        }
+    }
+}
+
+/// What a subscriber gets when it joins a topic or reads it.
+#[derive(Debug)]
+pub struct Catchup {
+    /// Set when the requested position could not be honoured; the caller tells the client
+    /// before anything else.
+    pub reset: Option<ResetReason>,
+    /// The position delivery starts from: `messages` follow it.
+    pub start: Position,
+    /// Retained messages after `start`, in order, at most the requested limit.
+    pub messages: Vec<Arc<Message>>,
+    /// Whether more retained messages follow the last of `messages`.
+    pub more: bool,
+}
+
+impl Catchup {
+    /// The position after the last message handed out.
+    pub fn end(&self) -> Position {
+        self.messages.last().map_or(self.start, |m| m.position)
+    }
+}
+
+/// Counters of what the hub did and dropped, for operators.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub published: AtomicU64,
+    /// Subscribers dropped because their queue was full.
+    pub slow_consumers: AtomicU64,
+    /// Messages dropped by the per-topic count limit.
+    pub evicted_by_count: AtomicU64,
+    /// Messages dropped because they were older than the age limit.
+    pub evicted_by_age: AtomicU64,
+    /// Messages dropped to keep within the memory budget.
+    pub evicted_by_budget: AtomicU64,
+    /// Idle topics forgotten.
+    pub topics_forgotten: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Topic {
+    name: TopicName,
+    tag: u64,
+    state: Mutex<TopicState>,
+}
+
+#[derive(Debug)]
+struct TopicState {
+    epoch: u64,
+    last_seq: u64,
+    /// Contiguous in sequence: the front is the oldest retained message.
+    retained: VecDeque<Arc<Message>>,
+    subscribers: Vec<Arc<InboxSender>>,
+    /// When the topic last had neither subscribers nor retained messages.
+    idle_since_ms: Option<u64>,
+    /// Set under the lock when the topic leaves the map, so late arrivals look it up again.
+    removed: bool,
+}
+
+impl TopicState {
+    fn first_retained_seq(&self) -> u64 {
+        self.retained
+            .front()
+            .map_or(self.last_seq + 1, |m| m.position.seq)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.retained.is_empty() && self.subscribers.is_empty()
+    }
+}
+
+/// The topic hub. It knows nothing about HTTP or any transport.
+#[derive(Debug)]
+pub struct Hub {
+    topics: DashMap<TopicName, Arc<Topic>>,
+    config: HubConfig,
+    /// The last epoch handed out, in microseconds since the Unix epoch; strictly increasing so
+    /// a topic that is forgotten and created again always gets a new epoch.
+    clock: AtomicU64,
+    /// No history older than this clock value is known any more: the hub started then, or
+    /// forgot an idle topic then. Positions of unknown topics older than this get a reset.
+    horizon: AtomicU64,
+    retained_bytes: AtomicUsize,
+    /// Wakes maintenance when a publish takes the hub over its memory budget.
+    over_budget: Notify,
+    stats: HubStats,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Hub {
+        let hub = Hub {
+            topics: DashMap::new(),
+            config,
+            clock: AtomicU64::new(0),
+            horizon: AtomicU64::new(0),
+            retained_bytes: AtomicUsize::new(0),
+            over_budget: Notify::new(),
+            stats: HubStats::default(),
+        };
+        let start = hub.tick();
+        hub.horizon.store(start, Ordering::Relaxed);
+        hub
+    }
+
+    pub fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn retained_bytes(&self) -> usize {
+        self.retained_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A new clock value, greater than every one before.
+    fn tick(&self) -> u64 {
+        let now = now_micros();
+        let previous = self
+            .clock
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(0);
+        now.max(previous + 1)
+    }
+
+    /// The clock now, without taking a new value.
+    fn clock_now(&self) -> u64 {
+        now_micros().max(self.clock.load(Ordering::Acquire))
+    }
+
+    /// Runs `f` on the topic's locked state, creating the topic when `create` is set.
+    fn with_topic<R>(
+        &self,
+        name: &TopicName,
+        create: bool,
+        mut f: impl FnMut(&Topic, &mut TopicState) -> R,
+    ) -> Option<R> {
+        loop {
+            let topic = match self.topics.get(name) {
+                Some(topic) => topic.clone(),
+                None if create => self
+                    .topics
+                    .entry(name.clone())
+                    .or_insert_with(|| {
+                        Arc::new(Topic {
+                            name: name.clone(),
+                            tag: topic_tag(name),
+                            state: Mutex::new(TopicState {
+                                epoch: self.tick(),
+                                last_seq: 0,
+                                retained: VecDeque::new(),
+                                subscribers: Vec::new(),
+                                idle_since_ms: None,
+                                removed: false,
+                            }),
+                        })
+                    })
+                    .clone(),
+                None => return None,
+            };
+            let mut state = topic.state.lock();
+            if !state.removed {
+                return Some(f(&topic, &mut state));
+            }
+        }
+    }
+
+    /// Gives `data` the next position in `topic`, retains it and queues it for every
+    /// subscriber.
+    pub fn publish(&self, topic: &TopicName, data: &Data) -> Arc<Message> {
+        let time_ms = now_ms();
+        let message = self
+            .with_topic(topic, true, |topic, state| {
+                state.last_seq += 1;
+                let position = Position {
+                    tag: topic.tag,
+                    epoch: state.epoch,
+                    seq: state.last_seq,
+                };
+                let message = Message::new(topic.name.clone(), position, time_ms, data);
+                self.retain(state, message.clone(), time_ms);
+                state.idle_since_ms = None;
+                let mut gone = false;
+                for subscriber in &state.subscribers {
+                    match subscriber.deliver(&message) {
+                        Delivery::Queued => {}
+                        Delivery::Overflowed => {
+                            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                            gone = true;
+                        }
+                        Delivery::Gone => gone = true,
+                    }
+                }
+                if gone {
+                    state.subscribers.retain(|s| s.is_open());
+                }
+                message
+            })
+            .unwrap_or_else(|| unreachable!("a topic is always created on publish"));
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        if self.retained_bytes() > self.config.retention_bytes {
+            self.over_budget.notify_one();
+        }
+        message
+    }
+
+    fn retain(&self, state: &mut TopicState, message: Arc<Message>, now_ms: u64) {
+        if self.config.retention_messages == 0 {
+            return;
+        }
+        self.retained_bytes
+            .fetch_add(message.retained_size(), Ordering::Relaxed);
+        state.retained.push_back(message);
+        while state.retained.len() > self.config.retention_messages {
+            self.drop_oldest(state);
+            self.stats.evicted_by_count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.drop_expired(state, now_ms);
+    }
+
+    fn drop_oldest(&self, state: &mut TopicState) -> Option<Arc<Message>> {
+        let message = state.retained.pop_front()?;
+        self.retained_bytes
+            .fetch_sub(message.retained_size(), Ordering::Relaxed);
+        Some(message)
+    }
+
+    fn drop_expired(&self, state: &mut TopicState, now_ms: u64) {
+        let max_age = self.config.retention_age.as_millis() as u64;
+        if max_age == 0 {
+            return;
+        }
+        while state
+            .retained
+            .front()
+            .is_some_and(|m| m.time_ms + max_age < now_ms)
+        {
+            self.drop_oldest(state);
+            self.stats.evicted_by_age.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads the retained messages after `from` (at most `limit`) and, with an `inbox`,
+    /// subscribes it to what follows — atomically, so nothing is missed or repeated between the
+    /// two. Without an inbox an unknown topic is not created.
+    pub fn join(
+        &self,
+        topic: &TopicName,
+        from: Option<Position>,
+        inbox: Option<&Inbox>,
+        limit: usize,
+    ) -> Catchup {
+        let joined = self.with_topic(topic, inbox.is_some(), |topic, state| {
+            let catchup = self.read(topic, state, from, limit);
+            if let Some(inbox) = inbox {
+                if !state
+                    .subscribers
+                    .iter()
+                    .any(|s| Arc::as_ptr(s) == inbox.ptr())
+                {
+                    state.subscribers.push(inbox.sender.clone());
+                }
+                state.idle_since_ms = None;
+            }
+            catchup
+        });
+        joined.unwrap_or_else(|| self.read_unknown(topic, from))
+    }
+
+    fn read(
+        &self,
+        topic: &Topic,
+        state: &TopicState,
+        from: Option<Position>,
+        limit: usize,
+    ) -> Catchup {
+        let first = state.first_retained_seq();
+        let horizon = self.horizon.load(Ordering::Acquire);
+        let (after, reset) = match from {
+            None => (state.last_seq, None),
+            Some(p) if p.epoch == state.epoch => {
+                if p.seq > state.last_seq {
+                    (first - 1, Some(ResetReason::HistoryLost))
+                } else if p.seq + 1 < first {
+                    (first - 1, Some(ResetReason::Retention))
+                } else {
+                    (p.seq, None)
+                }
+            }
+            // A position taken while the topic did not exist yet, after the hub last lost
+            // history: the topic was born after it, so its whole history is new to the client.
+            Some(p) if p.seq == 0 && p.epoch >= horizon && p.epoch < state.epoch => {
+                (first - 1, (first > 1).then_some(ResetReason::Retention))
+            }
+            Some(_) => (first - 1, Some(ResetReason::HistoryLost)),
+        };
+        let skip = (after + 1 - first) as usize;
+        let available = state.retained.len().saturating_sub(skip);
+        let messages: Vec<_> = state
+            .retained
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect();
+        Catchup {
+            reset,
+            start: Position {
+                tag: topic.tag,
+                epoch: state.epoch,
+                seq: after,
+            },
+            more: available > messages.len(),
+            messages,
+        }
+    }
+
+    /// A read of a topic the hub does not know: nothing retained, no subscribers.
+    fn read_unknown(&self, topic: &TopicName, from: Option<Position>) -> Catchup {
+        let tag = topic_tag(topic);
+        let horizon = self.horizon.load(Ordering::Acquire);
+        let now = Position {
+            tag,
+            epoch: self.clock_now(),
+            seq: 0,
+        };
+        let (start, reset) = match from {
+            None => (now, None),
+            Some(p) if p.seq == 0 && p.epoch >= horizon => (p, None),
+            Some(_) => (now, Some(ResetReason::HistoryLost)),
+        };
+        Catchup {
+            reset,
+            start,
+            messages: Vec::new(),
+            more: false,
+        }
+    }
+
+    /// Unsubscribes `inbox` from `topic`.
+    pub fn leave(&self, topic: &TopicName, inbox: &Inbox) {
+        self.with_topic(topic, false, |_, state| {
+            state.subscribers.retain(|s| Arc::as_ptr(s) != inbox.ptr());
+        });
+    }
+
+    /// Applies age retention and the memory budget, and forgets topics idle for longer than
+    /// `idle_topic_ttl`. Cheap enough to run every second.
+    pub fn sweep(&self) {
+        self.sweep_at(now_ms());
+    }
+
+    fn sweep_at(&self, now_ms: u64) {
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        let idle_ttl = self.config.idle_topic_ttl.as_millis() as u64;
+        for topic in &topics {
+            let mut state = topic.state.lock();
+            self.drop_expired(&mut state, now_ms);
+            state.subscribers.retain(|s| s.is_open());
+            if !state.is_idle() {
+                continue;
+            }
+            let idle_since = *state.idle_since_ms.get_or_insert(now_ms);
+            if now_ms.saturating_sub(idle_since) >= idle_ttl {
+                state.removed = true;
+                // Any position of the forgotten history must now get a reset.
+                self.horizon.fetch_max(self.tick(), Ordering::AcqRel);
+                self.topics
+                    .remove_if(&topic.name, |_, t| Arc::ptr_eq(t, topic));
+                self.stats.topics_forgotten.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.enforce_budget(&topics);
+    }
+
+    /// Drops the oldest retained messages of the whole hub until it is within its budget.
+    fn enforce_budget(&self, topics: &[Arc<Topic>]) {
+        if self.retained_bytes() <= self.config.retention_bytes {
+            return;
+        }
+        let oldest = |topic: &Topic| topic.state.lock().retained.front().map(|m| m.time_ms);
+        let mut heap: BinaryHeap<std::cmp::Reverse<(u64, usize)>> = topics
+            .iter()
+            .enumerate()
+            .filter_map(|(i, topic)| oldest(topic).map(|time| std::cmp::Reverse((time, i))))
+            .collect();
+        while self.retained_bytes() > self.config.retention_bytes {
+            let Some(std::cmp::Reverse((_, i))) = heap.pop() else {
+                break;
+            };
+            let mut state = topics[i].state.lock();
+            if self.drop_oldest(&mut state).is_some() {
+                self.stats.evicted_by_budget.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(next) = state.retained.front() {
+                heap.push(std::cmp::Reverse((next.time_ms, i)));
+            }
+        }
+    }
+
+    /// Sweeps every `interval`, and at once whenever a publish goes over the memory budget.
+    /// Runs until the returned future is dropped.
+    pub async fn maintain(&self, interval: Duration) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.over_budget.notified() => {}
+            }
+            self.sweep();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

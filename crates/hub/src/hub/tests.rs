@@ -1,0 +1,280 @@
+use super::*;
+use crate::inbox::Received;
+
+fn topic(name: &str) -> TopicName {
+    TopicName::new(name).expect("valid topic")
+}
+
+fn text(s: &str) -> Data {
+    Data::from_text(s)
+}
+
+fn seqs(messages: &[Arc<Message>]) -> Vec<u64> {
+    messages.iter().map(|m| m.position.seq).collect()
+}
+
+fn hub_with(config: HubConfig) -> Hub {
+    Hub::new(config)
+}
+
+#[test]
+fn sequences_have_no_holes_and_ids_are_positions() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let messages: Vec<_> = (0..5)
+        .map(|i| hub.publish(&chat, &text(&i.to_string())))
+        .collect();
+    assert_eq!(seqs(&messages), vec![1, 2, 3, 4, 5]);
+    let epoch = messages[0].position.epoch;
+    assert!(messages.iter().all(|m| m.position.epoch == epoch));
+    assert_eq!(Position::parse(messages[2].id()), Ok(messages[2].position));
+}
+
+#[test]
+fn resume_delivers_exactly_what_followed() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let messages: Vec<_> = (0..5)
+        .map(|i| hub.publish(&chat, &text(&i.to_string())))
+        .collect();
+    let catchup = hub.join(&chat, Some(messages[1].position), None, usize::MAX);
+    assert_eq!(catchup.reset, None);
+    assert_eq!(seqs(&catchup.messages), vec![3, 4, 5]);
+    assert_eq!(catchup.end(), messages[4].position);
+    let limited = hub.join(&chat, Some(messages[1].position), None, 2);
+    assert_eq!(seqs(&limited.messages), vec![3, 4]);
+    assert!(limited.more);
+}
+
+#[test]
+fn no_position_starts_now() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    hub.publish(&chat, &text("old"));
+    let catchup = hub.join(&chat, None, None, usize::MAX);
+    assert!(catchup.messages.is_empty());
+    assert_eq!(catchup.start.seq, 1);
+}
+
+#[test]
+fn position_older_than_retention_is_reset_then_oldest_retained_follows() {
+    let hub = hub_with(HubConfig {
+        retention_messages: 3,
+        ..HubConfig::default()
+    });
+    let chat = topic("chat");
+    let first = hub.publish(&chat, &text("1"));
+    for i in 2..=6 {
+        hub.publish(&chat, &text(&i.to_string()));
+    }
+    let catchup = hub.join(&chat, Some(first.position), None, usize::MAX);
+    assert_eq!(catchup.reset, Some(ResetReason::Retention));
+    assert_eq!(seqs(&catchup.messages), vec![4, 5, 6]);
+    assert_eq!(hub.stats().evicted_by_count.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn position_of_another_history_is_reset() {
+    let old_hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let old = old_hub.publish(&chat, &text("before restart"));
+    let empty = old_hub.join(&topic("quiet"), None, None, usize::MAX);
+    let hub = Hub::new(HubConfig::default());
+    hub.publish(&chat, &text("after restart"));
+    let catchup = hub.join(&chat, Some(old.position), None, usize::MAX);
+    assert_eq!(catchup.reset, Some(ResetReason::HistoryLost));
+    assert_eq!(seqs(&catchup.messages), vec![1]);
+    // Nor is a position from before a restart trusted for a topic that does not exist yet.
+    let catchup = hub.join(&topic("quiet"), Some(empty.start), None, usize::MAX);
+    assert_eq!(catchup.reset, Some(ResetReason::HistoryLost));
+}
+
+#[test]
+fn position_beyond_the_last_message_is_reset() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let message = hub.publish(&chat, &text("1"));
+    let future = Position {
+        seq: 9,
+        ..message.position
+    };
+    let catchup = hub.join(&chat, Some(future), None, usize::MAX);
+    assert_eq!(catchup.reset, Some(ResetReason::HistoryLost));
+    assert_eq!(seqs(&catchup.messages), vec![1]);
+}
+
+#[test]
+fn starting_position_of_an_unknown_topic_covers_its_first_messages() {
+    let hub = Hub::new(HubConfig::default());
+    let news = topic("news");
+    let start = hub.join(&news, None, None, usize::MAX);
+    assert_eq!(hub.topic_count(), 0, "a read does not create a topic");
+    hub.publish(&news, &text("first"));
+    hub.publish(&news, &text("second"));
+    let catchup = hub.join(&news, Some(start.start), None, usize::MAX);
+    assert_eq!(catchup.reset, None);
+    assert_eq!(seqs(&catchup.messages), vec![1, 2]);
+}
+
+#[test]
+fn forgotten_topic_history_is_reported() {
+    let hub = hub_with(HubConfig {
+        idle_topic_ttl: Duration::ZERO,
+        ..HubConfig::default()
+    });
+    let news = topic("news");
+    let start = hub.join(&news, None, None, usize::MAX);
+    let message = hub.publish(&news, &text("gone soon"));
+    // Age the message out and forget the idle topic.
+    hub.sweep_at(now_ms() + hub.config.retention_age.as_millis() as u64 + 1);
+    hub.sweep_at(now_ms() + hub.config.retention_age.as_millis() as u64 + 2);
+    assert_eq!(hub.topic_count(), 0);
+    hub.publish(&news, &text("new history"));
+    for from in [start.start, message.position] {
+        let catchup = hub.join(&news, Some(from), None, usize::MAX);
+        assert_eq!(catchup.reset, Some(ResetReason::HistoryLost), "from {from}");
+        assert_eq!(seqs(&catchup.messages), vec![1]);
+    }
+}
+
+#[test]
+fn age_retention_drops_old_messages() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let first = hub.publish(&chat, &text("1"));
+    hub.sweep_at(first.time_ms + hub.config.retention_age.as_millis() as u64 + 1);
+    assert_eq!(hub.retained_bytes(), 0);
+    assert_eq!(hub.stats().evicted_by_age.load(Ordering::Relaxed), 1);
+    let catchup = hub.join(
+        &chat,
+        Some(Position {
+            seq: 0,
+            ..first.position
+        }),
+        None,
+        usize::MAX,
+    );
+    assert_eq!(catchup.reset, Some(ResetReason::Retention));
+}
+
+#[test]
+fn memory_budget_evicts_the_oldest_messages_of_the_hub() {
+    let (a, b) = (topic("a"), topic("b"));
+    let sizes_of = |hub: &Hub| {
+        let mut sizes = Vec::new();
+        for name in [&a, &b, &a, &b] {
+            sizes.push(hub.publish(name, &text("x")).retained_size());
+            // Distinct publish times make "oldest" unambiguous.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        sizes
+    };
+    let sizes = sizes_of(&Hub::new(HubConfig::default()));
+    let budget = sizes[1..].iter().sum();
+    let hub = hub_with(HubConfig {
+        retention_bytes: budget,
+        ..HubConfig::default()
+    });
+    sizes_of(&hub);
+    assert!(hub.retained_bytes() > budget);
+    hub.sweep();
+    assert_eq!(hub.retained_bytes(), budget);
+    assert_eq!(hub.stats().evicted_by_budget.load(Ordering::Relaxed), 1);
+    let start_of_a = Position {
+        seq: 0,
+        ..hub.join(&a, None, None, 0).start
+    };
+    let retained_a = hub.join(&a, Some(start_of_a), None, 10);
+    assert_eq!(
+        seqs(&retained_a.messages),
+        vec![2],
+        "the oldest message of the hub went first"
+    );
+    assert_eq!(retained_a.reset, Some(ResetReason::Retention));
+}
+
+#[tokio::test]
+async fn join_is_atomic_with_delivery() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let before = hub.publish(&chat, &text("before"));
+    let mut inbox = Inbox::new(16);
+    let catchup = hub.join(
+        &chat,
+        Some(Position {
+            seq: 0,
+            ..before.position
+        }),
+        Some(&inbox),
+        usize::MAX,
+    );
+    assert_eq!(seqs(&catchup.messages), vec![1]);
+    hub.publish(&chat, &text("after"));
+    match inbox.recv().await {
+        Received::Message(m) => assert_eq!(m.position.seq, 2),
+        Received::Overflowed => panic!("not overflowed"),
+    }
+    assert!(inbox.try_recv().is_none());
+    // Joining again does not deliver twice.
+    hub.join(&chat, None, Some(&inbox), 0);
+    hub.publish(&chat, &text("once"));
+    assert!(inbox.try_recv().is_some());
+    assert!(inbox.try_recv().is_none());
+    hub.leave(&chat, &inbox);
+    hub.publish(&chat, &text("not for me"));
+    assert!(inbox.try_recv().is_none());
+}
+
+#[tokio::test]
+async fn a_full_inbox_gets_what_was_queued_then_overflows() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let mut slow = Inbox::new(2);
+    let mut fast = Inbox::new(100);
+    hub.join(&chat, None, Some(&slow), 0);
+    hub.join(&chat, None, Some(&fast), 0);
+    for i in 0..5 {
+        hub.publish(&chat, &text(&i.to_string()));
+    }
+    let mut got = Vec::new();
+    loop {
+        match slow.recv().await {
+            Received::Message(m) => got.push(m.position.seq),
+            Received::Overflowed => break,
+        }
+    }
+    assert_eq!(
+        got,
+        vec![1, 2],
+        "what was queued before the overflow arrives, then the end"
+    );
+    assert_eq!(hub.stats().slow_consumers.load(Ordering::Relaxed), 1);
+    let mut fast_got = Vec::new();
+    while let Some(m) = fast.try_recv() {
+        fast_got.push(m.position.seq);
+    }
+    assert_eq!(fast_got, vec![1, 2, 3, 4, 5], "others are unaffected");
+}
+
+#[tokio::test]
+async fn overflow_wakes_a_waiting_connection() {
+    let hub = Arc::new(Hub::new(HubConfig::default()));
+    let chat = topic("chat");
+    let mut slow = Inbox::new(1);
+    hub.join(&chat, None, Some(&slow), 0);
+    hub.publish(&chat, &text("1"));
+    assert!(matches!(slow.recv().await, Received::Message(_)));
+    let publisher = {
+        let hub = hub.clone();
+        let chat = chat.clone();
+        tokio::spawn(async move {
+            for i in 0..3 {
+                hub.publish(&chat, &text(&i.to_string()));
+            }
+        })
+    };
+    publisher.await.expect("publisher");
+    assert!(matches!(slow.recv().await, Received::Message(_)));
+    let end = tokio::time::timeout(Duration::from_secs(2), slow.recv()).await;
+    assert!(matches!(end, Ok(Received::Overflowed)));
+}

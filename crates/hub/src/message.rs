@@ -1,0 +1,225 @@
+//! Published data and the messages the hub hands to subscribers.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::position::Position;
+use crate::topic::TopicName;
+
+/// Published data: one JSON value in compact form, validated once when it enters the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data(String);
+
+/// Why a body is not acceptable data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataError {
+    /// The JSON is invalid; the text says where.
+    BadJson(String),
+}
+
+impl std::fmt::Display for DataError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataError::BadJson(why) => write!(f, "body is not valid JSON: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for DataError {}
+
+impl Data {
+    /// Validates JSON text and removes the white space between its tokens, so that the data
+    /// keeps its exact numbers and key order but never spans lines (SSE splits on line ends).
+    pub fn from_json(json: &[u8]) -> Result<Data, DataError> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_slice(json).map_err(|e| DataError::BadJson(e.to_string()))?;
+        Ok(Data(minify(raw.get())))
+    }
+
+    /// Data that is a JSON string holding `text`.
+    pub fn from_text(text: &str) -> Data {
+        Data(serde_json::Value::from(text).to_string())
+    }
+
+    /// The compact JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Removes white space outside strings from JSON that is already known to be valid.
+fn minify(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How many transport encodings a message can cache. Transports pick their slots; the hub does
+/// not know what the encodings are.
+pub const ENCODING_SLOTS: usize = 3;
+
+/// One published message, shared by every subscriber that receives it.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: TopicName,
+    /// Where the message stands in its topic; its text form is the message `id`.
+    pub position: Position,
+    /// When the hub accepted it, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The envelope `{"topic":…,"id":…,"data":…,"time":…}`, encoded once at publish time.
+    envelope: Bytes,
+    /// Where `"id":"` … `"` sits in `envelope`, so the id is available without another copy.
+    id_range: (usize, usize),
+    /// Transport-specific encodings (an SSE event, a WebSocket frame), each made once, by the
+    /// first subscriber that needs it, and shared by all the others.
+    encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
+}
+
+impl Message {
+    pub fn new(topic: TopicName, position: Position, time_ms: u64, data: &Data) -> Arc<Message> {
+        let mut envelope = String::with_capacity(data.0.len() + topic.as_str().len() + 64);
+        // Topic names and ids use only characters that JSON strings need not escape.
+        envelope.push_str("{\"topic\":\"");
+        envelope.push_str(topic.as_str());
+        envelope.push_str("\",\"id\":\"");
+        let id_start = envelope.len();
+        position.write_to(&mut envelope);
+        let id_end = envelope.len();
+        envelope.push_str("\",\"data\":");
+        envelope.push_str(&data.0);
+        envelope.push_str(",\"time\":");
+        envelope.push_str(itoa::Buffer::new().format(time_ms));
+        envelope.push('}');
+        Arc::new(Message {
+            topic,
+            position,
+            time_ms,
+            envelope: Bytes::from(envelope),
+            id_range: (id_start, id_end),
+            encodings: Default::default(),
+        })
+    }
+
+    /// The message id: its position as text.
+    pub fn id(&self) -> &str {
+        let (start, end) = self.id_range;
+        std::str::from_utf8(&self.envelope[start..end]).unwrap_or_default()
+    }
+
+    /// The JSON envelope, on one line.
+    pub fn envelope(&self) -> &Bytes {
+        &self.envelope
+    }
+
+    /// The JSON of the `data` field alone.
+    pub fn data_json(&self) -> &str {
+        let text = std::str::from_utf8(&self.envelope).unwrap_or_default();
+        let start = self.id_range.1 + "\",\"data\":".len();
+        let end = text.rfind(",\"time\":").unwrap_or(start);
+        &text[start..end]
+    }
+
+    /// The encoding cached in `slot`, made by `encode` the first time it is asked for.
+    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
+        self.encodings[slot].get_or_init(|| encode(self)).clone()
+    }
+
+    /// What the message costs in memory, for the retention budget.
+    pub fn retained_size(&self) -> usize {
+        std::mem::size_of::<Message>() + self.envelope.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_keeps_numbers_and_order_but_loses_line_ends() {
+        let data = Data::from_json(b"{ \"b\" : 1.50,\r\n \"a\": [1, 2],\n\"s\": \"x y\\n\" }")
+            .expect("valid");
+        assert_eq!(data.as_json(), r#"{"b":1.50,"a":[1,2],"s":"x y\n"}"#);
+    }
+
+    #[test]
+    fn escaped_quotes_do_not_end_strings() {
+        let data = Data::from_json(br#"["a\" b", "c\\", " d "]"#).expect("valid");
+        assert_eq!(data.as_json(), r#"["a\" b","c\\"," d "]"#);
+    }
+
+    #[test]
+    fn invalid_json_is_rejected() {
+        assert!(Data::from_json(b"{").is_err());
+        assert!(Data::from_json(b"").is_err());
+        assert!(Data::from_json(b"\"raw\nnewline\"").is_err());
+    }
+
+    #[test]
+    fn text_becomes_a_json_string() {
+        assert_eq!(
+            Data::from_text("a\r\nb \"q\"").as_json(),
+            r#""a\r\nb \"q\"""#
+        );
+    }
+
+    #[test]
+    fn envelope_is_one_line_with_all_fields() {
+        let topic = TopicName::new("chat").expect("valid");
+        let position = Position {
+            tag: 1,
+            epoch: 2,
+            seq: 3,
+        };
+        let message = Message::new(topic, position, 1234, &Data::from_text("hi\n"));
+        assert_eq!(
+            &message.envelope()[..],
+            br#"{"topic":"chat","id":"1-2-3","data":"hi\n","time":1234}"#
+        );
+        assert_eq!(message.id(), "1-2-3");
+        assert_eq!(message.data_json(), r#""hi\n""#);
+        let value: serde_json::Value = serde_json::from_slice(message.envelope()).expect("json");
+        assert_eq!(value["data"], "hi\n");
+    }
+
+    #[test]
+    fn encodings_are_made_once() {
+        let topic = TopicName::new("t").expect("valid");
+        let message = Message::new(
+            topic,
+            Position {
+                tag: 1,
+                epoch: 1,
+                seq: 1,
+            },
+            0,
+            &Data::from_text("x"),
+        );
+        let mut calls = 0;
+        for _ in 0..3 {
+            message.encoded(0, |_| {
+                calls += 1;
+                Bytes::from_static(b"frame")
+            });
+        }
+        assert_eq!(calls, 1);
+    }
+}
