@@ -1,0 +1,162 @@
+//! Positions that cannot be honoured: an explicit reset before anything else for the topic,
+//! then delivery from the oldest retained message.
+
+use serde_json::{Value, json};
+use switchboard::Config;
+use switchboard_e2e::{
+    Gateway, SseClient, SseItem, WsClient, assert_envelope, assert_reset, poll, publish,
+};
+
+/// A gateway retaining 5 messages per topic, with messages 1..=10 published to `t`.
+/// Returns it, the id of message 1 and the retained messages 6..=10.
+async fn overflowed() -> (Gateway, String, Vec<(String, Value)>) {
+    let config = Config {
+        retention_messages: 5,
+        ..Config::default()
+    };
+    let gw = Gateway::start(config).await;
+    let mut published = Vec::new();
+    for n in 1..=10 {
+        let id = publish(&gw.http_url("/events?topic=t"), &json!(n)).await;
+        published.push((id, json!(n)));
+    }
+    let first = published[0].0.clone();
+    (gw, first, published.split_off(5))
+}
+
+/// A gateway whose topic `t` holds two messages, and a cursor for `t` from another gateway
+/// (another epoch).
+async fn restarted() -> (Gateway, String, Vec<(String, Value)>) {
+    let old = Gateway::start_default().await;
+    let stale = publish(&old.http_url("/events?topic=t"), &json!("old")).await;
+    publish(&old.http_url("/events?topic=t"), &json!("old too")).await;
+    old.shutdown().await;
+
+    let gw = Gateway::start_default().await;
+    let mut current = Vec::new();
+    for data in [json!("new 1"), json!("new 2")] {
+        current.push((publish(&gw.http_url("/events?topic=t"), &data).await, data));
+    }
+    (gw, stale, current)
+}
+
+async fn ws_reset(gw: &Gateway, cursor: &str, reason: &str, expected: &[(String, Value)]) {
+    let mut ws = WsClient::connect(&gw.ws_url(&format!("/ws?topic=t&since={cursor}"))).await;
+    let reset = ws.next().await;
+    assert_eq!(reset["type"], "reset", "first frame: {reset}");
+    assert_reset(&reset, "t", reason);
+    let subscribed = ws.next().await;
+    assert_eq!(
+        subscribed["type"], "subscribed",
+        "after the reset: {subscribed}"
+    );
+    for (id, data) in expected {
+        assert_envelope(&ws.next().await, "t", id, data);
+    }
+    // The in-band subscribe frame resets the same way.
+    let mut ws = WsClient::connect(&gw.ws_url("/ws")).await;
+    ws.send(json!({"type": "subscribe", "topics": ["t"], "since": cursor, "ref": 1}))
+        .await;
+    let reset = ws.next().await;
+    assert_eq!(
+        reset["type"], "reset",
+        "first frame after subscribe: {reset}"
+    );
+    assert_reset(&reset, "t", reason);
+    assert_eq!(ws.next().await["type"], "subscribed");
+    for (id, data) in expected {
+        assert_envelope(&ws.next().await, "t", id, data);
+    }
+}
+
+async fn sse_reset(gw: &Gateway, cursor: &str, reason: &str, expected: &[(String, Value)]) {
+    let request = reqwest::Client::new()
+        .get(gw.http_url("/events?topic=t"))
+        .header("last-event-id", cursor);
+    let mut sse = SseClient::open(request).await;
+    let Some(SseItem::Retry(_)) = sse.next_item().await else {
+        panic!("the stream does not start with retry:")
+    };
+    let reset = sse.next_event().await;
+    assert_eq!(reset.event, "reset", "first event: {reset:?}");
+    assert_reset(&reset.json(), "t", reason);
+    sse.expect_event("subscribed").await;
+    for (id, data) in expected {
+        assert_envelope(&sse.message().await, "t", id, data);
+    }
+}
+
+async fn poll_reset(gw: &Gateway, cursor: &str, reason: &str, expected: &[(String, Value)]) {
+    let reply = poll(&gw.http_url(&format!("/poll?topic=t&since={cursor}&timeout=0"))).await;
+    assert_eq!(reply.reset.len(), 1, "{reply:?}");
+    assert_reset(&reply.reset[0], "t", reason);
+    assert_eq!(reply.messages.len(), expected.len(), "{reply:?}");
+    for (envelope, (id, data)) in reply.messages.iter().zip(expected) {
+        assert_envelope(envelope, "t", id, data);
+    }
+    assert!(!reply.more, "{reply:?}");
+    // The reply's cursor is honoured: no second reset.
+    let again =
+        poll(&gw.http_url(&format!("/poll?topic=t&since={}&timeout=0", reply.cursor))).await;
+    assert!(
+        again.reset.is_empty() && again.messages.is_empty(),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_retention_reset() {
+    let (gw, cursor, retained) = overflowed().await;
+    ws_reset(&gw, &cursor, "retention", &retained).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_retention_reset() {
+    let (gw, cursor, retained) = overflowed().await;
+    sse_reset(&gw, &cursor, "retention", &retained).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_retention_reset() {
+    let (gw, cursor, retained) = overflowed().await;
+    poll_reset(&gw, &cursor, "retention", &retained).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_history_lost_reset() {
+    let (gw, cursor, current) = restarted().await;
+    ws_reset(&gw, &cursor, "history_lost", &current).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_history_lost_reset() {
+    let (gw, cursor, current) = restarted().await;
+    sse_reset(&gw, &cursor, "history_lost", &current).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_history_lost_reset() {
+    let (gw, cursor, current) = restarted().await;
+    poll_reset(&gw, &cursor, "history_lost", &current).await;
+}
+
+/// Only the topic that needs it gets a reset.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_only_for_the_topic_that_needs_it() {
+    let (gw, stale_t, retained) = overflowed().await;
+    let u = publish(&gw.http_url("/events?topic=u"), &json!("u1")).await;
+    let u2 = publish(&gw.http_url("/events?topic=u"), &json!("u2")).await;
+    let cursor = format!("{stale_t}.{u}");
+    let reply =
+        poll(&gw.http_url(&format!("/poll?topic=t&topic=u&since={cursor}&timeout=0"))).await;
+    assert_eq!(reply.reset.len(), 1, "{reply:?}");
+    assert_reset(&reply.reset[0], "t", "retention");
+    assert_eq!(reply.messages.len(), retained.len() + 1, "{reply:?}");
+    let u_messages: Vec<_> = reply
+        .messages
+        .iter()
+        .filter(|m| m["topic"] == "u")
+        .collect();
+    assert_eq!(u_messages.len(), 1, "{reply:?}");
+    assert_envelope(u_messages[0], "u", &u2, &json!("u2"));
+}

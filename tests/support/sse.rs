@@ -1,0 +1,305 @@
+//! A Server-Sent Events client over a streamed HTTP body, with a parser that follows the
+//! HTML event-stream rules (CR, LF and CRLF line ends; `event`, `data`, `id`, `retry` fields;
+//! comments).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::Value;
+
+use crate::within;
+
+/// One thing read from an event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseItem {
+    /// A `retry:` field, in milliseconds.
+    Retry(u64),
+    /// A comment line, without the leading `:` and one following space.
+    Comment(String),
+    /// A dispatched event.
+    Event(SseEvent),
+}
+
+/// A dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field; `message` when absent.
+    pub event: String,
+    /// The `id:` field given in this event's block, if any.
+    pub id: Option<String>,
+    /// The `data:` lines joined with LF.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {:?}", self.data))
+    }
+
+    /// The `id:` field, which must be present.
+    pub fn id(&self) -> &str {
+        self.id
+            .as_deref()
+            .unwrap_or_else(|| panic!("SSE event has no id: {self:?}"))
+    }
+}
+
+type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// An open `/events` stream.
+pub struct SseClient {
+    headers: HeaderMap,
+    body: Body,
+    parser: SseParser,
+    items: VecDeque<SseItem>,
+    ended: bool,
+}
+
+impl fmt::Debug for SseClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseClient")
+            .field("headers", &self.headers)
+            .field("items", &self.items)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SseClient {
+    /// `GET url`; panics unless the answer is `200`.
+    pub async fn connect(url: &str) -> SseClient {
+        SseClient::open(reqwest::Client::new().get(url)).await
+    }
+
+    /// Sends `request` (a GET with whatever headers the test needs); panics unless the
+    /// answer is `200`.
+    pub async fn open(request: RequestBuilder) -> SseClient {
+        let response = within("SSE response headers", request.send())
+            .await
+            .unwrap_or_else(|e| panic!("SSE request failed: {e}"));
+        let status = response.status();
+        if status != StatusCode::OK {
+            let url = response.url().clone();
+            let body = within("SSE error body", response.text())
+                .await
+                .unwrap_or_default();
+            panic!("GET {url} answered {status} {body}");
+        }
+        SseClient {
+            headers: response.headers().clone(),
+            body: Box::pin(response.bytes_stream()),
+            parser: SseParser::default(),
+            items: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The last event id seen, as a browser would send it in `Last-Event-ID`.
+    pub fn last_event_id(&self) -> &str {
+        &self.parser.last_event_id
+    }
+
+    /// The next item, or `None` when the response has ended cleanly. Panics if the body fails
+    /// or nothing arrives within [`crate::TIMEOUT`].
+    pub async fn next_item(&mut self) -> Option<SseItem> {
+        within("an SSE item", self.read_item()).await
+    }
+
+    /// The next event, skipping `retry:` and comments; panics if the stream ends.
+    pub async fn next_event(&mut self) -> SseEvent {
+        within("an SSE event", async {
+            loop {
+                match self.read_item().await {
+                    Some(SseItem::Event(event)) => return event,
+                    Some(_) => {}
+                    None => panic!("SSE stream ended while an event was expected"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next event, asserting that it is an `event: name`.
+    pub async fn expect_event(&mut self, name: &str) -> SseEvent {
+        let event = self.next_event().await;
+        assert_eq!(event.event, name, "SSE event: {event:?}");
+        event
+    }
+
+    /// The next `event: message`: its envelope, after checking that the event has an `id:`.
+    pub async fn message(&mut self) -> Value {
+        let event = self.expect_event("message").await;
+        event.id();
+        event.json()
+    }
+
+    /// Reads until the response ends cleanly; returns what was read.
+    pub async fn read_to_end(&mut self) -> Vec<SseItem> {
+        within("the SSE stream to end", async {
+            let mut items = Vec::new();
+            while let Some(item) = self.read_item().await {
+                items.push(item);
+            }
+            items
+        })
+        .await
+    }
+
+    async fn read_item(&mut self) -> Option<SseItem> {
+        loop {
+            if let Some(item) = self.items.pop_front() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.parser.feed(&chunk, &mut self.items),
+                Some(Err(e)) => panic!("SSE body failed (not a clean end): {e}"),
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// The event-stream parser, fed with chunks cut anywhere.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+    after_cr: bool,
+    event: String,
+    data: String,
+    id: Option<String>,
+    last_event_id: String,
+}
+
+impl SseParser {
+    /// Parses `chunk`, appending every complete item to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut VecDeque<SseItem>) {
+        for &byte in chunk {
+            match byte {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\r' | b'\n' => {
+                    self.after_cr = byte == b'\r';
+                    let line = String::from_utf8(std::mem::take(&mut self.line))
+                        .unwrap_or_else(|e| panic!("SSE line is not UTF-8: {e}"));
+                    self.line_done(&line, out);
+                }
+                _ => {
+                    self.after_cr = false;
+                    self.line.push(byte);
+                }
+            }
+        }
+    }
+
+    fn line_done(&mut self, line: &str, out: &mut VecDeque<SseItem>) {
+        if line.is_empty() {
+            self.dispatch(out);
+            return;
+        }
+        if let Some(comment) = line.strip_prefix(':') {
+            let comment = comment.strip_prefix(' ').unwrap_or(comment);
+            out.push_back(SseItem::Comment(comment.to_owned()));
+            return;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => value.clone_into(&mut self.event),
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+            }
+            "id" if !value.contains('\0') => {
+                self.id = Some(value.to_owned());
+                value.clone_into(&mut self.last_event_id);
+            }
+            "retry" => {
+                if let Ok(ms) = value.parse() {
+                    out.push_back(SseItem::Retry(ms));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&mut self, out: &mut VecDeque<SseItem>) {
+        let event = std::mem::take(&mut self.event);
+        let id = self.id.take();
+        if self.data.is_empty() {
+            return;
+        }
+        let mut data = std::mem::take(&mut self.data);
+        data.pop();
+        out.push_back(SseItem::Event(SseEvent {
+            event: if event.is_empty() {
+                "message".to_owned()
+            } else {
+                event
+            },
+            id,
+            data,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in_pieces(text: &str, piece: usize) -> Vec<SseItem> {
+        let mut parser = SseParser::default();
+        let mut out = VecDeque::new();
+        for chunk in text.as_bytes().chunks(piece) {
+            parser.feed(chunk, &mut out);
+        }
+        out.into()
+    }
+
+    fn event(event: &str, id: Option<&str>, data: &str) -> SseItem {
+        SseItem::Event(SseEvent {
+            event: event.to_owned(),
+            id: id.map(str::to_owned),
+            data: data.to_owned(),
+        })
+    }
+
+    #[test]
+    fn every_line_end_and_every_cut() {
+        let text = "retry: 2000\r\n\r\n: heartbeat\revent: subscribed\nid: c1\r\ndata: {}\r\r\
+                    data:a\ndata: b\r\n\n";
+        for piece in 1..=text.len() {
+            assert_eq!(
+                parse_in_pieces(text, piece),
+                vec![
+                    SseItem::Retry(2000),
+                    SseItem::Comment("heartbeat".to_owned()),
+                    event("subscribed", Some("c1"), "{}"),
+                    event("message", None, "a\nb"),
+                ],
+                "cut every {piece} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_data_block_is_not_dispatched_and_last_id_persists() {
+        let mut parser = SseParser::default();
+        let mut out = VecDeque::new();
+        parser.feed(b"id: 7\nevent: x\n\ndata: y\n\n", &mut out);
+        assert_eq!(Vec::from(out), vec![event("message", None, "y")]);
+        assert_eq!(parser.last_event_id, "7");
+    }
+}
