@@ -1,0 +1,132 @@
+//! Server CPU time and memory, read from `/proc` as the kernel accounts them.
+//!
+//! A server is a process tree (nginx: master + worker), so every figure is summed over the
+//! process and its descendants, found through `/proc/PID/task/TID/children`.
+
+use std::fs;
+use std::sync::OnceLock;
+
+/// Kernel clock ticks per second (`getconf CLK_TCK`), the unit of utime/stime.
+fn clk_tck() -> f64 {
+    static TCK: OnceLock<f64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|&t| t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// `pid` and all its descendants.
+pub(crate) fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.flatten() {
+                let path = task.path().join("children");
+                if let Ok(s) = fs::read_to_string(path) {
+                    out.extend(s.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// User and system CPU seconds of one process (all its threads), from `/proc/PID/stat`.
+pub(crate) fn cpu_of(pid: &str) -> Option<(f64, f64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime / clk_tck(), stime / clk_tck()))
+}
+
+/// Resident set size in KiB, from `/proc/PID/status` `VmRSS`.
+pub(crate) fn rss_kib_of(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// CPU and memory of a whole server process tree at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Usage {
+    pub(crate) user_s: f64,
+    pub(crate) sys_s: f64,
+    pub(crate) rss_kib: u64,
+}
+
+impl Usage {
+    pub(crate) fn of_tree(pid: u32) -> Self {
+        let mut u = Self::default();
+        for p in tree(pid) {
+            if let Some((user, sys)) = cpu_of(&p.to_string()) {
+                u.user_s += user;
+                u.sys_s += sys;
+            }
+            u.rss_kib += rss_kib_of(p).unwrap_or(0);
+        }
+        u
+    }
+
+    /// This generator's own CPU, to tell when the instrument itself is the bottleneck.
+    pub(crate) fn of_self() -> Self {
+        let (user_s, sys_s) = cpu_of("self").unwrap_or_default();
+        Self {
+            user_s,
+            sys_s,
+            rss_kib: 0,
+        }
+    }
+
+    pub(crate) fn cpu_s(&self) -> f64 {
+        self.user_s + self.sys_s
+    }
+}
+
+/// CPU count, model and kernel, printed with every result so numbers are never quoted bare.
+pub(crate) fn machine() -> serde_json::Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let online = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    serde_json::json!({
+        "cores": online,
+        "cores_available_to_generator": cores,
+        "model": model,
+        "kernel": kernel,
+        "mem_gib": (mem_kib as f64 / 1048576.0 * 10.0).round() / 10.0,
+    })
+}

@@ -1,0 +1,211 @@
+//! Starting and stopping the servers under test, each fresh for every workload so that memory
+//! and CPU figures start from the same state, pinned to its own core with `taskset`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::client::Flavor;
+use crate::procfs::{self, Usage};
+
+/// How to start the servers.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    pub(crate) switchboard_bin: PathBuf,
+    pub(crate) switchboard_args: Vec<String>,
+    pub(crate) nchan_conf: PathBuf,
+    pub(crate) nginx_bin: String,
+    /// Core the server is pinned to (`taskset -c`), if any.
+    pub(crate) core: Option<u32>,
+    /// Scratch directory for nginx prefixes and server logs.
+    pub(crate) scratch: PathBuf,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub(crate) struct Server {
+    pub(crate) flavor: Flavor,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pid: u32,
+    child: Child,
+    pub(crate) log: PathBuf,
+}
+
+fn command(launch: &Launch, program: &str) -> Command {
+    match launch.core {
+        Some(core) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(core.to_string()).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+impl Server {
+    pub(crate) async fn start(flavor: Flavor, launch: &Launch, tag: &str) -> Result<Self, String> {
+        match flavor {
+            Flavor::Switchboard => Self::start_switchboard(launch, tag).await,
+            Flavor::Nchan => Self::start_nchan(launch, tag).await,
+        }
+    }
+
+    async fn start_switchboard(launch: &Launch, tag: &str) -> Result<Self, String> {
+        let log = launch.scratch.join(format!("switchboard-{tag}.log"));
+        let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let bin = launch.switchboard_bin.to_string_lossy().into_owned();
+        let mut cmd = command(launch, &bin);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&launch.switchboard_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| format!("spawn {bin}: {e}"))?;
+        let pid = child.id().ok_or("switchboard exited at once")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+                .await
+                .map_err(|_| format!("switchboard not ready in 20 s (log: {})", log.display()))?
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!("switchboard exited before ready (log: {})", log.display())
+                })?;
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let a = rest.split_whitespace().next().unwrap_or_default();
+                break a
+                    .parse::<SocketAddr>()
+                    .map_err(|e| format!("bad address {a:?}: {e}"))?;
+            }
+        };
+        // Keep draining stdout so a chatty server never blocks on a full pipe.
+        let mut out = lines.into_inner();
+        tokio::task::spawn_local(async move {
+            let mut buf = vec![0u8; 4096];
+            while matches!(out.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        Ok(Self {
+            flavor: Flavor::Switchboard,
+            addr,
+            pid,
+            child,
+            log,
+        })
+    }
+
+    async fn start_nchan(launch: &Launch, tag: &str) -> Result<Self, String> {
+        let prefix = launch.scratch.join(format!("nginx-{tag}"));
+        std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+        // Ask the kernel for a free port, then hand it to nginx (nginx cannot report one).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let template = std::fs::read_to_string(&launch.nchan_conf)
+            .map_err(|e| format!("{}: {e}", launch.nchan_conf.display()))?;
+        let prefix_s = prefix.to_string_lossy().into_owned();
+        let conf = template
+            .replace("@PORT@", &port.to_string())
+            .replace("@PREFIX@", &prefix_s);
+        let conf_path = prefix.join("nchan.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let log = prefix.join("error.log");
+        let mut cmd = command(launch, &launch.nginx_bin);
+        cmd.arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(format!("{prefix_s}/"))
+            .arg("-e")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", launch.nginx_bin))?;
+        let pid = child.id().ok_or("nginx exited at once")?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut server = Self {
+            flavor: Flavor::Nchan,
+            addr,
+            pid,
+            child,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if healthz(addr).await && procfs::tree(pid).len() >= 2 {
+                return Ok(server);
+            }
+            if Instant::now() > deadline || server.child.try_wait().ok().flatten().is_some() {
+                let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+                server.stop().await;
+                return Err(format!("nginx not ready: {}", log.trim()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) fn usage(&self) -> Usage {
+        Usage::of_tree(self.pid)
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL for the whole tree after a short grace.
+    pub(crate) async fn stop(mut self) {
+        let pids = procfs::tree(self.pid);
+        signal("TERM", &[self.pid]).await;
+        let waited = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        if waited.is_err() {
+            signal("KILL", &pids).await;
+            let _ = self.child.wait().await;
+        }
+        // nginx workers exit with their master; make sure nothing is left holding ports.
+        let leftovers: Vec<u32> = pids
+            .into_iter()
+            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        if !leftovers.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            signal("KILL", &leftovers).await;
+        }
+    }
+}
+
+async fn signal(sig: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .args(pids.iter().map(u32::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+/// `GET /healthz` answered with 200.
+async fn healthz(addr: SocketAddr) -> bool {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await,
+        Ok(Ok(n)) if buf[..n].starts_with(b"HTTP/1.1 200")
+    )
+}

@@ -1,0 +1,496 @@
+//! One workload run against one fresh server: connect subscribers, prove every subscription
+//! live with warm-up messages, publish at a fixed rate, drain, and account for every message.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::client::{self, Ctx, Dialer, Flavor, PubItem, PublishState, Sub, Transport};
+use crate::procfs::Usage;
+use crate::server::Server;
+use crate::stats::{Shared, Tracker};
+
+/// What a workload measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    /// Publish at `rate` for `duration_s`: throughput, CPU per message, latency, correctness.
+    Flow,
+    /// Hold connections without traffic: server memory per connection.
+    Idle,
+    /// Raise the rate step by step until delivery no longer keeps up.
+    Saturation,
+}
+
+/// A workload's shape.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Spec {
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
+    pub(crate) transport: Transport,
+    pub(crate) subscribers: u32,
+    pub(crate) topics: u32,
+    /// Messages per second over all topics (start rate for `Saturation`).
+    pub(crate) rate: f64,
+    pub(crate) duration_s: f64,
+    /// How long to wait after the last publish for stragglers before counting them lost.
+    pub(crate) drain_s: f64,
+    /// `Saturation` only: most steps to try.
+    pub(crate) max_steps: u32,
+}
+
+/// Generator settings common to all runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Opts {
+    pub(crate) payload_bytes: usize,
+    pub(crate) source_addrs: u8,
+    pub(crate) connect_concurrency: usize,
+}
+
+/// One saturation step.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Step {
+    pub(crate) rate: f64,
+    pub(crate) expected: u64,
+    pub(crate) delivered: u64,
+    pub(crate) delivered_per_s: f64,
+    pub(crate) cpu_us_per_msg: f64,
+    pub(crate) lat_p50_us: u64,
+    pub(crate) lat_p99_us: u64,
+    pub(crate) lat_max_us: u64,
+    pub(crate) generator_cpu_util: f64,
+    pub(crate) kept_up: bool,
+}
+
+/// Everything measured in one run; serialised as is into the results JSON.
+#[derive(Debug, Clone, Serialize, Default)]
+pub(crate) struct RunResult {
+    pub(crate) server: String,
+    pub(crate) workload: String,
+    pub(crate) kind: String,
+    pub(crate) transport: String,
+    pub(crate) subscribers: u32,
+    pub(crate) topics: u32,
+    pub(crate) target_rate: f64,
+    pub(crate) publish_rate: f64,
+    pub(crate) window_s: f64,
+    pub(crate) connected: u64,
+    pub(crate) connect_failed: u64,
+    pub(crate) dropped: u64,
+    pub(crate) not_ready: u64,
+    pub(crate) published: u64,
+    pub(crate) publish_failed: u64,
+    pub(crate) expected: u64,
+    pub(crate) delivered: u64,
+    pub(crate) lost: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) resets: u64,
+    pub(crate) delivered_per_s: f64,
+    pub(crate) server_cpu_s: f64,
+    pub(crate) server_user_s: f64,
+    pub(crate) server_sys_s: f64,
+    pub(crate) cpu_us_per_msg: f64,
+    pub(crate) lat_p50_us: u64,
+    pub(crate) lat_p99_us: u64,
+    pub(crate) lat_max_us: u64,
+    pub(crate) rss_before_kib: u64,
+    pub(crate) rss_after_kib: u64,
+    pub(crate) rss_per_conn_bytes: f64,
+    pub(crate) generator_cpu_util: f64,
+    pub(crate) saturation_rate: Option<f64>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) errors: BTreeMap<String, u64>,
+    pub(crate) failure: Option<String>,
+}
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes; returns whether it held.
+async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+struct Running {
+    ctx: Rc<Ctx>,
+    subs: Vec<Rc<Sub>>,
+    txs: Vec<mpsc::Sender<PubItem>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Deliveries owed to all subscribers for messages handed out so far (failed publishes
+    /// excluded: those messages never existed).
+    fn expected(&self) -> u64 {
+        let assigned = self.ctx.publish.assigned.borrow();
+        let failed = self.ctx.publish.failed.borrow();
+        self.subs
+            .iter()
+            .map(|s| {
+                let t = s.tracker.borrow().topic as usize;
+                assigned[t].saturating_sub(failed[t])
+            })
+            .sum()
+    }
+
+    fn lost(&self) -> u64 {
+        let assigned = self.ctx.publish.assigned.borrow();
+        let failed = self.ctx.publish.failed.borrow();
+        self.subs
+            .iter()
+            .map(|s| {
+                let t = s.tracker.borrow();
+                let i = t.topic as usize;
+                t.missing(assigned[i]).saturating_sub(failed[i])
+            })
+            .sum()
+    }
+
+    fn enqueue(&self, topic: u32, seq: u64) -> bool {
+        let i = topic as usize % self.txs.len();
+        if self.txs[i].try_send((topic, seq)).is_ok() {
+            let p = &self.ctx.publish;
+            p.inflight.set(p.inflight.get() + 1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Publishes warm-up messages (sequence 0) to every topic until each connected subscriber
+    /// has received one. After that every subscription is provably live, so every measured
+    /// message is owed to every subscriber: nothing is lost to a subscribe racing a publish.
+    async fn warm_up(&self, limit: Duration) -> bool {
+        let s = &self.ctx.shared;
+        let deadline = Instant::now() + limit;
+        let topics = self.ctx.topics.len() as u32;
+        while Instant::now() < deadline {
+            for t in 0..topics {
+                while !self.enqueue(t, 0) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            let p = &self.ctx.publish;
+            wait_until(Duration::from_secs(10), || p.inflight.get() == 0).await;
+            let all = || s.ready.get() >= s.connected.get().saturating_sub(s.dropped.get());
+            if wait_until(Duration::from_millis(300), all).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Hands out `rate × duration` messages evenly over time, round-robin over topics.
+    /// Returns the number handed out (fewer if the publishers' queues were full).
+    async fn pace(&self, rate: f64, duration: Duration, next_topic: &mut u32) -> u64 {
+        let topics = self.ctx.topics.len() as u32;
+        let start = Instant::now();
+        let mut handed = 0u64;
+        let mut skipped = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let el = start.elapsed().min(duration);
+            let due = (el.as_secs_f64() * rate) as u64;
+            while handed + skipped < due {
+                let t = *next_topic;
+                *next_topic = (t + 1) % topics;
+                let seq = self.ctx.publish.assigned.borrow()[t as usize] + 1;
+                if self.enqueue(t, seq) {
+                    self.ctx.publish.assigned.borrow_mut()[t as usize] = seq;
+                    handed += 1;
+                } else {
+                    skipped += 1;
+                }
+            }
+            if el >= duration {
+                break;
+            }
+        }
+        if skipped > 0 {
+            self.ctx
+                .shared
+                .error(format!("publisher queue full: {skipped} publishes skipped"));
+        }
+        handed
+    }
+
+    async fn finish_publishing(&self) {
+        let p = &self.ctx.publish;
+        if !wait_until(Duration::from_secs(30), || p.inflight.get() == 0).await {
+            self.ctx
+                .shared
+                .error("publishes still in flight after 30 s");
+        }
+    }
+
+    fn stop(self) {
+        self.ctx.shared.stopping.set(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn pctl(shared: &Shared) -> (u64, u64, u64) {
+    let h = shared.hist.borrow();
+    if h.is_empty() {
+        return (0, 0, 0);
+    }
+    (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
+}
+
+/// Runs `spec` against `server` (fresh) and measures it.
+pub(crate) async fn run(spec: &Spec, server: &Server, opts: &Opts) -> RunResult {
+    let mut r = RunResult {
+        server: server.flavor.name().into(),
+        workload: spec.name.clone(),
+        kind: format!("{:?}", spec.kind).to_lowercase(),
+        transport: serde_json::to_value(spec.transport)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        subscribers: spec.subscribers,
+        topics: spec.topics,
+        target_rate: spec.rate,
+        ..RunResult::default()
+    };
+    let topics: Vec<String> = (0..spec.topics.max(1))
+        .map(|i| format!("bench.{}.{i}", spec.name))
+        .collect();
+    let n_topics = topics.len();
+    let ctx = Rc::new(Ctx {
+        flavor: server.flavor,
+        host: server.addr.to_string(),
+        dialer: Dialer::new(server.addr, opts.source_addrs),
+        connect_sem: Semaphore::new(opts.connect_concurrency.max(1)),
+        shared: Shared::new(),
+        topics,
+        payload_bytes: opts.payload_bytes,
+        publish: PublishState {
+            assigned: RefCell::new(vec![0; n_topics]),
+            failed: RefCell::new(vec![0; n_topics]),
+            ..PublishState::default()
+        },
+    });
+    let before = server.usage();
+    r.rss_before_kib = before.rss_kib;
+
+    // Subscribers.
+    let subs: Vec<Rc<Sub>> = (0..spec.subscribers)
+        .map(|i| {
+            Rc::new(Sub {
+                tracker: RefCell::new(Tracker::new(i % n_topics as u32)),
+            })
+        })
+        .collect();
+    let mut tasks = Vec::with_capacity(subs.len() + 8);
+    for s in &subs {
+        tasks.push(tokio::task::spawn_local(client::subscriber(
+            ctx.clone(),
+            s.clone(),
+            spec.transport,
+        )));
+    }
+    // Publishers: a few keep-alive connections, topic i always on publisher i % n.
+    let n_pub = n_topics.clamp(1, 8);
+    let mut txs = Vec::with_capacity(n_pub);
+    for _ in 0..n_pub {
+        let (tx, rx) = mpsc::channel(4096);
+        txs.push(tx);
+        tasks.push(tokio::task::spawn_local(client::publisher(ctx.clone(), rx)));
+    }
+    let run = Running {
+        ctx: ctx.clone(),
+        subs,
+        txs,
+        tasks,
+    };
+    let sh = &ctx.shared;
+    let n = u64::from(spec.subscribers);
+    let all_in = wait_until(Duration::from_secs(120), || {
+        sh.connected.get() + sh.connect_failed.get() >= n
+    })
+    .await;
+    r.connected = sh.connected.get();
+    r.connect_failed = sh.connect_failed.get();
+    if !all_in {
+        r.failure = Some(format!(
+            "only {} of {n} subscribers set up in 120 s",
+            r.connected + r.connect_failed
+        ));
+    }
+    if !run.warm_up(Duration::from_secs(30)).await {
+        sh.error("warm-up: not every subscriber received a warm-up message in 30 s");
+    }
+    r.not_ready = sh.connected.get().saturating_sub(sh.ready.get());
+
+    match spec.kind {
+        Kind::Idle => {
+            // Let allocations settle (the server may finish set-up work after replying).
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let after = server.usage();
+            r.rss_after_kib = after.rss_kib;
+            if r.connected > 0 {
+                r.rss_per_conn_bytes =
+                    (after.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / r.connected as f64;
+            }
+        }
+        Kind::Flow => flow(spec, server, &run, &mut r).await,
+        Kind::Saturation => saturation(spec, server, &run, &mut r).await,
+    }
+    r.dropped = sh.dropped.get();
+    r.resets = sh.resets.get();
+    r.duplicated = sh.duplicated.get();
+    r.out_of_order = sh.out_of_order.get();
+    r.publish_failed = ctx.publish.failed.borrow().iter().sum();
+    r.errors = sh.errors.borrow().clone();
+    run.stop();
+    // Give aborted tasks a moment to close their sockets before the server goes away.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    r
+}
+
+async fn flow(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
+    let sh = &run.ctx.shared;
+    sh.reset_histogram();
+    let d0 = sh.delivered.get();
+    let gen0 = Usage::of_self();
+    let srv0 = server.usage();
+    let t0 = Instant::now();
+    let mut next_topic = 0;
+    let handed = run
+        .pace(
+            spec.rate,
+            Duration::from_secs_f64(spec.duration_s),
+            &mut next_topic,
+        )
+        .await;
+    run.finish_publishing().await;
+    let expected = run.expected();
+    wait_until(Duration::from_secs_f64(spec.drain_s), || {
+        sh.delivered.get() - d0 >= expected
+    })
+    .await;
+    let t1 = Instant::now();
+    let srv1 = server.usage();
+    let gen1 = Usage::of_self();
+    let delivered = sh.delivered.get() - d0;
+    let end = sh.last_delivery.get().max(t0 + Duration::from_millis(1));
+    let window = end.duration_since(t0).as_secs_f64();
+    r.published = handed;
+    r.publish_rate = handed as f64 / spec.duration_s;
+    r.window_s = window;
+    r.expected = expected;
+    r.delivered = delivered;
+    r.lost = run.lost();
+    r.delivered_per_s = delivered as f64 / window;
+    r.server_user_s = srv1.user_s - srv0.user_s;
+    r.server_sys_s = srv1.sys_s - srv0.sys_s;
+    r.server_cpu_s = srv1.cpu_s() - srv0.cpu_s();
+    r.rss_after_kib = srv1.rss_kib;
+    if delivered > 0 {
+        r.cpu_us_per_msg = r.server_cpu_s * 1e6 / delivered as f64;
+    }
+    (r.lat_p50_us, r.lat_p99_us, r.lat_max_us) = pctl(sh);
+    r.generator_cpu_util = (gen1.cpu_s() - gen0.cpu_s()) / t1.duration_since(t0).as_secs_f64();
+}
+
+/// Keeps up = every message delivered within the drain time, no subscriber dropped, and p99
+/// latency under this bound (past saturation the backlog, and so latency, grows every second).
+const KEEP_UP_P99_US: u64 = 250_000;
+
+async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
+    let sh = &run.ctx.shared;
+    let mut rate = spec.rate;
+    let mut next_topic = 0;
+    for _ in 0..spec.max_steps.max(1) {
+        sh.reset_histogram();
+        let d0 = sh.delivered.get();
+        let e0 = run.expected();
+        let dropped0 = sh.dropped.get();
+        let gen0 = Usage::of_self();
+        let srv0 = server.usage();
+        let t0 = Instant::now();
+        run.pace(
+            rate,
+            Duration::from_secs_f64(spec.duration_s),
+            &mut next_topic,
+        )
+        .await;
+        run.finish_publishing().await;
+        let expected = run.expected() - e0;
+        wait_until(Duration::from_secs_f64(spec.drain_s), || {
+            sh.delivered.get() - d0 >= expected
+        })
+        .await;
+        let t1 = Instant::now();
+        let srv1 = server.usage();
+        let gen1 = Usage::of_self();
+        let delivered = sh.delivered.get() - d0;
+        let end = sh.last_delivery.get().max(t0 + Duration::from_millis(1));
+        let (p50, p99, max) = pctl(sh);
+        let step = Step {
+            rate,
+            expected,
+            delivered,
+            delivered_per_s: delivered as f64 / end.duration_since(t0).as_secs_f64(),
+            cpu_us_per_msg: if delivered > 0 {
+                (srv1.cpu_s() - srv0.cpu_s()) * 1e6 / delivered as f64
+            } else {
+                0.0
+            },
+            lat_p50_us: p50,
+            lat_p99_us: p99,
+            lat_max_us: max,
+            generator_cpu_util: (gen1.cpu_s() - gen0.cpu_s()) / t1.duration_since(t0).as_secs_f64(),
+            kept_up: delivered >= expected && sh.dropped.get() == dropped0 && p99 <= KEEP_UP_P99_US,
+        };
+        let kept_up = step.kept_up;
+        r.steps.push(step);
+        if !kept_up {
+            break;
+        }
+        r.saturation_rate = Some(rate);
+        rate = (rate * 1.3).round();
+    }
+    r.lost = run.lost();
+    r.published = run.ctx.publish.assigned.borrow().iter().sum();
+    r.expected = run.expected();
+    r.delivered = sh.delivered.get();
+    if let Some(best) = r.steps.iter().filter(|s| s.kept_up).last() {
+        r.delivered_per_s = best.delivered_per_s;
+        r.cpu_us_per_msg = best.cpu_us_per_msg;
+        r.lat_p50_us = best.lat_p50_us;
+        r.lat_p99_us = best.lat_p99_us;
+        r.lat_max_us = best.lat_max_us;
+        r.generator_cpu_util = best.generator_cpu_util;
+        r.publish_rate = best.rate;
+    }
+    if r.steps.iter().any(|s| s.generator_cpu_util > 0.9) {
+        sh.error("generator CPU above 90% in a step: saturation may be the generator's");
+    }
+}
+
+impl Flavor {
+    /// Transports this server is measured with for a workload's transport.
+    pub(crate) fn variants(self, t: Transport) -> Vec<Transport> {
+        match (self, t) {
+            (Flavor::Nchan, Transport::Poll) => vec![Transport::Poll, Transport::PollMultipart],
+            (Flavor::Switchboard, Transport::PollMultipart) => vec![],
+            _ => vec![t],
+        }
+    }
+}

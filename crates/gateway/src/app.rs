@@ -1,0 +1,99 @@
+//! The HTTP surface: routes, the origin check, CORS, request logging and JSON errors.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::trace::TraceLayer;
+
+use crate::client_addr::client_ip;
+use crate::error::{AppError, ErrorCode};
+use crate::state::AppState;
+use crate::{origin, poll, publish, sse, static_files, ws};
+
+/// The gateway's routes, apart from how they are served.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
+    let http_transports = Router::new()
+        .route("/events", get(sse::subscribe).post(publish::publish))
+        .route("/poll", get(poll::poll).post(publish::publish))
+        .layer(origin::cors(&config.allowed_origins));
+    let transports = Router::new()
+        .route("/ws", get(ws::upgrade))
+        .merge(http_transports)
+        .route_layer(from_fn_with_state(state.clone(), origin::check));
+    let trace_state = state.clone();
+    Router::new()
+        .merge(transports)
+        .route("/healthz", get(health))
+        .with_state(state)
+        .merge(static_files::router(config.static_dir.as_deref()))
+        .layer(map_response(json_method_not_allowed))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(move |request: &Request| {
+                let peer = request
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0);
+                let client =
+                    peer.map(|peer| client_ip(peer, request.headers(), &trace_state.config));
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    client = client.map(tracing::field::display),
+                )
+            }),
+        )
+}
+
+/// `GET /healthz`.
+async fn health(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "shutting_down"})),
+        )
+            .into_response();
+    }
+    let stats = state.hub.stats();
+    let load = std::sync::atomic::Ordering::Relaxed;
+    Json(serde_json::json!({
+        "status": "ok",
+        "connections": state.open_connections(),
+        "topics": state.hub.topic_count(),
+        "retained_bytes": state.hub.retained_bytes(),
+        "published": stats.published.load(load),
+        "slow_consumers": stats.slow_consumers.load(load),
+        "evicted": {
+            "count": stats.evicted_by_count.load(load),
+            "age": stats.evicted_by_age.load(load),
+            "budget": stats.evicted_by_budget.load(load),
+        },
+    }))
+    .into_response()
+}
+
+/// The router answers a wrong method with an empty 405; give it the JSON error body, keeping
+/// the `Allow` header.
+async fn json_method_not_allowed(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut json = AppError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed for this path",
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        json.headers_mut().insert(header::ALLOW, allow);
+    }
+    json
+}

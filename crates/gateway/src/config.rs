@@ -1,0 +1,314 @@
+//! Settings: flags, environment and an optional TOML file, with documented defaults.
+//!
+//! Precedence, highest first: a flag, its `SWITCHBOARD_*` environment variable, the TOML file
+//! given with `--config`, the default. Every setting is one field of [`Config`], named the same
+//! in all four places (`--poll-timeout`, `SWITCHBOARD_POLL_TIMEOUT`, `poll_timeout = "25s"`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use switchboard_hub::HubConfig;
+
+/// Everything `switchboard serve` can be told. Durations are written like `15s`, `500ms`, `1h`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// TOML file with any of these settings (flags and environment override it).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Serve the demo and client from this directory instead of the files built into the binary.
+    #[arg(long, env = "SWITCHBOARD_STATIC_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Interval of SSE heartbeat comments and WebSocket pings; keep it below every proxy's idle
+    /// timeout (nginx: proxy_read_timeout, 60s by default).
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+
+    /// How long a poll without `timeout` is held.
+    #[arg(long, env = "SWITCHBOARD_POLL_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub poll_timeout: Duration,
+
+    /// The longest `timeout` a poll may ask for; keep it below proxies' read timeouts.
+    #[arg(long, env = "SWITCHBOARD_POLL_MAX_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub poll_max_timeout: Duration,
+
+    /// Most messages in one poll reply.
+    #[arg(long, env = "SWITCHBOARD_POLL_BATCH", default_value_t = 1000)]
+    pub poll_batch: usize,
+
+    /// Messages queued for one connection before it is dropped as a slow consumer.
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 1024)]
+    pub send_queue: usize,
+
+    /// Largest published message (HTTP body or WebSocket `data`), in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 65536)]
+    pub max_message_bytes: usize,
+
+    /// Most open streams (WebSocket, SSE and held polls together).
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10000)]
+    pub max_connections: usize,
+
+    /// Most topics on one connection or request.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_TOPICS_PER_CONNECTION",
+        default_value_t = 64
+    )]
+    pub max_topics_per_connection: usize,
+
+    /// Messages retained per topic, for resuming.
+    #[arg(long, env = "SWITCHBOARD_RETENTION_MESSAGES", default_value_t = 1000)]
+    pub retention_messages: usize,
+
+    /// How long a message is retained (0s: no age limit).
+    #[arg(long, env = "SWITCHBOARD_RETENTION_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retention_age: Duration,
+
+    /// Memory budget for all retained messages, in bytes; the oldest go first.
+    #[arg(long, env = "SWITCHBOARD_RETENTION_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub retention_bytes: usize,
+
+    /// How long an unused topic keeps its position, so pollers between requests keep their place.
+    #[arg(long, env = "SWITCHBOARD_IDLE_TOPIC_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub idle_topic_ttl: Duration,
+
+    /// Origins (like `https://app.example.com`) whose pages may connect; `*` allows all.
+    /// Empty: same-origin pages and non-browser clients only.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For / X-Real-IP are believed.
+    #[arg(long, env = "SWITCHBOARD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ProxyNet>,
+
+    /// Reconnection delay advised to SSE clients (the `retry:` field).
+    #[arg(long, env = "SWITCHBOARD_SSE_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub sse_retry: Duration,
+
+    /// On SIGTERM/SIGINT, how long connections get to end before the gateway exits anyway.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// A trusted proxy: one address (`10.0.0.7`) or a CIDR range (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyNet(pub IpNet);
+
+impl std::str::FromStr for ProxyNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map(ProxyNet)
+            .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR range"))
+    }
+}
+
+impl std::fmt::Display for ProxyNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for ProxyNet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyNet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A setting that could not be used.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses just the `Config` arguments, so `Default` shares the flags' defaults.
+#[derive(Debug, clap::Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    config: Config,
+}
+
+impl Default for Config {
+    /// The documented defaults (the environment is not read).
+    fn default() -> Self {
+        use clap::CommandFactory;
+        let command = DefaultsOnly::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["switchboard"]);
+        match Config::from_arg_matches(&matches) {
+            Ok(config) => config,
+            Err(e) => unreachable!("the defaults parse: {e}"),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from parsed arguments, filling what they left at their
+    /// defaults from the `--config` file, if any.
+    pub fn load(matches: &ArgMatches) -> Result<Config, ConfigError> {
+        let config = Config::from_arg_matches(matches).map_err(|e| ConfigError(e.to_string()))?;
+        let Some(path) = config.config.clone() else {
+            return config.validated();
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let file: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let mut merged =
+            toml::Table::try_from(&config).map_err(|e| ConfigError(format!("internal: {e}")))?;
+        for (key, value) in file {
+            let known = matches.ids().any(|id| id.as_str() == key) && key != "config";
+            if !known {
+                return Err(ConfigError(format!(
+                    "{}: unknown setting `{key}`",
+                    path.display()
+                )));
+            }
+            if matches.value_source(&key) == Some(ValueSource::DefaultValue)
+                || matches.value_source(&key).is_none()
+            {
+                merged.insert(key, value);
+            }
+        }
+        let mut loaded: Config = merged
+            .try_into()
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        loaded.config = Some(path);
+        loaded.validated()
+    }
+
+    fn validated(self) -> Result<Config, ConfigError> {
+        let positive = [
+            ("heartbeat_interval", self.heartbeat_interval.is_zero()),
+            ("send_queue", self.send_queue == 0),
+            ("poll_batch", self.poll_batch == 0),
+            (
+                "max_topics_per_connection",
+                self.max_topics_per_connection == 0,
+            ),
+            ("max_message_bytes", self.max_message_bytes == 0),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError(format!("{name} must be greater than zero")));
+        }
+        if self.poll_timeout > self.poll_max_timeout {
+            return Err(ConfigError(
+                "poll_timeout must not exceed poll_max_timeout".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Whether `peer` is one of the trusted proxies.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.0.contains(&peer))
+    }
+
+    /// The hub's part of the settings.
+    pub fn hub_config(&self) -> HubConfig {
+        HubConfig {
+            retention_messages: self.retention_messages,
+            retention_age: self.retention_age,
+            retention_bytes: self.retention_bytes,
+            idle_topic_ttl: self.idle_topic_ttl,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        let command = DefaultsOnly::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command
+            .try_get_matches_from(std::iter::once("switchboard").chain(args.iter().copied()))
+            .map_err(|e| ConfigError(e.to_string()))?;
+        Config::load(&matches)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::default();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
+        assert_eq!(config.poll_timeout, Duration::from_secs(25));
+        assert_eq!(config.retention_messages, 1000);
+        assert_eq!(config.max_message_bytes, 65536);
+        assert!(config.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn file_fills_defaults_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("switchboard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("switchboard.toml");
+        std::fs::write(
+            &path,
+            "poll_timeout = \"5s\"\nretention_messages = 7\nallowed_origins = [\"https://a.example\"]\n",
+        )
+        .expect("write config");
+        let path = path.to_str().expect("utf-8 path");
+        let config = load(&["--config", path, "--retention-messages", "9"]).expect("loads");
+        assert_eq!(config.poll_timeout, Duration::from_secs(5));
+        assert_eq!(config.retention_messages, 9);
+        assert_eq!(
+            config.allowed_origins,
+            vec!["https://a.example".to_string()]
+        );
+
+        std::fs::write(dir.join("bad.toml"), "no_such_setting = 1\n").expect("write");
+        let bad = load(&["--config", dir.join("bad.toml").to_str().expect("utf-8")]);
+        assert!(bad.is_err_and(|e| e.0.contains("unknown setting `no_such_setting`")));
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        assert!(load(&["--send-queue", "0"]).is_err());
+        assert!(load(&["--poll-timeout", "40s"]).is_err());
+        assert!(load(&["--heartbeat-interval", "soon"]).is_err());
+        let proxies = load(&["--trusted-proxies", "10.0.0.0/8,127.0.0.1"]).expect("valid list");
+        assert!(proxies.trusts("127.0.0.1".parse().expect("ip")));
+        assert!(proxies.trusts("10.1.2.3".parse().expect("ip")));
+        assert!(!proxies.trusts("192.168.1.1".parse().expect("ip")));
+        assert!(load(&["--trusted-proxies", "10.0.0.0/99"]).is_err());
+    }
+}

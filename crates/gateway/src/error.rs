@@ -1,0 +1,123 @@
+//! Every rejection the gateway makes, with its stable code, as HTTP responses and as
+//! WebSocket error frames.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use switchboard_hub::{BrokerError, CursorError, DataError, TopicError};
+
+/// The stable error codes of `docs/PROTOCOL.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadTopic,
+    MissingTopic,
+    TooManyTopics,
+    BadCursor,
+    BadJson,
+    UnknownType,
+    BadRequest,
+    OriginNotAllowed,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    TooManyConnections,
+    ShuttingDown,
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadTopic => "bad_topic",
+            ErrorCode::MissingTopic => "missing_topic",
+            ErrorCode::TooManyTopics => "too_many_topics",
+            ErrorCode::BadCursor => "bad_cursor",
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooManyConnections | ErrorCode::ShuttingDown | ErrorCode::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A rejected request: a code for programs and a message for people.
+#[derive(Debug, Clone)]
+pub struct AppError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> AppError {
+        AppError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The JSON body: `{"error":{"code":…,"message":…}}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}})
+    }
+
+    /// The WebSocket frame: `{"type":"error","ref":…,"code":…,"message":…}`.
+    pub fn frame(&self, reference: Option<&serde_json::Value>) -> String {
+        let mut frame = serde_json::json!({
+            "type": "error",
+            "code": self.code.as_str(),
+            "message": self.message,
+        });
+        if let Some(reference) = reference {
+            frame["ref"] = reference.clone();
+        }
+        frame.to_string()
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        (self.code.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+impl From<TopicError> for AppError {
+    fn from(e: TopicError) -> Self {
+        AppError::new(ErrorCode::BadTopic, e.to_string())
+    }
+}
+
+impl From<CursorError> for AppError {
+    fn from(e: CursorError) -> Self {
+        AppError::new(ErrorCode::BadCursor, e.to_string())
+    }
+}
+
+impl From<DataError> for AppError {
+    fn from(e: DataError) -> Self {
+        AppError::new(ErrorCode::BadJson, e.to_string())
+    }
+}
+
+impl From<BrokerError> for AppError {
+    fn from(e: BrokerError) -> Self {
+        AppError::new(ErrorCode::Unavailable, e.to_string())
+    }
+}

@@ -1,0 +1,36 @@
+//! Switchboard: a real-time gateway. One topic hub, reachable over WebSocket (`/ws`),
+//! Server-Sent Events (`/events`) and long-poll (`/poll`); see `docs/PROTOCOL.md`.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from flags, environment and a TOML file.
+//! - [`server`]: `run(listener, config, shutdown)`: serving and the graceful drain.
+//! - `app`: the routes, origin check, CORS, logging, JSON errors for 404/405.
+//! - `subscription`: the plumbing all three transports share: joining topics from a
+//!   cursor, the connection's inbox, delivered positions.
+//! - `ws`, `sse`, `poll`: one file per transport; `publish`: HTTP publishing.
+//! - `encoding`: each transport's encoding of a message, made once and shared.
+//! - `request`: query parameters (topics, cursor, timeout); `error`: every rejection.
+//! - `origin`: the allowlist of origins; `client_addr`: trusted proxies.
+//! - `state`: what handlers share, including the connection limit.
+//! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
+
+mod app;
+mod client_addr;
+pub mod config;
+mod encoding;
+mod error;
+mod heartbeat;
+mod origin;
+mod poll;
+mod publish;
+mod request;
+pub mod server;
+pub mod shutdown;
+mod sse;
+mod state;
+mod static_files;
+mod subscription;
+mod ws;
+
+pub use config::Config;

@@ -1,0 +1,74 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use switchboard_hub::{Broker, Hub};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::{AppError, ErrorCode};
+use crate::subscription::Subscription;
+
+/// Shared by every handler and connection.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Where messages are published and subscribed; transports see only the trait.
+    pub broker: Arc<dyn Broker>,
+    /// The same hub, for its counters.
+    pub hub: Arc<Hub>,
+    pub config: Arc<Config>,
+    /// Cancelled when the gateway starts shutting down: streams end, polls answer.
+    pub shutdown: CancellationToken,
+    /// One permit per open stream (WebSocket, SSE, held poll): the `max_connections` limit.
+    connections: Arc<Semaphore>,
+    /// WebSocket sessions run outside the HTTP server's own bookkeeping; shutdown waits for
+    /// them here.
+    pub sessions: TaskTracker,
+}
+
+impl AppState {
+    pub fn new(hub: Arc<Hub>, config: Config, shutdown: CancellationToken) -> AppState {
+        AppState {
+            broker: hub.clone(),
+            hub,
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config: Arc::new(config),
+            shutdown,
+            sessions: TaskTracker::new(),
+        }
+    }
+
+    /// A slot for one more open stream, released when the permit is dropped.
+    pub fn open_connection(&self) -> Result<OwnedSemaphorePermit, AppError> {
+        if self.shutdown.is_cancelled() {
+            return Err(AppError::new(
+                ErrorCode::ShuttingDown,
+                "the gateway is shutting down",
+            ));
+        }
+        self.connections.clone().try_acquire_owned().map_err(|_| {
+            AppError::new(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "the gateway holds its limit of {} connections; retry later",
+                    self.config.max_connections
+                ),
+            )
+        })
+    }
+
+    /// Open streams right now.
+    pub fn open_connections(&self) -> usize {
+        self.config.max_connections - self.connections.available_permits()
+    }
+
+    pub fn subscription(&self) -> Subscription {
+        Subscription::new(
+            self.broker.clone(),
+            self.config.send_queue,
+            self.config.max_topics_per_connection,
+        )
+    }
+}

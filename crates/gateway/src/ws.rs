@@ -1,0 +1,451 @@
+//! WebSocket: `GET /ws`. One task per connection reads client frames, delivers messages and
+//! sends heartbeats; everything ends together.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocketUpgrade};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::value::RawValue;
+use switchboard_hub::{Cursor, Data, Received, TopicName};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::encoding::ws_message;
+use crate::error::{AppError, ErrorCode};
+use crate::publish::too_large;
+use crate::request::QueryParams;
+use crate::state::AppState;
+use crate::subscription::{Joined, Subscription, reset_json};
+
+/// Room for a frame's own fields (`type`, `topic`, `ref`) on top of the data limit.
+const FRAME_OVERHEAD: usize = 1024;
+
+/// Bytes read from the socket at a time. Tungstenite's default is 128 KiB per connection;
+/// frames here are small, and memory per idle connection matters more.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// Messages are written once this many bytes are buffered, or at the end of a batch.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// A slow reader gets this long to take a close frame before it is cut off.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Close codes the gateway sends (see docs/PROTOCOL.md).
+mod close {
+    pub(super) const GOING_AWAY: u16 = 1001;
+    pub(super) const TOO_BIG: u16 = 1009;
+    pub(super) const SLOW_CONSUMER: u16 = 1013;
+    pub(super) const HEARTBEAT_TIMEOUT: u16 = 4000;
+}
+
+/// `GET /ws[?topic=A&topic=B][&since=C]`. The query is checked before the upgrade, so a bad
+/// topic or cursor is an HTTP 400 rather than a socket that opens and closes.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    let upgrade = upgrade.map_err(|e| {
+        AppError::new(
+            ErrorCode::BadRequest,
+            format!("GET /ws needs a WebSocket upgrade: {e}"),
+        )
+    })?;
+    let params = QueryParams::parse(uri.query());
+    let topics = params.topics(state.config.max_topics_per_connection)?;
+    let cursor = params.cursor(&headers)?;
+    let permit = state.open_connection()?;
+    let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
+    let sessions = state.sessions.clone();
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
+        .on_upgrade(move |socket| {
+            sessions.track_future(async move {
+                let session = Session::new(state, permit);
+                session.run(socket, topics, cursor).await;
+            })
+        }))
+}
+
+/// How a session ended, and what to tell the client.
+struct Ending {
+    code: u16,
+    reason: &'static str,
+}
+
+/// One WebSocket connection's state.
+pub struct Session {
+    state: AppState,
+    subscription: Subscription,
+    /// Holds this connection's place in `max_connections`.
+    _permit: OwnedSemaphorePermit,
+}
+
+type SendResult = Result<(), axum::Error>;
+
+impl Session {
+    pub fn new(state: AppState, permit: OwnedSemaphorePermit) -> Session {
+        Session {
+            subscription: state.subscription(),
+            state,
+            _permit: permit,
+        }
+    }
+
+    /// Runs the connection until the client leaves, fails, or the gateway shuts down. Generic
+    /// over the socket so that it can be driven without a network in tests.
+    pub async fn run<S>(mut self, mut socket: S, topics: Vec<TopicName>, cursor: Option<Cursor>)
+    where
+        S: Sink<WsMessage, Error = axum::Error>
+            + Stream<Item = Result<WsMessage, axum::Error>>
+            + Unpin,
+    {
+        let ending = self.serve(&mut socket, topics, cursor).await;
+        if let Some(Ending { code, reason }) = ending {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let closed = async {
+                socket.send(WsMessage::Close(Some(frame))).await?;
+                // Wait for the client's close, so the connection ends cleanly on both sides.
+                while let Some(Ok(message)) = socket.next().await {
+                    if matches!(message, WsMessage::Close(_)) {
+                        break;
+                    }
+                }
+                Ok::<_, axum::Error>(())
+            };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
+        }
+    }
+
+    /// The connection's main loop; returns how to close, or `None` when the socket is gone.
+    async fn serve<S>(
+        &mut self,
+        socket: &mut S,
+        topics: Vec<TopicName>,
+        cursor: Option<Cursor>,
+    ) -> Option<Ending>
+    where
+        S: Sink<WsMessage, Error = axum::Error>
+            + Stream<Item = Result<WsMessage, axum::Error>>
+            + Unpin,
+    {
+        if !topics.is_empty() {
+            if self
+                .subscribe(&topics, cursor.as_ref(), None, socket)
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+        let heartbeat_interval = self.state.config.heartbeat_interval;
+        let mut heartbeat = crate::heartbeat::interval(heartbeat_interval);
+        let mut last_heard = tokio::time::Instant::now();
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let result = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    return Some(Ending { code: close::GOING_AWAY, reason: "gateway shutting down" });
+                }
+                incoming = socket.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    match incoming {
+                        None => return None,
+                        Some(Err(e)) => return too_big(&e).then_some(Ending {
+                            code: close::TOO_BIG,
+                            reason: "frame too large",
+                        }),
+                        Some(Ok(WsMessage::Text(text))) => self.handle_frame(text.as_str(), socket).await,
+                        Some(Ok(WsMessage::Binary(_))) => {
+                            let error = AppError::new(ErrorCode::BadRequest, "binary frames are not supported; send JSON text");
+                            send_text(socket, error.frame(None)).await
+                        }
+                        Some(Ok(WsMessage::Close(_))) => return None,
+                        Some(Ok(_)) => Ok(()),
+                    }
+                }
+                received = self.subscription.next() => match received {
+                    Received::Message(message) => self.deliver(message, socket).await,
+                    Received::Overflowed => {
+                        return Some(Ending { code: close::SLOW_CONSUMER, reason: "slow consumer" });
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > heartbeat_interval * 2 {
+                        return Some(Ending { code: close::HEARTBEAT_TIMEOUT, reason: "heartbeat timeout" });
+                    }
+                    socket.send(WsMessage::Ping(bytes::Bytes::new())).await
+                }
+            };
+            if result.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Sends a live message and whatever else is already queued, in one write.
+    async fn deliver<S>(
+        &mut self,
+        first: std::sync::Arc<switchboard_hub::Message>,
+        socket: &mut S,
+    ) -> SendResult
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        socket.feed(message_frame(&first)?).await?;
+        while let Some(message) = self.subscription.try_next() {
+            socket.feed(message_frame(&message)?).await?;
+        }
+        socket.flush().await
+    }
+
+    async fn handle_frame<S>(&mut self, text: &str, socket: &mut S) -> SendResult
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(error) => return send_text(socket, error.frame(None)).await,
+        };
+        let reference = frame.reference.clone();
+        match self.act(frame, socket).await {
+            Ok(result) => result,
+            Err(error) => send_text(socket, error.frame(reference.as_ref())).await,
+        }
+    }
+
+    /// Carries out a client frame. The outer error is the client's (an error frame follows);
+    /// the inner one is the socket's.
+    async fn act<S>(
+        &mut self,
+        frame: ClientFrame<'_>,
+        socket: &mut S,
+    ) -> Result<SendResult, AppError>
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        let reference = frame.reference.clone();
+        match frame.kind.as_str() {
+            "publish" => {
+                let topic = TopicName::new(&frame.string("topic")?)?;
+                let data = frame.fields.get("data").ok_or_else(|| missing("data"))?;
+                let limit = self.state.config.max_message_bytes;
+                if data.get().len() > limit {
+                    return Err(too_large(limit));
+                }
+                let data = Data::from_json(data.get().as_bytes())?;
+                let message = self.state.broker.publish(&topic, &data).await?;
+                let ack = with_ref(
+                    serde_json::json!({"type": "ack", "topic": topic.as_str(), "id": message.id()}),
+                    reference,
+                );
+                Ok(send_text(socket, ack.to_string()).await)
+            }
+            "subscribe" => {
+                let topics = frame.topics()?;
+                let cursor = frame
+                    .optional_string("since")?
+                    .map(|c| Cursor::parse(&c))
+                    .transpose()?;
+                Ok(self
+                    .subscribe(&topics, cursor.as_ref(), reference, socket)
+                    .await)
+            }
+            "unsubscribe" => {
+                let topics = frame.topics()?;
+                self.subscription.leave(&topics);
+                let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
+                let reply = with_ref(
+                    serde_json::json!({"type": "unsubscribed", "topics": names}),
+                    reference,
+                );
+                Ok(send_text(socket, reply.to_string()).await)
+            }
+            "ping" => {
+                let pong = with_ref(serde_json::json!({"type": "pong"}), reference);
+                Ok(send_text(socket, pong.to_string()).await)
+            }
+            other => Err(AppError::new(
+                ErrorCode::UnknownType,
+                format!(
+                    "unknown frame type {other:?}; expected publish, subscribe, unsubscribe or ping"
+                ),
+            )),
+        }
+    }
+
+    /// Joins `topics` and sends, in order: resets, `subscribed`, then the missed messages; or
+    /// an error frame when the client asked for something it may not have.
+    async fn subscribe<S>(
+        &mut self,
+        topics: &[TopicName],
+        cursor: Option<&Cursor>,
+        reference: Option<serde_json::Value>,
+        socket: &mut S,
+    ) -> SendResult
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        let joined: Joined = match self
+            .subscription
+            .join(topics, cursor, true, usize::MAX)
+            .await
+        {
+            Ok(joined) => joined,
+            Err(error) => {
+                return send_text(socket, error.frame(reference.as_ref())).await;
+            }
+        };
+        for (topic, reason) in &joined.resets {
+            let mut reset = reset_json(topic, *reason);
+            reset["type"] = "reset".into();
+            socket.feed(text_frame(reset.to_string())).await?;
+        }
+        let positions = self.subscription.positions_json();
+        let positions: serde_json::Map<_, _> = positions
+            .into_iter()
+            .filter(|(name, _)| topics.iter().any(|t| t.as_str() == name))
+            .collect();
+        let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
+        let subscribed =
+            serde_json::json!({"type": "subscribed", "topics": names, "positions": positions});
+        socket
+            .feed(text_frame(with_ref(subscribed, reference).to_string()))
+            .await?;
+        for message in &joined.messages {
+            self.subscription.record(message);
+            socket.feed(message_frame(message)?).await?;
+        }
+        socket.flush().await
+    }
+}
+
+/// A client frame, with its fields kept as raw JSON until each is needed, so that `data` is
+/// taken exactly as sent and `ref` survives errors in the other fields.
+struct ClientFrame<'a> {
+    kind: String,
+    reference: Option<serde_json::Value>,
+    fields: std::collections::HashMap<String, &'a RawValue>,
+}
+
+impl<'a> ClientFrame<'a> {
+    fn parse(text: &'a str) -> Result<ClientFrame<'a>, AppError> {
+        let fields: std::collections::HashMap<String, &'a RawValue> = serde_json::from_str(text)
+            .map_err(|e| {
+                if e.is_data() {
+                    AppError::new(ErrorCode::BadRequest, "a frame must be a JSON object")
+                } else {
+                    AppError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
+                }
+            })?;
+        let reference = fields
+            .get("ref")
+            .and_then(|raw| serde_json::from_str(raw.get()).ok());
+        let mut frame = ClientFrame {
+            kind: String::new(),
+            reference,
+            fields,
+        };
+        frame.kind = frame.string("type").map_err(|e| AppError {
+            code: ErrorCode::BadRequest,
+            ..e
+        })?;
+        Ok(frame)
+    }
+
+    fn optional_string(&self, name: &str) -> Result<Option<String>, AppError> {
+        self.fields
+            .get(name)
+            .map(|raw| {
+                serde_json::from_str::<String>(raw.get()).map_err(|_| {
+                    AppError::new(ErrorCode::BadRequest, format!("`{name}` must be a string"))
+                })
+            })
+            .transpose()
+    }
+
+    fn string(&self, name: &str) -> Result<String, AppError> {
+        self.optional_string(name)?.ok_or_else(|| missing(name))
+    }
+
+    /// The `topics` array, validated; empty is `missing_topic`.
+    fn topics(&self) -> Result<Vec<TopicName>, AppError> {
+        let raw = self.fields.get("topics").ok_or_else(|| {
+            AppError::new(ErrorCode::MissingTopic, "the frame needs a `topics` array")
+        })?;
+        let names: Vec<String> = serde_json::from_str(raw.get()).map_err(|_| {
+            AppError::new(
+                ErrorCode::BadRequest,
+                "`topics` must be an array of strings",
+            )
+        })?;
+        if names.is_empty() {
+            return Err(AppError::new(ErrorCode::MissingTopic, "`topics` is empty"));
+        }
+        let mut topics: Vec<TopicName> = Vec::with_capacity(names.len());
+        for name in names {
+            let topic = TopicName::new(&name)?;
+            if !topics.contains(&topic) {
+                topics.push(topic);
+            }
+        }
+        Ok(topics)
+    }
+}
+
+fn missing(field: &str) -> AppError {
+    if field == "topic" {
+        return AppError::new(ErrorCode::MissingTopic, "the frame needs a `topic`");
+    }
+    AppError::new(ErrorCode::BadRequest, format!("the frame needs `{field}`"))
+}
+
+fn with_ref(
+    mut frame: serde_json::Value,
+    reference: Option<serde_json::Value>,
+) -> serde_json::Value {
+    if let Some(reference) = reference {
+        frame["ref"] = reference;
+    }
+    frame
+}
+
+fn text_frame(text: String) -> WsMessage {
+    WsMessage::Text(Utf8Bytes::from(text))
+}
+
+fn message_frame(message: &switchboard_hub::Message) -> Result<WsMessage, axum::Error> {
+    Utf8Bytes::try_from(ws_message(message))
+        .map(WsMessage::Text)
+        .map_err(axum::Error::new)
+}
+
+async fn send_text<S>(socket: &mut S, text: String) -> SendResult
+where
+    S: Sink<WsMessage, Error = axum::Error> + Unpin,
+{
+    socket.send(text_frame(text)).await
+}
+
+/// Whether a read failed because a frame was over the size limit.
+fn too_big(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
