@@ -103,7 +103,7 @@ test('WebSocket cut from the server side and then blocked: the client resumes on
       topics: [topic], options: FAST,
       setup: (page) => page.routeWebSocket(/\/ws/, (ws) => {
         if (blocked) { ws.close(); return; }
-        servers.push(ws.connectToServer()); // forwards both ways
+        servers.push({ page: ws, server: ws.connectToServer() }); // forwards frames both ways
       }),
     });
     await established(page);
@@ -113,7 +113,11 @@ test('WebSocket cut from the server side and then blocked: the client resumes on
     await waitForMessages(page, 3);
 
     blocked = true;
-    for (const s of servers) s.close({ code: 1011, reason: 'cut by test' });
+    // Closing our end towards the gateway is not forwarded to the page, so close both ends.
+    for (const s of servers) {
+      s.server.close({ code: 1000, reason: 'cut by test' });
+      s.page.close({ code: 1011, reason: 'cut by test' });
+    }
     for (let i = 3; i < 8; i++) ids.push(await publish(gw.url, topic, i));
     await page.waitForFunction(() => window.sb.transport === 'sse' && window.sb.state === 'open', null, { timeout: 15000 });
     for (let i = 8; i < 10; i++) ids.push(await publish(gw.url, topic, i));

@@ -19,20 +19,21 @@ function watchErrors(page) {
   return errors;
 }
 
-const TEST_PAGE = '/__switchboard_test.html';
-const TEST_HTML = '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>test</title>' +
-  '<script src="/switchboard.js"></script>';
+// The host page is the gateway's own /healthz (a real response from the gateway's address:
+// a page answered by Playwright's route.fulfill counts as "public" for Chromium's Local Network
+// Access checks, which then block its WebSockets to 127.0.0.1), and switchboard.js is loaded from
+// the gateway as a <script> tag.
+const HOST_PAGE = '/healthz';
 
-// Opens a blank page on `origin` (the test page is answered by Playwright; switchboard.js and all
-// transports go to the real gateway), runs `init` before any script, connects a client with
-// `options` and subscribes it to `topics`. Everything the client reports lands in window.log.
+// Opens a page on `origin`, runs `init` before any script, loads /switchboard.js, connects a client
+// with `options` and subscribes it to `topics`. Everything the client reports lands in window.log.
 async function clientPage(context, origin, { options = {}, topics = [], init = null, initArg, setup = null } = {}) {
   const page = await context.newPage();
   page.errors = watchErrors(page);
   if (setup) await setup(page);
-  await page.route(`**${TEST_PAGE}`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: TEST_HTML }));
   if (init) await page.addInitScript(init, initArg);
-  await page.goto(origin + TEST_PAGE);
+  await page.goto(origin + HOST_PAGE);
+  await page.addScriptTag({ url: '/switchboard.js' });
   await page.evaluate(({ options, topics }) => {
     var log = window.log = { messages: [], states: [], transports: [], resets: [], errors: [], subscribed: 0 };
     var sb = window.sb = Switchboard.connect('', options);
@@ -67,4 +68,4 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let counter = 0;
 function uniqueTopic(prefix = 't') { return `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`; }
 
-module.exports = { launch, watchErrors, clientPage, established, waitForMessages, pagePublish, sleep, uniqueTopic, TEST_PAGE };
+module.exports = { launch, watchErrors, clientPage, established, waitForMessages, pagePublish, sleep, uniqueTopic };
