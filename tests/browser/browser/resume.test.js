@@ -62,10 +62,20 @@ for (const transport of ['ws', 'sse', 'poll', 'auto']) {
       assert.ok(cut >= 1, 'there were connections to cut');
       await page.waitForFunction(() => window.sb.state === 'reconnecting', null, { timeout: 10000 });
       for (let i = 0; i < 6; i++) await send(i, { during: i });
+      // the page publishes too: queued until a transport is back
+      await page.evaluate((topic) => {
+        window.queued = [];
+        window.sb.publish(topic, { queued: true }, function (err, id) { window.queued.push(err ? 'error: ' + err.code : id); });
+      }, topics[0]);
       await sleep(700); // the client keeps failing against the refusing proxy meanwhile
+      assert.deepEqual(await page.evaluate(() => window.queued), [], 'still queued');
       proxy.up();
 
       await established(page, 20000);
+      await page.waitForFunction(() => window.queued.length === 1, null, { timeout: 10000 });
+      const queuedId = (await page.evaluate(() => window.queued))[0];
+      assert.match(queuedId, /^[A-Za-z0-9-]+$/, 'the queued publish was accepted');
+      sent.push({ topic: topics[0], id: queuedId });
       for (let i = 0; i < 2; i++) await send(i, { after: i });
       await expectExactlySet(page, sent.map((s) => s.id));
       // per-topic order is what the protocol promises

@@ -3,7 +3,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startGateway, publish } = require('../lib/gateway');
-const { launch, clientPage, established, waitForMessages, pagePublish, uniqueTopic } = require('../lib/browser');
+const { launch, clientPage, established, waitForMessages, pagePublish, uniqueTopic, sleep } = require('../lib/browser');
 
 let gw;
 let browser;
@@ -137,3 +137,36 @@ test('a WebSocket refused by the network falls back to SSE and loses nothing', a
   assert.deepEqual(await page.evaluate(() => window.log.messages.map((m) => m.id)), ids);
   await context.close();
 });
+
+for (const transport of ['ws', 'sse', 'poll']) {
+  test(`${transport}: subscribing and unsubscribing while connected`, async () => {
+    const context = await browser.newContext();
+    const a = uniqueTopic('a');
+    const b = uniqueTopic('b');
+    const page = await clientPage(context, gw.url, { topics: [a], options: Object.assign({ transports: [transport] }, FAST) });
+    await established(page);
+    const before = await page.evaluate(() => window.log.subscribed);
+    const a1 = await publish(gw.url, a, 'a1');
+    await waitForMessages(page, 1);
+    await page.evaluate((b) => { window.sb.subscribe(b, function (d, m) { window.log.messages.push(m); }); }, b);
+    await page.waitForFunction((n) => window.log.subscribed > n, before, { timeout: 10000 });
+    await established(page);
+    const b1 = await publish(gw.url, b, 'b1');
+    const a2 = await publish(gw.url, a, 'a2');
+    await waitForMessages(page, 3);
+    await page.evaluate((a) => { window.sb.unsubscribe(a); }, a);
+    await sleep(200);
+    await publish(gw.url, a, 'a3'); // not delivered any more
+    const b2 = await publish(gw.url, b, 'b2');
+    await waitForMessages(page, 4);
+    await sleep(300);
+    const got = await page.evaluate(() => window.log.messages);
+    assert.deepEqual(got.filter((m) => m.topic === a).map((m) => m.id), [a1, a2]);
+    assert.deepEqual(got.filter((m) => m.topic === b).map((m) => m.id), [b1, b2]);
+    assert.equal(got.length, 4);
+    const log = await page.evaluate(() => window.log);
+    assert.deepEqual(log.states, ['open'], 'stays open throughout');
+    assert.deepEqual(log.errors, []);
+    await context.close();
+  });
+}
