@@ -266,6 +266,10 @@
     } catch (e) {
       return this._failLater(entry, makeError('bad_json', 'Switchboard: data cannot be serialised: ' + e.message));
     }
+    if (typeof entry.json !== 'string') {
+      return this._failLater(entry, makeError('bad_json', 'Switchboard: data of type ' + typeof entry.data +
+        ' cannot be sent as JSON'));
+    }
     if (this._outbox.length >= this.options.publishQueue) {
       return this._failLater(entry, makeError('queue_full',
         'Switchboard: ' + this._outbox.length + ' publishes are already waiting for a connection'));

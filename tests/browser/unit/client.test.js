@@ -85,6 +85,14 @@ test('invalid topics are refused', () => {
   sb.publish('bad topic', 1, (e) => { err = e; });
   clock.tick(0);
   assert.equal(err.code, 'bad_topic');
+  sb.publish('t', () => {}, (e) => { err = e; });
+  clock.tick(0);
+  assert.equal(err.code, 'bad_json');
+  const circular = {};
+  circular.self = circular;
+  sb.publish('t', circular, (e) => { err = e; });
+  clock.tick(0);
+  assert.equal(err.code, 'bad_json');
   sb.close();
 });
 
@@ -467,5 +475,47 @@ test('unsubscribe with a handler keeps the topic while other handlers remain', (
   clock.tick(0);
   assert.equal(ws.frames('unsubscribe').length, 1);
   assert.deepEqual(sb.topics(), []);
+  sb.close();
+});
+
+test('a WebSocket that dies right after opening, without a reason, counts against WebSocket', () => {
+  const { env, sb, clock } = setup({ reconnect: { min: 100, stable: 5000 } });
+  sb.subscribe('a');
+  clock.tick(0);
+  wsOpen(env, { a: 'a-0' });
+  clock.tick(1000);
+  env.sockets[0].serverClose(1006);
+  clock.tick(100);
+  assert.equal(sb.transport, 'sse');
+  assert.equal(env.sources[0].query.get('since'), 'a-0');
+  env.sources[0].emit('subscribed', { topics: ['a'], positions: { a: 'a-0' } });
+  assert.equal(sb.state, 'open');
+  // a long-lived WebSocket that drops is simply reconnected
+  const second = setup({ reconnect: { min: 100, stable: 5000 } });
+  second.sb.subscribe('a');
+  second.clock.tick(0);
+  wsOpen(second.env, { a: 'a-0' });
+  second.clock.tick(6000);
+  second.env.sockets[0].serverClose(1006);
+  second.clock.tick(100);
+  assert.equal(second.sb.transport, 'ws');
+  assert.equal(second.env.sockets.length, 2);
+  sb.close();
+  second.sb.close();
+});
+
+test('on/off and the "message" event', () => {
+  const { env, sb, clock } = setup();
+  const seen = [];
+  const fn = (m) => seen.push(m.id);
+  sb.on('message', fn);
+  sb.subscribe('a');
+  clock.tick(0);
+  const ws = wsOpen(env, { a: 'a-0' });
+  ws.receive(Object.assign({ type: 'message' }, env_(1, 'a', 1)));
+  sb.off('message', fn);
+  ws.receive(Object.assign({ type: 'message' }, env_(2, 'a', 2)));
+  assert.deepEqual(seen, ['a-1']);
+  assert.throws(() => sb.on('state'), TypeError);
   sb.close();
 });
