@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use switchboard::Config;
 use switchboard_e2e::http::assert_serving;
 use switchboard_e2e::ws::Closed;
-use switchboard_e2e::{Gateway, WsClient, expect_error, poll, publish};
+use switchboard_e2e::{Gateway, WsClient, data_of, expect_error, poll, publish};
 use tokio_tungstenite::tungstenite::Message;
 
 /// `(method, path)` of every endpoint that takes a topic.
@@ -209,81 +209,144 @@ async fn method_not_allowed_lists_allowed_methods() {
     assert_serving(&gw.base()).await;
 }
 
-/// Asserts that the next frame is an `error` with `code`, echoing `reference` (if any), and
-/// that the connection still answers a ping.
-async fn expect_error_frame(ws: &mut WsClient, code: &str, reference: Option<Value>) {
-    let frame = ws.next().await;
+/// Sends `frame` on a fresh connection to a gateway with `max_message_bytes` = 1024 and
+/// asserts the answer: an `error` frame with `code` echoing `reference` (if given). Then the
+/// connection still answers a ping, the rejected frame subscribed and published nothing, and
+/// the gateway serves another client.
+async fn ws_rejects(frame: Message, code: &str, reference: Option<Value>) {
+    let config = Config {
+        max_message_bytes: 1024,
+        ..Config::default()
+    };
+    let gw = Gateway::start(config).await;
+    let start = poll(&gw.http_url("/poll?topic=ok&timeout=0")).await.cursor;
+    let mut ws = WsClient::connect(&gw.ws_url("/ws")).await;
+    ws.send_raw(frame).await;
+    let error = ws.next().await;
     assert_eq!(
-        (&frame["type"], &frame["code"]),
+        (&error["type"], &error["code"]),
         (&json!("error"), &json!(code)),
-        "expected an error frame {code}: {frame}"
+        "expected an error frame {code}: {error}"
     );
-    assert!(frame["message"].is_string(), "no message: {frame}");
+    assert!(error["message"].is_string(), "no message: {error}");
     if let Some(reference) = reference {
-        assert_eq!(frame["ref"], reference, "ref of {frame}");
+        assert_eq!(error["ref"], reference, "ref of {error}");
     }
     ws.assert_alive().await;
+
+    let subscribed = ws.subscribe(&["ok"], None).await;
+    assert_eq!(subscribed["topics"], json!(["ok"]), "{subscribed}");
+    let id = publish(&gw.http_url("/events?topic=ok"), &json!("after")).await;
+    let message = ws.next().await;
+    assert_eq!(
+        (&message["type"], &message["id"], &message["data"]),
+        (&json!("message"), &json!(id), &json!("after")),
+        "the first frame after the subscription"
+    );
+    let reply = poll(&gw.http_url(&format!("/poll?topic=ok&since={start}&timeout=0"))).await;
+    assert_eq!(
+        data_of(&reply.messages),
+        [json!("after")],
+        "published on topic ok"
+    );
+    assert_serving(&gw.base()).await;
+    WsClient::connect(&gw.ws_url("/ws"))
+        .await
+        .assert_alive()
+        .await;
+}
+
+fn text(frame: Value) -> Message {
+    Message::text(frame.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ws_error_frames_keep_the_connection() {
+async fn ws_bad_json() {
+    ws_rejects(Message::text("{\"type\": "), "bad_json", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_unknown_type() {
+    let frame = text(json!({"type": "shout", "ref": "u"}));
+    ws_rejects(frame, "unknown_type", Some(json!("u"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_missing_data() {
+    let frame = text(json!({"type": "publish", "topic": "ok", "ref": "m1"}));
+    ws_rejects(frame, "bad_request", Some(json!("m1"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_missing_type() {
+    ws_rejects(text(json!({"ref": "m2"})), "bad_request", Some(json!("m2"))).await;
+}
+
+/// A missing topic has its own code (`missing_topic`: "a request that needs a topic has none").
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_missing_topic() {
+    let frame = text(json!({"type": "publish", "data": 1, "ref": "m3"}));
+    ws_rejects(frame, "missing_topic", Some(json!("m3"))).await;
+    let frame = text(json!({"type": "subscribe", "ref": "m4"}));
+    ws_rejects(frame, "missing_topic", Some(json!("m4"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_ref_of_the_wrong_kind() {
+    let frame = text(json!({"type": "ping", "ref": ["not", "a", "ref"]}));
+    ws_rejects(frame, "bad_request", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_binary_frame() {
+    let frame = Message::binary(b"{\"type\":\"ping\"}".to_vec());
+    ws_rejects(frame, "bad_request", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_bad_topic() {
+    let frame = text(json!({"type": "subscribe", "topics": ["ok", "a b"], "ref": 5}));
+    ws_rejects(frame, "bad_topic", Some(json!(5))).await;
+    let frame = text(json!({"type": "publish", "topic": "", "data": 1, "ref": "t"}));
+    ws_rejects(frame, "bad_topic", Some(json!("t"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_bad_cursor() {
+    let frame = text(json!({"type": "subscribe", "topics": ["ok"], "since": "!bad!", "ref": "c"}));
+    ws_rejects(frame, "bad_cursor", Some(json!("c"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_payload_too_large() {
+    let data = "x".repeat(1100);
+    let frame = text(json!({"type": "publish", "topic": "ok", "data": data, "ref": "big"}));
+    ws_rejects(frame, "payload_too_large", Some(json!("big"))).await;
+}
+
+/// A frame over `max_message_bytes` + 1 KiB closes the connection with 1009.
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_frame_over_the_limit_closes_with_1009() {
     let config = Config {
         max_message_bytes: 1024,
         ..Config::default()
     };
     let gw = Gateway::start(config).await;
     let mut ws = WsClient::connect(&gw.ws_url("/ws")).await;
-
-    ws.send_raw(Message::text("{\"type\": ")).await;
-    expect_error_frame(&mut ws, "bad_json", None).await;
-
-    ws.send(json!({"type": "shout", "ref": "u"})).await;
-    expect_error_frame(&mut ws, "unknown_type", Some(json!("u"))).await;
-
-    ws.send(json!({"type": "publish", "data": 1, "ref": "m1"}))
+    // Just under the frame limit: an error frame, not a close.
+    let data = "x".repeat(1900);
+    ws.send(json!({"type": "publish", "topic": "ok", "data": data}))
         .await;
-    expect_error_frame(&mut ws, "bad_request", Some(json!("m1"))).await;
-    ws.send(json!({"type": "subscribe", "ref": "m2"})).await;
-    expect_error_frame(&mut ws, "bad_request", Some(json!("m2"))).await;
-    ws.send(json!({"ref": "m3"})).await;
-    expect_error_frame(&mut ws, "bad_request", Some(json!("m3"))).await;
+    assert_eq!(ws.next().await["code"], "payload_too_large");
 
-    ws.send_raw(Message::binary(b"{\"type\":\"ping\"}".to_vec()))
-        .await;
-    expect_error_frame(&mut ws, "bad_request", None).await;
-
-    ws.send(json!({"type": "subscribe", "topics": ["ok", "a b"], "ref": 5}))
-        .await;
-    expect_error_frame(&mut ws, "bad_topic", Some(json!(5))).await;
-    ws.send(json!({"type": "publish", "topic": "", "data": 1, "ref": "t"}))
-        .await;
-    expect_error_frame(&mut ws, "bad_topic", Some(json!("t"))).await;
-
-    ws.send(json!({"type": "subscribe", "topics": ["ok"], "since": "!bad!", "ref": "c"}))
-        .await;
-    expect_error_frame(&mut ws, "bad_cursor", Some(json!("c"))).await;
-
-    let big = "x".repeat(1100);
-    ws.send(json!({"type": "publish", "topic": "ok", "data": big, "ref": "big"}))
-        .await;
-    expect_error_frame(&mut ws, "payload_too_large", Some(json!("big"))).await;
-
-    // None of those subscribed or published anything.
-    let subscribed = ws.subscribe(&["ok"], None).await;
-    assert_eq!(subscribed["topics"], json!(["ok"]), "{subscribed}");
-    let id = publish(&gw.http_url("/events?topic=ok"), &json!("after")).await;
-    let message = ws.message().await;
-    assert_eq!(
-        (&message["id"], &message["data"]),
-        (&json!(id), &json!("after"))
-    );
-
-    // A frame over max_message_bytes + 1 KiB closes the connection with 1009.
     ws.send_raw(Message::text("x".repeat(1024 + 1024 + 1)))
         .await;
-    let (_, closed) = ws.read_to_close().await;
-    assert_eq!(closed, Closed::Code(1009));
-
+    let (frames, closed) = ws.read_to_close().await;
+    assert_eq!(
+        closed,
+        Closed::Code(1009),
+        "frames before the close: {frames:?}"
+    );
     assert_serving(&gw.base()).await;
     WsClient::connect(&gw.ws_url("/ws"))
         .await

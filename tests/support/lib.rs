@@ -6,6 +6,7 @@
 
 pub mod gateway;
 pub mod http;
+pub mod nginx;
 pub mod sse;
 pub mod transport;
 pub mod ws;
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub use gateway::Gateway;
+pub use nginx::Nginx;
 pub use http::{PollReply, assert_serving, expect_error, json_body, poll, publish, publish_text};
 pub use sse::{SseClient, SseEvent, SseItem};
 pub use transport::{Subscriber, Transport};

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 use crate::within;
@@ -84,6 +84,11 @@ impl SseClient {
         let response = within("SSE response headers", request.send())
             .await
             .unwrap_or_else(|e| panic!("SSE request failed: {e}"));
+        SseClient::from_response(response).await
+    }
+
+    /// Reads the stream of `response`; panics unless it is a `200`.
+    pub async fn from_response(response: Response) -> SseClient {
         let status = response.status();
         if status != StatusCode::OK {
             let url = response.url().clone();
