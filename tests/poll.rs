@@ -125,7 +125,7 @@ async fn timeout_zero_answers_at_once() {
     let started = Instant::now();
     let reply = poll(&gw.http_url(&format!("/poll?topic=z&since={cursor}&timeout=0"))).await;
     assert!(
-        started.elapsed() < Duration::from_millis(250),
+        started.elapsed() < Duration::from_secs(1),
         "took {:?}",
         started.elapsed()
     );
