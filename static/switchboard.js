@@ -918,6 +918,16 @@
           err.topics = topics;
           err.transport = 'ws';
           c._error(err);
+          if (f.code === 'bad_cursor') {
+            // Our positions were refused: say so, and subscribe those topics from now.
+            for (i = 0; i < topics.length; i++) {
+              if (hasOwn(c.positions, topics[i])) {
+                delete c.positions[topics[i]];
+                c._onReset({ topic: topics[i], reason: 'bad_cursor' });
+              }
+            }
+            this.syncTopics();
+          }
         } else {
           err.transport = 'ws';
           c._error(err);

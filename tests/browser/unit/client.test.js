@@ -519,3 +519,32 @@ test('on/off and the "message" event', () => {
   assert.throws(() => sb.on('state'), TypeError);
   sb.close();
 });
+
+test('positions refused by the gateway (bad_cursor) are reported as a reset and dropped', () => {
+  const { env, sb, clock, log } = setup({ positions: { b: 'garbage' } });
+  sb.subscribe('a');
+  clock.tick(0);
+  const ws = wsOpen(env, { a: 'a-0' });
+  sb.subscribe('b');
+  clock.tick(0);
+  const sub = ws.frames('subscribe')[0];
+  assert.equal(sub.since, 'garbage');
+  ws.receive({ type: 'error', ref: sub.ref, code: 'bad_cursor', message: 'bad' });
+  assert.deepEqual(log.reset, [{ topic: 'b', reason: 'bad_cursor' }]);
+  assert.equal(log.error[0].code, 'bad_cursor');
+  const again = ws.frames('subscribe')[1];
+  assert.deepEqual(again.topics, ['b']);
+  assert.equal(again.since, undefined);
+  sb.close();
+  // on poll the whole request is refused
+  const p = setup({ positions: { a: 'garbage' } }, { ws: false, sse: false });
+  p.sb.subscribe('a');
+  p.clock.tick(0);
+  assert.equal(p.env.xhrs[0].query.get('since'), 'garbage');
+  p.env.xhrs[0].respond(400, { error: { code: 'bad_cursor', message: 'bad' } });
+  assert.deepEqual(p.log.reset, [{ topic: 'a', reason: 'bad_cursor' }]);
+  p.clock.tick(1000);
+  const next = p.env.xhrs[p.env.xhrs.length - 1];
+  assert.equal(next.query.get('since'), null);
+  p.sb.close();
+});
