@@ -170,3 +170,28 @@ for (const transport of ['ws', 'sse', 'poll']) {
     await context.close();
   });
 }
+
+test('once the WebSocket works again the client moves back to it, losing nothing', async () => {
+  const context = await browser.newContext();
+  const topic = uniqueTopic();
+  let blocked = true;
+  const page = await clientPage(context, gw.url, {
+    topics: [topic], options: { timeouts: { connect: 3000 }, reconnect: { min: 100, max: 1000, retryBetter: 1500 } },
+    setup: (page) => page.routeWebSocket(/\/ws/, (ws) => { if (blocked) ws.close(); else ws.connectToServer(); }),
+  });
+  await established(page);
+  assert.equal(await page.evaluate(() => window.sb.transport), 'sse');
+  const ids = [await publish(gw.url, topic, 0)];
+  await waitForMessages(page, 1);
+  blocked = false;
+  // published while the client switches back
+  const t0 = Date.now();
+  while (Date.now() - t0 < 2500) { ids.push(await publish(gw.url, topic, ids.length)); await sleep(100); }
+  await page.waitForFunction(() => window.sb.transport === 'ws' && window.sb.state === 'open', null, { timeout: 10000 });
+  ids.push(await publish(gw.url, topic, 'last'));
+  await waitForMessages(page, ids.length);
+  await sleep(300);
+  assert.deepEqual(await page.evaluate(() => window.log.messages.map((m) => m.id)), ids);
+  assert.deepEqual(await page.evaluate(() => window.log.transports), ['ws', 'sse', 'ws']);
+  await context.close();
+});
