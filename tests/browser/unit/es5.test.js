@@ -14,6 +14,14 @@ test('switchboard.js parses as ES5 (acorn, ecmaVersion 5)', () => {
   assert.doesNotThrow(() => acorn.parse(source, { ecmaVersion: 5, sourceType: 'script' }));
 });
 
+test('the demo page\'s inline script is ES5 too', () => {
+  const html = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'static', 'index.html'), 'utf8');
+  const scripts = [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map((m) => m[1]);
+  assert.ok(scripts.length >= 1);
+  for (const code of scripts) assert.doesNotThrow(() => acorn.parse(code, { ecmaVersion: 5, sourceType: 'script' }));
+  assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//, 'no external assets');
+});
+
 test('switchboard.js is UMD: a browser global, CommonJS and AMD', () => {
   const win = { setTimeout, clearTimeout };
   win.window = win;
