@@ -231,3 +231,23 @@ async fn retention_age_resets() {
     assert_eq!(next.messages.len(), 1, "{next:?}");
     assert_envelope(&next.messages[0], "t", &id, &json!(3));
 }
+
+/// A topic forgotten after `idle_topic_ttl` (no subscribers, nothing retained) starts a new
+/// epoch: an old position gets `history_lost`.
+#[tokio::test(flavor = "multi_thread")]
+async fn forgotten_topic_is_history_lost() {
+    let config = Config {
+        retention_age: Duration::from_millis(100),
+        idle_topic_ttl: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let gw = Gateway::start(config).await;
+    let id = publish(&gw.http_url("/events?topic=t"), &json!(1)).await;
+    // Ageing out and forgetting have no event to wait on; the gateway may sweep only now and
+    // then, so give it well over a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let reply = poll(&gw.http_url(&format!("/poll?topic=t&since={id}&timeout=0"))).await;
+    assert_eq!(reply.reset.len(), 1, "{reply:?}");
+    assert_reset(&reply.reset[0], "t", "history_lost");
+    assert!(reply.messages.is_empty(), "{reply:?}");
+}
