@@ -9,22 +9,17 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{
-    ACCEPT, CONTENT_TYPE, ETAG, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
-};
+use hyper::header::{ACCEPT, ETAG, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::payload;
 use crate::stats::{Shared, Tracker};
+use crate::{payload, rawhttp};
+use tokio::io::AsyncWriteExt;
 
 /// Which server is on the other end: decides URLs and how subscription readiness shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -200,7 +195,7 @@ async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
         .acquire()
         .await
         .map_err(|_| "semaphore closed")?;
-    let tcp = ctx
+    let mut s = ctx
         .dialer
         .connect()
         .await
@@ -209,55 +204,78 @@ async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
         Flavor::Switchboard => format!("/ws?topic={topic}"),
         Flavor::Nchan => format!("/sub/ws/{topic}"),
     };
-    let req = format!("ws://{}{}", ctx.host, path)
-        .into_client_request()
-        .map_err(|e| format!("ws request: {e}"))?;
-    // Small buffers: 10k idle connections must not cost the generator gigabytes.
-    let cfg = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg))
-        .await
-        .map_err(|e| format!("ws handshake: {e}"))?;
+    // The accept hash is not checked: a 101 from the server under test is proof enough.
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        ctx.host
+    );
+    let mut buf = Vec::with_capacity(2048);
+    let head = rawhttp::request(&mut s, req.as_bytes(), &mut buf).await?;
     drop(permit);
+    if head.status != 101 {
+        return Err(format!("ws upgrade status {}", head.status));
+    }
     if ctx.flavor == Flavor::Nchan {
         setup.ok(); // Nchan subscribes during the upgrade
     }
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(Message::Text(t)) => {
-                let b = t.as_str().as_bytes();
-                let n = payload::scan(b, |seq, sent| {
-                    ctx.shared.on_payload(&sub.tracker, seq, sent)
-                });
-                if n == 0 && ctx.flavor == Flavor::Switchboard {
-                    if memchr::memmem::find(b, br#""type":"subscribed""#).is_some() {
-                        setup.ok();
-                    } else if memchr::memmem::find(b, br#""type":"reset""#).is_some() {
-                        ctx.shared.resets.set(ctx.shared.resets.get() + 1);
-                    } else if memchr::memmem::find(b, br#""type":"error""#).is_some() {
-                        ctx.shared.error("ws error frame");
+    // Payload of a fragmented message being reassembled (servers rarely fragment).
+    let mut frag: Vec<u8> = Vec::new();
+    let on_text = |b: &[u8], setup: &mut Connecting<'_>| {
+        let n = payload::scan(b, |seq, sent| {
+            ctx.shared.on_payload(&sub.tracker, seq, sent)
+        });
+        if n == 0 && ctx.flavor == Flavor::Switchboard {
+            if memchr::memmem::find(b, br#""type":"subscribed""#).is_some() {
+                setup.ok();
+            } else if memchr::memmem::find(b, br#""type":"reset""#).is_some() {
+                ctx.shared.resets.set(ctx.shared.resets.get() + 1);
+            } else if memchr::memmem::find(b, br#""type":"error""#).is_some() {
+                ctx.shared.error("ws error frame");
+            }
+        }
+    };
+    loop {
+        let mut pos = 0;
+        while let Some(f) = rawhttp::parse_frame(&buf[pos..])? {
+            let body = &buf[pos + f.start..pos + f.end];
+            match f.opcode {
+                0x1 | 0x2 if f.fin => on_text(body, &mut setup),
+                0x1 | 0x2 => frag = body.to_vec(),
+                0x0 => {
+                    frag.extend_from_slice(body);
+                    if f.fin {
+                        on_text(&frag, &mut setup);
+                        frag.clear();
                     }
                 }
-            }
-            Ok(Message::Ping(_)) => {
-                // tungstenite queued the pong; push it out now rather than on the next read.
-                let _ = futures_util::SinkExt::flush(&mut ws).await;
-            }
-            Ok(Message::Close(f)) => {
-                if !ctx.shared.stopping.get() {
-                    let code = f.map_or(0, |f| u16::from(f.code));
-                    ctx.shared.error(format!("ws closed by server ({code})"));
+                0x9 => {
+                    let pong = rawhttp::client_frame(0xA, body);
+                    s.write_all(&pong)
+                        .await
+                        .map_err(|e| format!("ws pong: {}", e.kind()))?;
                 }
-                return Ok(());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if ctx.shared.stopping.get() {
+                0x8 => {
+                    if !ctx.shared.stopping.get() {
+                        let code = if body.len() >= 2 {
+                            u16::from_be_bytes([body[0], body[1]])
+                        } else {
+                            0
+                        };
+                        ctx.shared.error(format!("ws closed by server ({code})"));
+                    }
                     return Ok(());
                 }
-                return Err(format!("ws read: {e}"));
+                _ => {}
             }
+            pos += f.end;
+        }
+        buf.drain(..pos);
+        match rawhttp::fill(&mut s, &mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) if ctx.shared.stopping.get() => return Ok(()),
+            Err(e) => return Err(format!("ws read: {}", e.kind())),
         }
     }
     if !ctx.shared.stopping.get() {
@@ -274,72 +292,69 @@ async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
         .acquire()
         .await
         .map_err(|_| "semaphore closed")?;
-    let mut sender = http1(ctx).await?;
+    let mut s = ctx
+        .dialer
+        .connect()
+        .await
+        .map_err(|e| format!("sse connect: {}", e.kind()))?;
     let path = match ctx.flavor {
         Flavor::Switchboard => format!("/events?topic={topic}"),
         Flavor::Nchan => format!("/sub/sse/{topic}"),
     };
-    let mut req = get(ctx, &path);
-    req.headers_mut().insert(
-        ACCEPT,
-        "text/event-stream"
-            .parse()
-            .unwrap_or_else(|_| unreachable!()),
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        ctx.host
     );
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("sse request: {e}"))?;
+    let mut raw = Vec::with_capacity(2048);
+    let head = rawhttp::request(&mut s, req.as_bytes(), &mut raw).await?;
     drop(permit);
-    if resp.status() != StatusCode::OK {
-        return Err(format!("sse status {}", resp.status().as_u16()));
+    if head.status != 200 {
+        return Err(format!("sse status {}", head.status));
     }
     if ctx.flavor == Flavor::Nchan {
         setup.ok();
     }
-    let mut body = resp.into_body();
-    // Bytes after the last complete line of the previous chunk.
-    let mut carry: Vec<u8> = Vec::new();
-    let process = |buf: &[u8], setup: &mut Connecting<'_>| {
-        payload::scan(buf, |seq, sent| {
-            ctx.shared.on_payload(&sub.tracker, seq, sent)
-        });
-        if ctx.flavor == Flavor::Switchboard {
-            if !setup.done && memchr::memmem::find(buf, b"event: subscribed").is_some() {
-                setup.ok();
+    let mut dechunk = head.chunked.then(rawhttp::Dechunker::default);
+    // Decoded stream bytes not yet scanned (after the last complete line).
+    let mut text: Vec<u8> = Vec::new();
+    loop {
+        // Only complete lines are scanned, so a payload split across reads is seen once.
+        let data: &[u8] = match &mut dechunk {
+            Some(d) => {
+                d.feed(&raw, &mut text)?;
+                raw.clear();
+                &text
             }
-            let resets = memchr::memmem::find_iter(buf, b"event: reset").count() as u64;
-            ctx.shared.resets.set(ctx.shared.resets.get() + resets);
-        }
-    };
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) if ctx.shared.stopping.get() => {
-                let _ = e;
-                return Ok(());
-            }
-            Err(e) => return Err(format!("sse read: {e}")),
+            None => &raw,
         };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        // Only complete lines are scanned, so a payload split across chunks is seen once.
-        match memchr::memrchr(b'\n', &data) {
-            None => carry.extend_from_slice(&data),
-            Some(last) if carry.is_empty() => {
-                process(&data[..=last], &mut setup);
-                carry.extend_from_slice(&data[last + 1..]);
+        if let Some(last) = memchr::memrchr(b'\n', data) {
+            let lines = &data[..=last];
+            payload::scan(lines, |seq, sent| {
+                ctx.shared.on_payload(&sub.tracker, seq, sent)
+            });
+            if ctx.flavor == Flavor::Switchboard {
+                if !setup.done && memchr::memmem::find(lines, b"event: subscribed").is_some() {
+                    setup.ok();
+                }
+                let resets = memchr::memmem::find_iter(lines, b"event: reset").count() as u64;
+                ctx.shared.resets.set(ctx.shared.resets.get() + resets);
             }
-            Some(last) => {
-                carry.extend_from_slice(&data[..=last]);
-                process(&carry, &mut setup);
-                carry.clear();
-                carry.extend_from_slice(&data[last + 1..]);
+            match &mut dechunk {
+                Some(_) => drop(text.drain(..=last)),
+                None => drop(raw.drain(..=last)),
             }
         }
-        if carry.len() > 1 << 20 {
+        if raw.len() + text.len() > 1 << 20 {
             return Err("sse line over 1 MiB".into());
+        }
+        if dechunk.as_ref().is_some_and(|d| d.done) {
+            break;
+        }
+        match rawhttp::fill(&mut s, &mut raw).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) if ctx.shared.stopping.get() => return Ok(()),
+            Err(e) => return Err(format!("sse read: {}", e.kind())),
         }
     }
     if !ctx.shared.stopping.get() {
@@ -470,11 +485,17 @@ pub(crate) struct PublishState {
 /// One item of a publisher's queue: topic index and sequence (0 = warm-up).
 pub(crate) type PubItem = (u32, u64);
 
-/// One keep-alive HTTP connection publishing its queue in order.
+/// Most publish requests one publisher keeps in flight (pipelined) on its connection.
+const PUBLISH_WINDOW: usize = 32;
+
+/// One keep-alive HTTP/1.1 connection publishing its queue in order, pipelined.
 ///
-/// All messages of a topic go through the same publisher, one request at a time, so the order
-/// the server receives them in is the sequence order: any disorder seen by a subscriber is
-/// the server's.
+/// All messages of a topic go through the same publisher and the same connection, and an
+/// HTTP/1.1 server answers pipelined requests in order, so the server receives each topic's
+/// messages in sequence order: any disorder a subscriber sees is the server's. Pipelining (up
+/// to `PUBLISH_WINDOW` requests) matters: with one request at a time, a server that answers a
+/// publish only after fanning it out would be held to one fan-out per round trip *through the
+/// generator*, measuring the generator's latency instead of the server's throughput.
 pub(crate) async fn publisher(ctx: Rc<Ctx>, mut rx: mpsc::Receiver<PubItem>) {
     let paths: Vec<String> = ctx
         .topics
@@ -484,70 +505,150 @@ pub(crate) async fn publisher(ctx: Rc<Ctx>, mut rx: mpsc::Receiver<PubItem>) {
             Flavor::Nchan => format!("/pub?id={t}"),
         })
         .collect();
-    let mut sender = None;
-    while let Some((topic, seq)) = rx.recv().await {
-        let ok = publish_one(&ctx, &mut sender, &paths[topic as usize], seq).await;
+    let mut pending: Option<PubItem> = None;
+    loop {
+        let tcp = match ctx.dialer.connect().await {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.shared.error(format!("publisher connect: {}", e.kind()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if ctx.shared.stopping.get() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let (rd, mut wr) = tcp.into_split();
+        // Requests written and not yet answered, in order.
+        let waiting: Rc<RefCell<std::collections::VecDeque<PubItem>>> = Rc::default();
+        let window = Rc::new(Semaphore::new(PUBLISH_WINDOW));
+        let reader = tokio::task::spawn_local(read_publish_replies(
+            ctx.clone(),
+            rd,
+            waiting.clone(),
+            window.clone(),
+        ));
+        let mut req = Vec::with_capacity(512);
+        let broken = loop {
+            let item = match pending.take() {
+                Some(i) => i,
+                None => match rx.recv().await {
+                    Some(i) => i,
+                    None => break false,
+                },
+            };
+            let Ok(permit) = window.acquire().await else {
+                pending = Some(item);
+                break true;
+            };
+            permit.forget(); // returned by the reader when the reply arrives
+            let (topic, seq) = item;
+            let body = payload::build(seq, ctx.shared.now_us(), ctx.payload_bytes);
+            req.clear();
+            req.extend_from_slice(b"POST ");
+            req.extend_from_slice(paths[topic as usize].as_bytes());
+            req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+            req.extend_from_slice(ctx.host.as_bytes());
+            req.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+            req.extend_from_slice(body.len().to_string().as_bytes());
+            req.extend_from_slice(b"\r\n\r\n");
+            req.extend_from_slice(&body);
+            waiting.borrow_mut().push_back(item);
+            if tokio::io::AsyncWriteExt::write_all(&mut wr, &req)
+                .await
+                .is_err()
+            {
+                // Possibly partly sent: the reader settles it as failed; never resent.
+                break true;
+            }
+        };
+        drop(wr);
+        // Let the reader settle every written request (answered or failed) before moving on.
+        let _ = reader.await;
+        if !broken {
+            return;
+        }
+        if ctx.shared.stopping.get() {
+            return;
+        }
+        ctx.shared.error("publisher connection lost");
+    }
+}
+
+/// Reads pipelined publish replies in order and settles each written request.
+async fn read_publish_replies(
+    ctx: Rc<Ctx>,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    waiting: Rc<RefCell<std::collections::VecDeque<PubItem>>>,
+    window: Rc<Semaphore>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let settle = |item: PubItem, ok: bool| {
         let p = &ctx.publish;
         p.inflight.set(p.inflight.get().saturating_sub(1));
         if ok {
             p.acked.set(p.acked.get() + 1);
-        } else if seq > 0 {
-            p.failed.borrow_mut()[topic as usize] += 1;
+        } else if item.1 > 0 {
+            p.failed.borrow_mut()[item.0 as usize] += 1;
         }
-    }
-}
-
-async fn publish_one(
-    ctx: &Ctx,
-    sender: &mut Option<SendRequest<Full<Bytes>>>,
-    path: &str,
-    seq: u64,
-) -> bool {
-    for _attempt in 0..2 {
-        if sender.as_ref().is_none_or(|s| s.is_closed()) {
-            match http1(ctx).await {
-                Ok(s) => *sender = Some(s),
+        window.add_permits(1);
+    };
+    'conn: loop {
+        // Parse every complete reply in the buffer.
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            let head_len = match resp.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => break,
                 Err(e) => {
-                    ctx.shared.error(format!("publisher {e}"));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+                    ctx.shared.error(format!("publish reply: {e}"));
+                    break 'conn;
                 }
+            };
+            let code = resp.code.unwrap_or(0);
+            let Some(len) = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                })
+            else {
+                ctx.shared.error("publish reply without Content-Length");
+                break 'conn;
+            };
+            if buf.len() < head_len + len {
+                break;
             }
+            buf.drain(..head_len + len);
+            let Some(item) = waiting.borrow_mut().pop_front() else {
+                ctx.shared.error("publish reply without request");
+                break 'conn;
+            };
+            let ok = (200..300).contains(&code);
+            if !ok {
+                ctx.shared.error(format!("publish status {code}"));
+            }
+            settle(item, ok);
         }
-        let Some(s) = sender.as_mut() else { continue };
-        if s.ready().await.is_err() {
-            *sender = None;
-            continue;
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
         }
-        let body = payload::build(seq, ctx.shared.now_us(), ctx.payload_bytes);
-        let mut req = get(ctx, path);
-        *req.method_mut() = Method::POST;
-        *req.body_mut() = Full::new(Bytes::from(body));
-        req.headers_mut().insert(
-            CONTENT_TYPE,
-            "application/json"
-                .parse()
-                .unwrap_or_else(|_| unreachable!()),
-        );
-        match s.send_request(req).await {
-            Ok(resp) => {
-                let status = resp.status();
-                let _ = resp.into_body().collect().await;
-                if status.is_success() {
-                    return true;
-                }
-                ctx.shared
-                    .error(format!("publish status {}", status.as_u16()));
-                // A rejected publish is not retried: retrying could duplicate it.
-                return false;
-            }
-            Err(e) => {
-                // The request may or may not have reached the server; do not retry it.
-                ctx.shared.error(format!("publish: {e}"));
-                *sender = None;
-                return false;
-            }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
     }
-    false
+    // Connection over: whatever is still waiting was not (provably) published.
+    let rest: Vec<PubItem> = waiting.borrow_mut().drain(..).collect();
+    for item in rest {
+        settle(item, false);
+    }
+    window.close();
 }

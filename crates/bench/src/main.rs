@@ -10,13 +10,14 @@
 mod client;
 mod payload;
 mod procfs;
+mod rawhttp;
 mod report;
 mod server;
 mod stats;
 mod workload;
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
@@ -247,7 +248,7 @@ fn summary(r: &RunResult) -> String {
                 .join(" ")
         ),
         _ => format!(
-            "{head}: {} subs, {:.0} msg/s published, {:.0} delivered/s, {:.3} µs CPU/msg ({:.2}s user {:.2}s sys), p50/p99/max {:.2}/{:.2}/{:.2} ms, lost {} dup {} ooo {} resets {} dropped {}, gen CPU {:.0}%{errs}",
+            "{head}: {} subs, {:.0} msg/s published, {:.0} delivered/s, {:.3} µs CPU/msg ({:.2}s user {:.2}s sys), p50/p99/max {:.2}/{:.2}/{:.2} ms, lost {} dup {} ooo {} resets {} dropped {}, gen CPU {:.0}%, others {:.0}%{errs}",
             r.connected,
             r.publish_rate,
             r.delivered_per_s,
@@ -262,7 +263,8 @@ fn summary(r: &RunResult) -> String {
             r.out_of_order,
             r.resets,
             r.dropped,
-            r.generator_cpu_util * 100.0
+            r.generator_cpu_util * 100.0,
+            r.other_cpu_util * 100.0
         ),
     }
 }
@@ -351,6 +353,20 @@ async fn suite(a: SuiteArgs) -> Result<bool, String> {
                 let mut w = w.clone();
                 w.transport = transport;
                 let tag = format!("{}-{}-{:?}", w.name, flavor.name(), transport).to_lowercase();
+                // Another process burning CPU (a build next door) would skew every figure:
+                // wait for a quiet machine, bounded, and report the load either way.
+                let other = workload::wait_for_quiet(
+                    0.1,
+                    Duration::from_secs(if a.smoke { 0 } else { 120 }),
+                )
+                .await;
+                if other > 0.1 && !a.smoke {
+                    println!(
+                        "[{}] warning: other processes use {:.0}% of a core; measuring anyway",
+                        w.name,
+                        other * 100.0
+                    );
+                }
                 let r = match Server::start(flavor, &launch, &tag).await {
                     Ok(server) => {
                         let r = workload::run(&w, &server, &opts).await;

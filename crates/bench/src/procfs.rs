@@ -97,6 +97,33 @@ impl Usage {
     }
 }
 
+/// CPU seconds spent busy (not idle/iowait) by the whole machine, all cores, from `/proc/stat`.
+///
+/// Subtracting the server's and the generator's own CPU from this over a run gives what other
+/// processes used meanwhile: on a shared machine (a compiler running next door) that is the
+/// difference between a measurement and noise, so every run reports it.
+pub(crate) fn machine_busy_s() -> f64 {
+    let s = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is
+    // already included in user/nice.
+    let busy: f64 = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    busy / clk_tck()
+}
+
 /// CPU count, model and kernel, printed with every result so numbers are never quoted bare.
 pub(crate) fn machine() -> serde_json::Value {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::client::{self, Ctx, Dialer, Flavor, PubItem, PublishState, Sub, Transport};
-use crate::procfs::Usage;
+use crate::procfs::{self, Usage};
 use crate::server::Server;
 use crate::stats::{Shared, Tracker};
 
@@ -63,6 +63,7 @@ pub(crate) struct Step {
     pub(crate) lat_p99_us: u64,
     pub(crate) lat_max_us: u64,
     pub(crate) generator_cpu_util: f64,
+    pub(crate) other_cpu_util: f64,
     pub(crate) kept_up: bool,
 }
 
@@ -102,6 +103,9 @@ pub(crate) struct RunResult {
     pub(crate) rss_after_kib: u64,
     pub(crate) rss_per_conn_bytes: f64,
     pub(crate) generator_cpu_util: f64,
+    /// CPU used by other processes on the machine during the window, in cores: anything
+    /// above a few percent means the figures are disturbed.
+    pub(crate) other_cpu_util: f64,
     pub(crate) saturation_rate: Option<f64>,
     pub(crate) steps: Vec<Step>,
     pub(crate) errors: BTreeMap<String, u64>,
@@ -369,6 +373,7 @@ async fn flow(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
     let d0 = sh.delivered.get();
     let gen0 = Usage::of_self();
     let srv0 = server.usage();
+    let busy0 = procfs::machine_busy_s();
     let t0 = Instant::now();
     let mut next_topic = 0;
     let handed = run
@@ -387,9 +392,11 @@ async fn flow(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
     let t1 = Instant::now();
     let srv1 = server.usage();
     let gen1 = Usage::of_self();
+    let busy1 = procfs::machine_busy_s();
     let delivered = sh.delivered.get() - d0;
     let end = sh.last_delivery.get().max(t0 + Duration::from_millis(1));
     let window = end.duration_since(t0).as_secs_f64();
+    r.other_cpu_util = other_util(busy1 - busy0, &srv0, &srv1, &gen0, &gen1, t1 - t0);
     r.published = handed;
     r.publish_rate = handed as f64 / spec.duration_s;
     r.window_s = window;
@@ -408,6 +415,28 @@ async fn flow(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
     r.generator_cpu_util = (gen1.cpu_s() - gen0.cpu_s()) / t1.duration_since(t0).as_secs_f64();
 }
 
+/// CPU (in cores) used by processes other than the server and the generator.
+fn other_util(busy: f64, s0: &Usage, s1: &Usage, g0: &Usage, g1: &Usage, wall: Duration) -> f64 {
+    let ours = (s1.cpu_s() - s0.cpu_s()) + (g1.cpu_s() - g0.cpu_s());
+    ((busy - ours) / wall.as_secs_f64()).max(0.0)
+}
+
+/// Waits (up to `limit`) until processes other than this one use less than `max_cores` of
+/// CPU, measured over half-second samples; returns the last sample.
+pub(crate) async fn wait_for_quiet(max_cores: f64, limit: Duration) -> f64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (b0, g0, t0) = (procfs::machine_busy_s(), Usage::of_self(), Instant::now());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (b1, g1) = (procfs::machine_busy_s(), Usage::of_self());
+        let wall = t0.elapsed().as_secs_f64();
+        let other = ((b1 - b0) - (g1.cpu_s() - g0.cpu_s())) / wall;
+        if other <= max_cores || Instant::now() >= deadline {
+            return other.max(0.0);
+        }
+    }
+}
+
 /// Keeps up = every message delivered within the drain time, no subscriber dropped, and p99
 /// latency under this bound (past saturation the backlog, and so latency, grows every second).
 const KEEP_UP_P99_US: u64 = 250_000;
@@ -423,6 +452,7 @@ async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResu
         let dropped0 = sh.dropped.get();
         let gen0 = Usage::of_self();
         let srv0 = server.usage();
+        let busy0 = procfs::machine_busy_s();
         let t0 = Instant::now();
         run.pace(
             rate,
@@ -439,9 +469,11 @@ async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResu
         let t1 = Instant::now();
         let srv1 = server.usage();
         let gen1 = Usage::of_self();
+        let busy1 = procfs::machine_busy_s();
         let delivered = sh.delivered.get() - d0;
         let end = sh.last_delivery.get().max(t0 + Duration::from_millis(1));
         let (p50, p99, max) = pctl(sh);
+        let other_cpu_util = other_util(busy1 - busy0, &srv0, &srv1, &gen0, &gen1, t1 - t0);
         let step = Step {
             rate,
             expected,
@@ -456,6 +488,7 @@ async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResu
             lat_p99_us: p99,
             lat_max_us: max,
             generator_cpu_util: (gen1.cpu_s() - gen0.cpu_s()) / t1.duration_since(t0).as_secs_f64(),
+            other_cpu_util,
             kept_up: delivered >= expected && sh.dropped.get() == dropped0 && p99 <= KEEP_UP_P99_US,
         };
         let kept_up = step.kept_up;
@@ -470,13 +503,14 @@ async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResu
     r.published = run.ctx.publish.assigned.borrow().iter().sum();
     r.expected = run.expected();
     r.delivered = sh.delivered.get();
-    if let Some(best) = r.steps.iter().filter(|s| s.kept_up).last() {
+    if let Some(best) = r.steps.iter().rfind(|s| s.kept_up) {
         r.delivered_per_s = best.delivered_per_s;
         r.cpu_us_per_msg = best.cpu_us_per_msg;
         r.lat_p50_us = best.lat_p50_us;
         r.lat_p99_us = best.lat_p99_us;
         r.lat_max_us = best.lat_max_us;
         r.generator_cpu_util = best.generator_cpu_util;
+        r.other_cpu_util = best.other_cpu_util;
         r.publish_rate = best.rate;
     }
     if r.steps.iter().any(|s| s.generator_cpu_util > 0.9) {
