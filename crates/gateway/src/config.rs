@@ -193,7 +193,11 @@ impl Config {
         let mut merged =
             toml::Table::try_from(&config).map_err(|e| ConfigError(format!("internal: {e}")))?;
         for (key, value) in file {
-            let known = matches.ids().any(|id| id.as_str() == key) && key != "config";
+            let command = Config::augment_args(clap::Command::new("switchboard"));
+            let known = command
+                .get_arguments()
+                .any(|arg| arg.get_id() == key.as_str())
+                && key != "config";
             if !known {
                 return Err(ConfigError(format!(
                     "{}: unknown setting `{key}`",

@@ -80,15 +80,14 @@ impl AppError {
 
     /// The WebSocket frame: `{"type":"error","ref":…,"code":…,"message":…}`.
     pub fn frame(&self, reference: Option<&serde_json::Value>) -> String {
-        let mut frame = serde_json::json!({
-            "type": "error",
-            "code": self.code.as_str(),
-            "message": self.message,
-        });
+        let mut frame = serde_json::Map::new();
+        frame.insert("type".into(), "error".into());
         if let Some(reference) = reference {
-            frame["ref"] = reference.clone();
+            frame.insert("ref".into(), reference.clone());
         }
-        frame.to_string()
+        frame.insert("code".into(), self.code.as_str().into());
+        frame.insert("message".into(), self.message.clone().into());
+        serde_json::Value::Object(frame).to_string()
     }
 }
 

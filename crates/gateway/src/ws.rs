@@ -236,7 +236,7 @@ impl Session {
         S: Sink<WsMessage, Error = axum::Error> + Unpin,
     {
         let reference = frame.reference.clone();
-        match frame.kind.as_str() {
+        match frame.kind()?.as_str() {
             "publish" => {
                 let topic = TopicName::new(&frame.string("topic")?)?;
                 let data = frame.fields.get("data").ok_or_else(|| missing("data"))?;
@@ -334,7 +334,6 @@ impl Session {
 /// A client frame, with its fields kept as raw JSON until each is needed, so that `data` is
 /// taken exactly as sent and `ref` survives errors in the other fields.
 struct ClientFrame<'a> {
-    kind: String,
     reference: Option<serde_json::Value>,
     fields: std::collections::HashMap<String, &'a RawValue>,
 }
@@ -352,16 +351,15 @@ impl<'a> ClientFrame<'a> {
         let reference = fields
             .get("ref")
             .and_then(|raw| serde_json::from_str(raw.get()).ok());
-        let mut frame = ClientFrame {
-            kind: String::new(),
-            reference,
-            fields,
-        };
-        frame.kind = frame.string("type").map_err(|e| AppError {
+        Ok(ClientFrame { reference, fields })
+    }
+
+    /// The frame's `type`; a missing one is answered like any other bad field, with the `ref`.
+    fn kind(&self) -> Result<String, AppError> {
+        self.string("type").map_err(|e| AppError {
             code: ErrorCode::BadRequest,
             ..e
-        })?;
-        Ok(frame)
+        })
     }
 
     fn optional_string(&self, name: &str) -> Result<Option<String>, AppError> {
@@ -411,14 +409,17 @@ fn missing(field: &str) -> AppError {
     AppError::new(ErrorCode::BadRequest, format!("the frame needs `{field}`"))
 }
 
-fn with_ref(
-    mut frame: serde_json::Value,
-    reference: Option<serde_json::Value>,
-) -> serde_json::Value {
-    if let Some(reference) = reference {
-        frame["ref"] = reference;
-    }
-    frame
+/// Puts `ref` right after `type`, where people reading frames look for it.
+fn with_ref(frame: serde_json::Value, reference: Option<serde_json::Value>) -> serde_json::Value {
+    let (Some(reference), serde_json::Value::Object(fields)) = (reference, &frame) else {
+        return frame;
+    };
+    let mut fields = fields.clone().into_iter();
+    let mut ordered = serde_json::Map::new();
+    ordered.extend(fields.next());
+    ordered.insert("ref".into(), reference);
+    ordered.extend(fields);
+    serde_json::Value::Object(ordered)
 }
 
 fn text_frame(text: String) -> WsMessage {
@@ -448,4 +449,194 @@ fn too_big(error: &axum::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use switchboard_hub::Hub;
+    use tokio::sync::{Semaphore, mpsc};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A socket made of two channels: what the session sends, and what the test feeds it.
+    struct FakeSocket {
+        to_client: mpsc::UnboundedSender<WsMessage>,
+        from_client: mpsc::UnboundedReceiver<Result<WsMessage, axum::Error>>,
+    }
+
+    impl Sink<WsMessage> for FakeSocket {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, item: WsMessage) -> Result<(), Self::Error> {
+            self.to_client.send(item).map_err(axum::Error::new)
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Stream for FakeSocket {
+        type Item = Result<WsMessage, axum::Error>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.from_client.poll_recv(cx)
+        }
+    }
+
+    struct Client {
+        send: mpsc::UnboundedSender<Result<WsMessage, axum::Error>>,
+        receive: mpsc::UnboundedReceiver<WsMessage>,
+        state: AppState,
+    }
+
+    impl Client {
+        fn start(topics: &[&str]) -> Client {
+            let state = AppState::new(
+                Arc::new(Hub::new(Default::default())),
+                Config::default(),
+                CancellationToken::new(),
+            );
+            let (to_client, receive) = mpsc::unbounded_channel();
+            let (send, from_client) = mpsc::unbounded_channel();
+            let permit = Arc::new(Semaphore::new(1))
+                .try_acquire_owned()
+                .expect("permit");
+            let topics = topics
+                .iter()
+                .map(|t| TopicName::new(t).expect("topic"))
+                .collect();
+            let session = Session::new(state.clone(), permit);
+            tokio::spawn(session.run(
+                FakeSocket {
+                    to_client,
+                    from_client,
+                },
+                topics,
+                None,
+            ));
+            Client {
+                send,
+                receive,
+                state,
+            }
+        }
+
+        fn send(&self, text: &str) {
+            self.send
+                .send(Ok(WsMessage::Text(text.into())))
+                .expect("session alive");
+        }
+
+        async fn next(&mut self) -> serde_json::Value {
+            let message = tokio::time::timeout(Duration::from_secs(2), self.receive.recv())
+                .await
+                .expect("a frame in time")
+                .expect("session alive");
+            match message {
+                WsMessage::Text(text) => serde_json::from_str(text.as_str()).expect("JSON frame"),
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribe_publish_and_receive() {
+        let mut client = Client::start(&["chat"]);
+        let subscribed = client.next().await;
+        assert_eq!(subscribed["type"], "subscribed");
+        assert_eq!(subscribed["topics"], serde_json::json!(["chat"]));
+        client.send(r#"{"type":"publish","topic":"chat","data":{"n":1},"ref":7}"#);
+        let (first, second) = (client.next().await, client.next().await);
+        let (ack, message) = if first["type"] == "ack" {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        assert_eq!(ack["ref"], 7);
+        assert_eq!(message["type"], "message");
+        assert_eq!(message["data"], serde_json::json!({"n": 1}));
+        assert_eq!(message["id"], ack["id"]);
+    }
+
+    #[tokio::test]
+    async fn bad_frames_get_errors_and_the_session_goes_on() {
+        let mut client = Client::start(&[]);
+        let cases = [
+            ("not json", "bad_json", None),
+            ("[1]", "bad_request", None),
+            (r#"{"ref":"a"}"#, "bad_request", Some("a")),
+            (r#"{"type":"dance","ref":"b"}"#, "unknown_type", Some("b")),
+            (
+                r#"{"type":"publish","topic":"a b","data":1,"ref":"c"}"#,
+                "bad_topic",
+                Some("c"),
+            ),
+            (
+                r#"{"type":"publish","data":1,"ref":"d"}"#,
+                "missing_topic",
+                Some("d"),
+            ),
+            (
+                r#"{"type":"publish","topic":"t","ref":"e"}"#,
+                "bad_request",
+                Some("e"),
+            ),
+            (
+                r#"{"type":"subscribe","topics":[],"ref":"f"}"#,
+                "missing_topic",
+                Some("f"),
+            ),
+            (
+                r#"{"type":"subscribe","topics":["t"],"since":"nope","ref":"g"}"#,
+                "bad_cursor",
+                Some("g"),
+            ),
+        ];
+        for (frame, code, reference) in cases {
+            client.send(frame);
+            let error = client.next().await;
+            assert_eq!(error["type"], "error", "{frame}");
+            assert_eq!(error["code"], code, "{frame}");
+            assert_eq!(error["ref"].as_str(), reference, "{frame}");
+        }
+        client.send(r#"{"type":"ping","ref":"still here"}"#);
+        assert_eq!(
+            client.next().await,
+            serde_json::json!({"type": "pong", "ref": "still here"})
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_data_is_refused() {
+        let mut client = Client::start(&[]);
+        let big = "x".repeat(client.state.config.max_message_bytes);
+        client.send(&format!(
+            r#"{{"type":"publish","topic":"t","data":"{big}","ref":1}}"#
+        ));
+        assert_eq!(client.next().await["code"], "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_with_going_away() {
+        let mut client = Client::start(&["chat"]);
+        client.next().await;
+        client.state.shutdown.cancel();
+        let close = tokio::time::timeout(Duration::from_secs(2), client.receive.recv())
+            .await
+            .expect("in time");
+        match close {
+            Some(WsMessage::Close(Some(frame))) => assert_eq!(frame.code, close::GOING_AWAY),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }
