@@ -80,9 +80,13 @@ impl QueryParams {
                 )
             })
         });
-        let text = match header {
-            Some(value) => Some(value?),
-            None => self.last("since").or_else(|| self.last("lastEventId")),
+        // An empty value means no position, as EventSource sends no header before its first id.
+        let text = match header.transpose()?.filter(|v| !v.is_empty()) {
+            Some(value) => Some(value),
+            None => [self.last("since"), self.last("lastEventId")]
+                .into_iter()
+                .flatten()
+                .find(|v| !v.is_empty()),
         };
         Ok(text.map(Cursor::parse).transpose()?)
     }
@@ -160,6 +164,20 @@ mod tests {
                 .expect("valid")
                 .map(|c| c.to_string()),
             Some("3-3-3".into())
+        );
+        headers.insert("last-event-id", "".parse().expect("header"));
+        assert_eq!(
+            params
+                .cursor(&headers)
+                .expect("valid")
+                .map(|c| c.to_string()),
+            Some("1-1-1".into())
+        );
+        assert!(
+            QueryParams::parse(Some("since="))
+                .cursor(&HeaderMap::new())
+                .expect("valid")
+                .is_none()
         );
         let polyfill = QueryParams::parse(Some("lastEventId=2-2-2"));
         assert_eq!(

@@ -139,14 +139,12 @@ impl Session {
             + Stream<Item = Result<WsMessage, axum::Error>>
             + Unpin,
     {
-        if !topics.is_empty() {
-            if self
-                .subscribe(&topics, cursor.as_ref(), None, socket)
-                .await
-                .is_err()
-            {
-                return None;
-            }
+        let subscribed = match topics.is_empty() {
+            true => Ok(()),
+            false => self.subscribe(&topics, cursor.as_ref(), None, socket).await,
+        };
+        if subscribed.is_err() {
+            return None;
         }
         let heartbeat_interval = self.state.config.heartbeat_interval;
         let mut heartbeat = crate::heartbeat::interval(heartbeat_interval);
@@ -348,9 +346,18 @@ impl<'a> ClientFrame<'a> {
                     AppError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
                 }
             })?;
-        let reference = fields
-            .get("ref")
-            .and_then(|raw| serde_json::from_str(raw.get()).ok());
+        let reference = match fields.get("ref").map(|raw| serde_json::from_str(raw.get())) {
+            None => None,
+            Some(Ok(value @ (serde_json::Value::String(_) | serde_json::Value::Number(_)))) => {
+                Some(value)
+            }
+            Some(_) => {
+                return Err(AppError::new(
+                    ErrorCode::BadRequest,
+                    "`ref` must be a string or a number",
+                ));
+            }
+        };
         Ok(ClientFrame { reference, fields })
     }
 
