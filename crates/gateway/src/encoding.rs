@@ -1,6 +1,7 @@
 //! Each transport's encoding of a message, made once per message and shared by every
 //! subscriber on that transport (the cache lives in the message).
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_hub::Message;
 
@@ -9,13 +10,14 @@ const SSE_EVENT: usize = 1;
 const SSE_EVENT_WITH_ID: usize = 2;
 
 /// The WebSocket frame text: the envelope with `"type":"message"` in front.
-pub fn ws_message(message: &Message) -> Bytes {
+/// Cached as the frame type the socket takes, so sending it is a reference-count increment.
+pub fn ws_message(message: &Message) -> Utf8Bytes {
     message.encoded(WS_MESSAGE, |m| {
-        let envelope = m.envelope();
-        let mut frame = BytesMut::with_capacity(envelope.len() + 17);
-        frame.put_slice(b"{\"type\":\"message\",");
-        frame.put_slice(&envelope[1..]);
-        frame.freeze()
+        let envelope = std::str::from_utf8(m.envelope()).unwrap_or_default();
+        let mut frame = String::with_capacity(envelope.len() + 17);
+        frame.push_str("{\"type\":\"message\",");
+        frame.push_str(&envelope[1..]);
+        Utf8Bytes::from(frame)
     })
 }
 
@@ -64,8 +66,8 @@ mod tests {
             &Data::from_text("x"),
         );
         assert_eq!(
-            &ws_message(&message)[..],
-            br#"{"type":"message","topic":"t","id":"1-2-3","data":"x","time":9}"#
+            ws_message(&message).as_str(),
+            r#"{"type":"message","topic":"t","id":"1-2-3","data":"x","time":9}"#
         );
         assert_eq!(
             &sse_event_with_id(&message)[..],

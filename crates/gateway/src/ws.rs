@@ -201,9 +201,9 @@ impl Session {
     where
         S: Sink<WsMessage, Error = axum::Error> + Unpin,
     {
-        socket.feed(message_frame(&first)?).await?;
+        socket.feed(message_frame(&first)).await?;
         while let Some(message) = self.subscription.try_next() {
-            socket.feed(message_frame(&message)?).await?;
+            socket.feed(message_frame(&message)).await?;
         }
         socket.flush().await
     }
@@ -323,7 +323,7 @@ impl Session {
             .await?;
         for message in &joined.messages {
             self.subscription.record(message);
-            socket.feed(message_frame(message)?).await?;
+            socket.feed(message_frame(message)).await?;
         }
         socket.flush().await
     }
@@ -433,10 +433,8 @@ fn text_frame(text: String) -> WsMessage {
     WsMessage::Text(Utf8Bytes::from(text))
 }
 
-fn message_frame(message: &switchboard_hub::Message) -> Result<WsMessage, axum::Error> {
-    Utf8Bytes::try_from(ws_message(message))
-        .map(WsMessage::Text)
-        .map_err(axum::Error::new)
+fn message_frame(message: &switchboard_hub::Message) -> WsMessage {
+    WsMessage::Text(ws_message(message))
 }
 
 async fn send_text<S>(socket: &mut S, text: String) -> SendResult

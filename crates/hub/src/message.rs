@@ -1,5 +1,6 @@
 //! Published data and the messages the hub hands to subscribers.
 
+use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -91,7 +92,9 @@ pub struct Message {
     id_range: (usize, usize),
     /// Transport-specific encodings (an SSE event, a WebSocket frame), each made once, by the
     /// first subscriber that needs it, and shared by all the others.
-    encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
+    /// Each is whatever type its transport sends (bytes, a ready-made frame), so that sending
+    /// is a reference-count increment.
+    encodings: [OnceLock<Box<dyn Any + Send + Sync>>; ENCODING_SLOTS],
 }
 
 impl Message {
@@ -139,8 +142,16 @@ impl Message {
     }
 
     /// The encoding cached in `slot`, made by `encode` the first time it is asked for.
-    pub fn encoded(&self, slot: usize, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
-        self.encodings[slot].get_or_init(|| encode(self)).clone()
+    pub fn encoded<T>(&self, slot: usize, encode: impl Fn(&Message) -> T) -> T
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let cached = self.encodings[slot].get_or_init(|| Box::new(encode(self)));
+        match cached.downcast_ref::<T>() {
+            Some(encoding) => encoding.clone(),
+            // Two transports claimed one slot: a bug, but still a correct answer.
+            None => encode(self),
+        }
     }
 
     /// What the message costs in memory, for the retention budget.
@@ -201,25 +212,24 @@ mod tests {
     }
 
     #[test]
-    fn encodings_are_made_once() {
+    fn encodings_are_made_once_and_keep_their_type() {
         let topic = TopicName::new("t").expect("valid");
-        let message = Message::new(
-            topic,
-            Position {
-                tag: 1,
-                epoch: 1,
-                seq: 1,
-            },
-            0,
-            &Data::from_text("x"),
-        );
-        let mut calls = 0;
+        let position = Position {
+            tag: 1,
+            epoch: 1,
+            seq: 1,
+        };
+        let message = Message::new(topic, position, 0, &Data::from_text("x"));
+        let calls = std::cell::Cell::new(0);
         for _ in 0..3 {
-            message.encoded(0, |_| {
-                calls += 1;
+            let frame = message.encoded(0, |_| {
+                calls.set(calls.get() + 1);
                 Bytes::from_static(b"frame")
             });
+            assert_eq!(&frame[..], b"frame");
         }
-        assert_eq!(calls, 1);
+        assert_eq!(calls.get(), 1);
+        let text: String = message.encoded(1, |m| m.id().to_string());
+        assert_eq!(text, "1-1-1");
     }
 }
