@@ -43,11 +43,19 @@ impl Stack {
 
     /// Publishes `data` to `topic` with `POST /events` through nginx; returns (id, data).
     async fn publish(&self, topic: &str, data: Value) -> (String, Value) {
-        let id = publish(&self.nginx.http_url(&format!("/events?topic={topic}")), &data).await;
+        let id = publish(
+            &self.nginx.http_url(&format!("/events?topic={topic}")),
+            &data,
+        )
+        .await;
         (id, data)
     }
 
-    async fn publish_range(&self, topic: &str, range: std::ops::Range<i32>) -> Vec<(String, Value)> {
+    async fn publish_range(
+        &self,
+        topic: &str,
+        range: std::ops::Range<i32>,
+    ) -> Vec<(String, Value)> {
         let mut published = Vec::new();
         for n in range {
             published.push(self.publish(topic, json!(n)).await);
@@ -83,7 +91,9 @@ async fn within_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output
 
 /// A duration in nginx syntax (`75s`, `500ms`, `2m`, `30`), or `None`.
 fn nginx_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().ok()?;
     match unit {
@@ -113,8 +123,13 @@ fn directive_values(site: &str, directive: &str) -> Vec<String> {
         .map(|line| line.split('#').next().unwrap_or_default())
         .filter_map(|code| {
             let mut words = code.split_whitespace();
-            (words.next() == Some(directive))
-                .then(|| words.collect::<Vec<_>>().join(" ").trim_end_matches(';').to_owned())
+            (words.next() == Some(directive)).then(|| {
+                words
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .trim_end_matches(';')
+                    .to_owned()
+            })
         })
         .collect()
 }
@@ -157,7 +172,10 @@ fn site_file_fits_the_gateway_defaults() {
         ("proxy_set_header", "Host $http_host"),
         ("proxy_set_header", "Upgrade $http_upgrade"),
         ("proxy_set_header", "Connection $connection_upgrade"),
-        ("proxy_set_header", "X-Forwarded-For $proxy_add_x_forwarded_for"),
+        (
+            "proxy_set_header",
+            "X-Forwarded-For $proxy_add_x_forwarded_for",
+        ),
         ("proxy_set_header", "X-Real-IP $remote_addr"),
         ("proxy_set_header", "X-Forwarded-Proto $scheme"),
         ("proxy_buffering", "off"),
@@ -165,7 +183,9 @@ fn site_file_fits_the_gateway_defaults() {
     ] {
         let values = directive_values(&site, directive);
         assert!(
-            values.iter().any(|v| v.split_whitespace().eq(value.split_whitespace())),
+            values
+                .iter()
+                .any(|v| v.split_whitespace().eq(value.split_whitespace())),
             "{directive} {value}; missing from the site file (has {values:?})"
         );
     }
@@ -245,7 +265,10 @@ async fn sse_resumes_with_last_event_id_header() {
     let url = stack.nginx.http_url("/events?topic=l&topic=m");
     let mut sse = SseClient::connect(&url).await;
     sse.expect_event("subscribed").await;
-    let seen = [stack.publish("l", json!("l1")).await, stack.publish("m", json!("m1")).await];
+    let seen = [
+        stack.publish("l", json!("l1")).await,
+        stack.publish("m", json!("m1")).await,
+    ];
     for (id, data) in &seen {
         let topic = &data.as_str().expect("string")[..1];
         assert_envelope(&sse.message().await, topic, id, data);
@@ -253,17 +276,21 @@ async fn sse_resumes_with_last_event_id_header() {
     let last_event_id = sse.last_event_id().to_owned();
     drop(sse);
 
-    let missed = [stack.publish("m", json!("m2")).await, stack.publish("l", json!("l2")).await];
+    let missed = [
+        stack.publish("m", json!("m2")).await,
+        stack.publish("l", json!("l2")).await,
+    ];
     let request = reqwest::Client::new()
         .get(&url)
         .header("last-event-id", &last_event_id);
     let mut sse = SseClient::open(request).await;
-    let subscribed = sse.expect_event("subscribed").await;
-    assert_ne!(subscribed.id(), last_event_id, "the cursor moved on");
-    for (id, data) in &missed {
-        let topic = &data.as_str().expect("string")[..1];
-        assert_envelope(&sse.message().await, topic, id, data);
-    }
+    sse.expect_event("subscribed").await;
+    // Order is per topic: sort both by topic.
+    let mut got = [sse.message().await, sse.message().await];
+    got.sort_by(|x, y| x["topic"].as_str().cmp(&y["topic"].as_str()));
+    let [(m2, m2_data), (l2, l2_data)] = &missed;
+    assert_envelope(&got[0], "l", l2, l2_data);
+    assert_envelope(&got[1], "m", m2, m2_data);
     let live = stack.publish("l", json!("live")).await;
     assert_envelope(&sse.message().await, "l", &live.0, &live.1);
 }
@@ -273,7 +300,12 @@ async fn sse_resumes_with_last_event_id_header() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cursor_carries_across_transports() {
     let stack = Stack::start_default().await;
-    let route = [Transport::Ws, Transport::Sse, Transport::Poll, Transport::Ws];
+    let route = [
+        Transport::Ws,
+        Transport::Sse,
+        Transport::Poll,
+        Transport::Ws,
+    ];
     let mut cursor: Option<String> = None;
     for (leg, transport) in route.into_iter().enumerate() {
         let mut subscriber =
@@ -284,7 +316,9 @@ async fn cursor_carries_across_transports() {
         }
         cursor = Some(subscriber.cursor());
         drop(subscriber);
-        let away = stack.publish("x", json!(format!("away after leg {leg}"))).await;
+        let away = stack
+            .publish("x", json!(format!("away after leg {leg}")))
+            .await;
         let next_transport = route[(leg + 1) % route.len()];
         let mut next =
             Subscriber::open(next_transport, &stack.base(), &["x"], cursor.as_deref()).await;
@@ -321,10 +355,19 @@ async fn sse_events_arrive_promptly_and_uncompressed() {
         content_type.starts_with("text/event-stream"),
         "Content-Type through nginx: {content_type:?}"
     );
-    assert_eq!(header("content-encoding"), None, "the event stream was compressed");
+    assert_eq!(
+        header("content-encoding"),
+        None,
+        "the event stream was compressed"
+    );
     assert_eq!(header("content-length"), None, "a stream has no length");
 
-    within_for(PROMPTLY, "the subscribed event", sse.expect_event("subscribed")).await;
+    within_for(
+        PROMPTLY,
+        "the subscribed event",
+        sse.expect_event("subscribed"),
+    )
+    .await;
     for n in 0..3 {
         let (id, data) = stack.publish("prompt", json!(n)).await;
         let published = Instant::now();
@@ -362,6 +405,14 @@ async fn idle_streams_outlive_the_proxy_read_timeout() {
     let mut sse = SseClient::connect(&nginx.http_url("/events?topic=idle")).await;
     sse.expect_event("subscribed").await;
 
+    // Meanwhile, a poll held by the gateway for its full 2 s (the longest it allows) comes
+    // back as a normal, empty reply.
+    let url = nginx.http_url("/poll?topic=held&timeout=30");
+    let held_poll = tokio::spawn(async move {
+        let started = Instant::now();
+        (poll(&url).await, started.elapsed())
+    });
+
     // Idle: the WebSocket client only answers the server's pings, as browsers do by
     // themselves; the SSE client reads nothing at all.
     let idle_since = Instant::now();
@@ -372,12 +423,12 @@ async fn idle_streams_outlive_the_proxy_read_timeout() {
     }
     assert!(pings >= 5, "{pings} pings in {IDLE:?} with a 1 s heartbeat");
 
-    // A poll held by the gateway for its full 2 s (the longest it allows) comes back as a
-    // normal, empty reply.
-    let held = Instant::now();
-    let reply = poll(&nginx.http_url("/poll?topic=held&timeout=30")).await;
+    let (reply, held) = held_poll.await.expect("the held poll");
     assert!(reply.messages.is_empty(), "{reply:?}");
-    assert!(held.elapsed() >= Duration::from_millis(1900), "held {:?}", held.elapsed());
+    assert!(
+        held >= Duration::from_millis(1900),
+        "the poll was held {held:?}, not 2 s"
+    );
 
     let (id, data) = {
         let data = json!("after the idle period");
@@ -403,7 +454,10 @@ async fn idle_streams_outlive_the_proxy_read_timeout() {
     assert!(heartbeats >= 5, "{heartbeats} SSE heartbeats in {IDLE:?}");
 
     let log = nginx.error_log();
-    assert!(!log.contains("timed out"), "nginx timed something out:\n{log}");
+    assert!(
+        !log.contains("timed out"),
+        "nginx timed something out:\n{log}"
+    );
 }
 
 // --- Same origin, and limits ------------------------------------------------------------------
@@ -431,14 +485,21 @@ async fn same_origin_pages_pass_and_others_are_refused() {
         .await
         .expect("POST /poll through nginx");
     assert_eq!(response.status(), 200, "same-origin publish through nginx");
-    let id = json_body(response).await["id"].as_str().expect("id").to_owned();
+    let id = json_body(response).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     assert_envelope(&ws.message().await, "o", &id, &json!("same origin"));
     assert_envelope(&sse.message().await, "o", &id, &json!("same origin"));
 
     let foreign = "http://evil.example";
     let (status, body) =
         WsClient::expect_refused(&stack.nginx.ws_url("/ws?topic=o"), Some(foreign)).await;
-    assert_eq!((status, &body["error"]["code"]), (403, &json!("origin_not_allowed")), "{body}");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("origin_not_allowed")),
+        "{body}"
+    );
     let response = reqwest::Client::new()
         .get(stack.nginx.http_url("/events?topic=o"))
         .header("origin", foreign)
@@ -487,18 +548,33 @@ async fn message_size_limits_through_nginx() {
 
 // --- The client's address ---------------------------------------------------------------------
 
-/// The `client` field of every `request` span the gateway opens on this thread, as
-/// (path, client): what the gateway logs and uses as the client's address.
+/// The (path, client) of each `request` span the gateway opened on one thread: the address
+/// the gateway logs and uses as the client's.
 #[derive(Debug, Clone, Default)]
 struct SeenClients(Arc<Mutex<Vec<(String, String)>>>);
 
+thread_local! {
+    /// Where [`SpanCapture`] records the spans opened on this thread, if anywhere.
+    static CAPTURE: std::cell::RefCell<Option<SeenClients>> = const { std::cell::RefCell::new(None) };
+}
+
 impl SeenClients {
-    /// Captures `request` spans opened on this thread (tests using it run on a current-thread
-    /// runtime, so the in-process gateway runs here too) until the guard is dropped.
-    fn capture() -> (SeenClients, tracing::subscriber::DefaultGuard) {
+    /// Starts recording the `request` spans opened on this thread. Tests using it run on a
+    /// current-thread runtime, so the in-process gateway's spans are opened on this thread too.
+    ///
+    /// The recorder is the process-wide subscriber, not a thread's default (`set_default`):
+    /// with one scoped subscriber alive, tracing caches a callsite's interest from whichever
+    /// thread reaches it first, so a span first opened on a thread without a subscriber would
+    /// never reach the scoped one.
+    fn capture() -> SeenClients {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            tracing::subscriber::set_global_default(SpanCapture::default())
+                .expect("no other global subscriber in this test binary");
+        });
         let seen = SeenClients::default();
-        let guard = tracing::subscriber::set_default(seen.clone());
-        (seen, guard)
+        CAPTURE.with(|capture| *capture.borrow_mut() = Some(seen.clone()));
+        seen
     }
 
     /// The clients of the `request` spans for `path` since the last call.
@@ -507,6 +583,12 @@ impl SeenClients {
         let (matching, _): (Vec<_>, Vec<_>) = seen.drain(..).partition(|(p, _)| p == path);
         matching.into_iter().map(|(_, client)| client).collect()
     }
+}
+
+/// Reads the `path` and `client` fields of the gateway's `request` spans.
+#[derive(Debug, Default)]
+struct SpanCapture {
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -525,17 +607,26 @@ impl tracing::field::Visit for SpanFields {
     }
 }
 
-impl tracing::Subscriber for SeenClients {
+impl tracing::Subscriber for SpanCapture {
     fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
         metadata.is_span() && metadata.name() == "request"
     }
 
     fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut fields = SpanFields::default();
-        span.record(&mut fields);
-        let mut seen = self.0.lock().expect("lock");
-        seen.push((fields.path, fields.client));
-        tracing::span::Id::from_u64(u64::try_from(seen.len()).expect("small"))
+        CAPTURE.with(|capture| {
+            if let Some(seen) = &*capture.borrow() {
+                let mut fields = SpanFields::default();
+                span.record(&mut fields);
+                seen.0
+                    .lock()
+                    .expect("lock")
+                    .push((fields.path, fields.client));
+            }
+        });
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::span::Id::from_u64(id + 1)
     }
 
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
@@ -587,9 +678,12 @@ async fn spoofed_ws(target: SocketAddr, path: &str) {
     let stream = within("TCP connect", socket.connect(target))
         .await
         .expect("connect");
-    let (ws, response) = within("WebSocket handshake", tokio_tungstenite::client_async(request, stream))
-        .await
-        .expect("WebSocket handshake");
+    let (ws, response) = within(
+        "WebSocket handshake",
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .expect("WebSocket handshake");
     assert_eq!(response.status(), 101);
     drop(ws);
 }
@@ -598,7 +692,7 @@ async fn spoofed_ws(target: SocketAddr, path: &str) {
 /// connection from), not what the client claims in `X-Forwarded-For` or `X-Real-IP`.
 #[tokio::test]
 async fn client_address_is_the_real_client_behind_trusted_nginx() {
-    let (seen, _guard) = SeenClients::capture();
+    let seen = SeenClients::capture();
     let config = Config {
         trusted_proxies: vec!["127.0.0.1".parse().expect("proxy")],
         ..Config::default()
@@ -606,28 +700,48 @@ async fn client_address_is_the_real_client_behind_trusted_nginx() {
     let stack = Stack::start(config).await;
 
     spoofed_get(&stack.nginx.http_url("/poll?topic=who&timeout=0")).await;
-    assert_eq!(seen.take("/poll"), [CLIENT_IP.to_string()], "poll through nginx");
+    assert_eq!(
+        seen.take("/poll"),
+        [CLIENT_IP.to_string()],
+        "poll through nginx"
+    );
 
     spoofed_ws(stack.nginx.addr(), "/ws?topic=who").await;
-    assert_eq!(seen.take("/ws"), [CLIENT_IP.to_string()], "WebSocket through nginx");
+    assert_eq!(
+        seen.take("/ws"),
+        [CLIENT_IP.to_string()],
+        "WebSocket through nginx"
+    );
 
     // Straight to the gateway, bypassing nginx: the peer is not a trusted proxy, so its
     // headers are not believed either.
     spoofed_get(&stack.gw.http_url("/poll?topic=who&timeout=0")).await;
-    assert_eq!(seen.take("/poll"), [CLIENT_IP.to_string()], "poll straight to the gateway");
+    assert_eq!(
+        seen.take("/poll"),
+        [CLIENT_IP.to_string()],
+        "poll straight to the gateway"
+    );
 }
 
 /// When the gateway does not trust nginx, forwarded headers count for nothing: the client is
 /// nginx itself, never the address a client wrote in `X-Forwarded-For`.
 #[tokio::test]
 async fn spoofed_forwarded_for_is_ignored_without_trust() {
-    let (seen, _guard) = SeenClients::capture();
+    let seen = SeenClients::capture();
     let stack = Stack::start_default().await;
     assert!(Config::default().trusted_proxies.is_empty());
 
     spoofed_get(&stack.nginx.http_url("/poll?topic=who&timeout=0")).await;
-    assert_eq!(seen.take("/poll"), ["127.0.0.1"], "poll through an untrusted nginx");
+    assert_eq!(
+        seen.take("/poll"),
+        ["127.0.0.1"],
+        "poll through an untrusted nginx"
+    );
 
     spoofed_ws(stack.nginx.addr(), "/ws?topic=who").await;
-    assert_eq!(seen.take("/ws"), ["127.0.0.1"], "WebSocket through an untrusted nginx");
+    assert_eq!(
+        seen.take("/ws"),
+        ["127.0.0.1"],
+        "WebSocket through an untrusted nginx"
+    );
 }

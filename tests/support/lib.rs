@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub use gateway::Gateway;
-pub use nginx::Nginx;
 pub use http::{PollReply, assert_serving, expect_error, json_body, poll, publish, publish_text};
+pub use nginx::Nginx;
 pub use sse::{SseClient, SseEvent, SseItem};
 pub use transport::{Subscriber, Transport};
 pub use ws::WsClient;
