@@ -332,7 +332,9 @@ async fn cursor_carries_across_transports() {
 /// Each SSE event reaches the client as soon as it is published, while the stream stays open.
 /// The gateway's heartbeat is long, so nothing else flows that could push a buffer out; the
 /// main configuration makes nginx ignore `X-Accel-Buffering` and gzip event streams, so only
-/// the site file's own settings keep the stream prompt and plain.
+/// the site file's own settings keep the stream prompt and plain. (nginx 1.22 happens to pass
+/// small chunks of an HTTP/1.1 upstream on at once even with `proxy_buffering on`; it holds
+/// them with an HTTP/1.0 upstream. `site_file_fits_the_gateway_defaults` pins the setting.)
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_events_arrive_promptly_and_uncompressed() {
     const PROMPTLY: Duration = Duration::from_millis(1000);

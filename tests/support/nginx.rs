@@ -115,7 +115,7 @@ http {{
     scgi_temp_path {d}/scgi;
     # Stricter than Debian's defaults, so that the site file must do the work itself: compress
     # event streams unless the site turns gzip off, and ignore the gateway's
-    # `X-Accel-Buffering: no`, so that only the site's `proxy_buffering off` keeps SSE prompt.
+    # `X-Accel-Buffering: no`, so that only the site's `proxy_buffering off` turns buffering off.
     gzip on;
     gzip_min_length 1;
     gzip_types text/event-stream application/json;
