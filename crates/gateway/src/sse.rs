@@ -60,7 +60,7 @@ pub async fn subscribe(
     );
     let mut backlog = joined.messages.into_iter();
     let single_topic = topics.len() == 1;
-    tracing::debug!(topics = topics.len(), "sse stream opened");
+    tracing::info!(topics = topics.len(), "sse stream opened");
 
     let shutdown = state.shutdown.clone();
     let heartbeat_interval = state.config.heartbeat_interval;

@@ -59,6 +59,7 @@ pub async fn upgrade(
     let topics = params.topics(state.config.max_topics_per_connection)?;
     let cursor = params.cursor(&headers)?;
     let permit = state.open_connection()?;
+    tracing::info!(topics = topics.len(), "websocket opened");
     let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
     let sessions = state.sessions.clone();
     Ok(upgrade
