@@ -36,9 +36,7 @@ pub async fn poll(
     }
 
     let _permit = state.open_connection()?;
-    let resets = std::mem::take(&mut joined.resets);
     joined = subscription.go_live().await?;
-    joined.resets.extend(resets);
     if !joined.messages.is_empty() {
         joined.more |= joined.messages.len() > batch;
         joined.messages.truncate(batch);
@@ -57,7 +55,7 @@ pub async fn poll(
         () = tokio::time::sleep(timeout) => {}
         () = state.shutdown.cancelled() => {}
     }
-    // Messages taken from the inbox are already recorded; make the backlog path agree.
+    // Messages taken from the inbox are recorded as they are taken.
     Ok(reply_recorded(&subscription, joined))
 }
 
