@@ -8,12 +8,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{ACCEPT, ETAG, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -115,31 +109,6 @@ pub(crate) struct Ctx {
 #[derive(Debug)]
 pub(crate) struct Sub {
     pub(crate) tracker: RefCell<Tracker>,
-}
-
-async fn http1(ctx: &Ctx) -> Result<SendRequest<Full<Bytes>>, String> {
-    let tcp = ctx
-        .dialer
-        .connect()
-        .await
-        .map_err(|e| format!("connect: {}", e.kind()))?;
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("http handshake: {e}"))?;
-    tokio::task::spawn_local(async move {
-        // Ends when the connection closes; errors surface through the sender.
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-fn get(ctx: &Ctx, path: &str) -> Request<Full<Bytes>> {
-    let mut req = Request::new(Full::new(Bytes::new()));
-    *req.uri_mut() = path.parse().unwrap_or_default();
-    req.headers_mut()
-        .insert(HOST, ctx.host.parse().unwrap_or_else(|_| unreachable!()));
-    req
 }
 
 /// Runs one subscriber until its stream ends (or the run aborts the task).
@@ -321,8 +290,8 @@ async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
         // Only complete lines are scanned, so a payload split across reads is seen once.
         let data: &[u8] = match &mut dechunk {
             Some(d) => {
-                d.feed(&raw, &mut text)?;
-                raw.clear();
+                let used = d.feed(&raw, &mut text)?;
+                raw.drain(..used);
                 &text
             }
             None => &raw,
@@ -374,98 +343,103 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> 
         .acquire()
         .await
         .map_err(|_| "semaphore closed")?;
-    let mut sender = http1(ctx).await?;
+    let mut s = ctx
+        .dialer
+        .connect()
+        .await
+        .map_err(|e| format!("poll connect: {}", e.kind()))?;
     drop(permit);
     setup.ok();
     let mut cursor: Option<String> = None;
-    let mut last_modified = None;
-    let mut etag = None;
+    let mut last_modified: Option<Vec<u8>> = None;
+    let mut etag: Option<Vec<u8>> = None;
     let mut errors = 0u32;
+    let mut buf = Vec::with_capacity(4096);
+    let mut body = Vec::with_capacity(4096);
+    let mut req = Vec::with_capacity(512);
     loop {
-        let mut req = match ctx.flavor {
+        req.clear();
+        match ctx.flavor {
             Flavor::Switchboard => {
-                let path = match &cursor {
-                    Some(c) => format!("/poll?topic={topic}&since={c}&timeout=25"),
-                    None => format!("/poll?topic={topic}&timeout=25"),
-                };
-                get(ctx, &path)
+                req.extend_from_slice(b"GET /poll?topic=");
+                req.extend_from_slice(topic.as_bytes());
+                if let Some(c) = &cursor {
+                    req.extend_from_slice(b"&since=");
+                    req.extend_from_slice(c.as_bytes());
+                }
+                req.extend_from_slice(b"&timeout=25");
             }
             Flavor::Nchan => {
-                let path = if transport == Transport::PollMultipart {
-                    format!("/sub/lpm/{topic}")
+                req.extend_from_slice(if transport == Transport::PollMultipart {
+                    b"GET /sub/lpm/"
                 } else {
-                    format!("/sub/lp/{topic}")
-                };
-                let mut req = get(ctx, &path);
-                let h = req.headers_mut();
-                if let Some(v) = &last_modified {
-                    h.insert(IF_MODIFIED_SINCE, Clone::clone(v));
-                }
-                if let Some(v) = &etag {
-                    h.insert(IF_NONE_MATCH, Clone::clone(v));
-                }
-                if transport == Transport::PollMultipart {
-                    h.insert(
-                        ACCEPT,
-                        "multipart/mixed".parse().unwrap_or_else(|_| unreachable!()),
-                    );
-                }
-                req
+                    b"GET /sub/lp/"
+                });
+                req.extend_from_slice(topic.as_bytes());
             }
-        };
-        *req.method_mut() = Method::GET;
-        if sender.ready().await.is_err() {
-            if ctx.shared.stopping.get() {
-                return Ok(());
-            }
-            return Err("poll connection closed".into());
         }
-        let resp = match sender.send_request(req).await {
-            Ok(r) => r,
-            Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("poll request: {e}")),
-        };
-        let status = resp.status();
-        if ctx.flavor == Flavor::Nchan && status == StatusCode::OK {
-            let h = resp.headers();
-            last_modified = h.get(LAST_MODIFIED).cloned().or(last_modified);
-            etag = h.get(ETAG).cloned().or(etag);
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        req.extend_from_slice(ctx.host.as_bytes());
+        if let Some(v) = &last_modified {
+            req.extend_from_slice(b"\r\nIf-Modified-Since: ");
+            req.extend_from_slice(v);
         }
-        let body = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
+        if let Some(v) = &etag {
+            req.extend_from_slice(b"\r\nIf-None-Match: ");
+            req.extend_from_slice(v);
+        }
+        if transport == Transport::PollMultipart {
+            req.extend_from_slice(b"\r\nAccept: multipart/mixed");
+        }
+        req.extend_from_slice(b"\r\n\r\n");
+        let head = match rawhttp::request(&mut s, &req, &mut buf).await {
+            Ok(h) => h,
             Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("poll body: {e}")),
+            Err(e) => return Err(format!("poll: {e}")),
         };
-        match (ctx.flavor, status) {
-            (_, StatusCode::OK) => {
+        match rawhttp::body(&mut s, &mut buf, &head, &mut body).await {
+            Ok(()) => {}
+            Err(_) if ctx.shared.stopping.get() => return Ok(()),
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        match (ctx.flavor, head.status) {
+            (_, 200) => {
                 errors = 0;
                 payload::scan(&body, |seq, sent| {
                     ctx.shared.on_payload(&sub.tracker, seq, sent)
                 });
-                match ctx.flavor {
-                    Flavor::Switchboard => {
-                        match payload::json_str(&body, "cursor") {
-                            Some(c) => cursor = Some(String::from_utf8_lossy(c).into_owned()),
-                            None => ctx.shared.error("poll reply without cursor"),
-                        }
-                        if memchr::memmem::find(&body, br#""reset":[]"#).is_none() {
-                            let n = memchr::memmem::find_iter(&body, br#""reason":"#).count();
-                            ctx.shared.resets.set(ctx.shared.resets.get() + n as u64);
-                        }
+                if ctx.flavor == Flavor::Switchboard {
+                    match payload::json_str(&body, "cursor") {
+                        Some(c) => cursor = Some(String::from_utf8_lossy(c).into_owned()),
+                        None => ctx.shared.error("poll reply without cursor"),
                     }
-                    Flavor::Nchan => {}
+                    if memchr::memmem::find(&body, br#""reset":[]"#).is_none() {
+                        let n = memchr::memmem::find_iter(&body, br#""reason":"#).count();
+                        ctx.shared.resets.set(ctx.shared.resets.get() + n as u64);
+                    }
+                } else {
+                    last_modified = head.last_modified.or(last_modified);
+                    etag = head.etag.or(etag);
                 }
             }
             // Nchan: held request timed out (408) or nothing new (304): ask again.
-            (Flavor::Nchan, StatusCode::REQUEST_TIMEOUT | StatusCode::NOT_MODIFIED) => {}
-            (_, s) => {
-                ctx.shared.error(format!("poll status {}", s.as_u16()));
+            (Flavor::Nchan, 408 | 304) => {}
+            (_, status) => {
+                ctx.shared.error(format!("poll status {status}"));
                 errors += 1;
                 if errors > 20 {
                     return Err("poll: giving up after 20 consecutive errors".into());
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+        if head.close {
+            s = ctx
+                .dialer
+                .connect()
+                .await
+                .map_err(|e| format!("poll reconnect: {}", e.kind()))?;
+            buf.clear();
         }
     }
 }

@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 
 use client::{Flavor, Transport};
 use server::{Launch, Server};
-use workload::{Kind, Opts, RunResult, Spec};
+use workload::{Kind, MAX_OTHER_CPU, Opts, RunResult, Spec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,6 +84,10 @@ struct SuiteArgs {
     /// Size of each published payload in bytes.
     #[arg(long, default_value_t = 128)]
     payload_bytes: usize,
+    /// Runs of a workload disturbed by other processes' CPU use are repeated up to this
+    /// many times in all (the least disturbed one is kept).
+    #[arg(long, default_value_t = 3)]
+    attempts: u32,
     /// Measure Nchan only (to validate the instrument while switchboard is unavailable).
     #[arg(long, hide = true)]
     nchan_only: bool,
@@ -115,9 +119,10 @@ fn spec(
     }
 }
 
-/// The workloads. Rates are chosen so that every fan-out delivers about 100k messages/s:
-/// well inside what both servers sustain on one core, so CPU per message compares efficiency,
-/// not who collapses first (the saturation workload measures that separately).
+/// The workloads. Fan-out rates are chosen so that each delivers 50k messages/s: about half
+/// of what either server (and the generator) sustains on one core of the reference machine,
+/// so CPU per message compares efficiency under load, not who collapses first (the
+/// saturation workload measures that separately).
 fn plan(a: &SuiteArgs) -> Vec<Spec> {
     use Kind::*;
     use Transport::*;
@@ -126,10 +131,10 @@ fn plan(a: &SuiteArgs) -> Vec<Spec> {
     // (full, smoke) sizes.
     let z = |full: u32, smoke: u32| if s { smoke } else { full };
     let mut v = vec![
-        spec("ws-fanout-1k", Flow, Ws, z(1000, 20), 1, 100.0, d),
-        spec("ws-fanout-5k", Flow, Ws, z(5000, 50), 1, 20.0, d),
-        spec("sse-fanout-1k", Flow, Sse, z(1000, 20), 1, 100.0, d),
-        spec("sse-fanout-5k", Flow, Sse, z(5000, 50), 1, 20.0, d),
+        spec("ws-fanout-1k", Flow, Ws, z(1000, 20), 1, 50.0, d),
+        spec("ws-fanout-5k", Flow, Ws, z(5000, 50), 1, 10.0, d),
+        spec("sse-fanout-1k", Flow, Sse, z(1000, 20), 1, 50.0, d),
+        spec("sse-fanout-5k", Flow, Sse, z(5000, 50), 1, 10.0, d),
         spec(
             "rooms-10k",
             Flow,
@@ -173,7 +178,7 @@ fn plan(a: &SuiteArgs) -> Vec<Spec> {
         Ws,
         z(1000, 20),
         1,
-        50.0,
+        20.0,
         if s { 1.0 } else { 3.0 },
     );
     sat.max_steps = z(14, 2);
@@ -248,7 +253,7 @@ fn summary(r: &RunResult) -> String {
                 .join(" ")
         ),
         _ => format!(
-            "{head}: {} subs, {:.0} msg/s published, {:.0} delivered/s, {:.3} µs CPU/msg ({:.2}s user {:.2}s sys), p50/p99/max {:.2}/{:.2}/{:.2} ms, lost {} dup {} ooo {} resets {} dropped {}, gen CPU {:.0}%, others {:.0}%{errs}",
+            "{head}: {} subs, {:.0} msg/s published, {:.0} delivered/s, {:.3} µs CPU/msg ({:.2}s user {:.2}s sys), p50/p99/max {:.2}/{:.2}/{:.2} ms, lost {} dup {} ooo {} resets {} dropped {}, gen CPU {:.0}%, others {:.0}%, server-core irq {:.0}%, steal {:.0}%{errs}",
             r.connected,
             r.publish_rate,
             r.delivered_per_s,
@@ -264,7 +269,9 @@ fn summary(r: &RunResult) -> String {
             r.resets,
             r.dropped,
             r.generator_cpu_util * 100.0,
-            r.other_cpu_util * 100.0
+            r.other_cpu_util * 100.0,
+            r.server_core_irq_util * 100.0,
+            r.steal_util * 100.0
         ),
     }
 }
@@ -353,34 +360,55 @@ async fn suite(a: SuiteArgs) -> Result<bool, String> {
                 let mut w = w.clone();
                 w.transport = transport;
                 let tag = format!("{}-{}-{:?}", w.name, flavor.name(), transport).to_lowercase();
-                // Another process burning CPU (a build next door) would skew every figure:
-                // wait for a quiet machine, bounded, and report the load either way.
-                let other = workload::wait_for_quiet(
-                    0.1,
-                    Duration::from_secs(if a.smoke { 0 } else { 120 }),
-                )
-                .await;
-                if other > 0.1 && !a.smoke {
-                    println!(
-                        "[{}] warning: other processes use {:.0}% of a core; measuring anyway",
-                        w.name,
-                        other * 100.0
-                    );
-                }
-                let r = match Server::start(flavor, &launch, &tag).await {
-                    Ok(server) => {
-                        let r = workload::run(&w, &server, &opts).await;
-                        server.stop().await;
-                        r
+                // Another process burning CPU (a build next door) skews every figure: wait
+                // for a quiet machine (bounded), and rerun a disturbed run, keeping the least
+                // disturbed attempt. The load is reported with every run either way.
+                let attempts = if a.smoke { 1 } else { a.attempts.max(1) };
+                let mut best: Option<RunResult> = None;
+                for attempt in 1..=attempts {
+                    let wait = Duration::from_secs(if a.smoke { 0 } else { 120 });
+                    let other = workload::wait_for_quiet(MAX_OTHER_CPU, wait).await;
+                    if other > MAX_OTHER_CPU && !a.smoke {
+                        println!(
+                            "[{}] warning: other processes use {:.0}% of a core; measuring anyway",
+                            w.name,
+                            other * 100.0
+                        );
                     }
-                    Err(e) => RunResult {
-                        server: flavor.name().into(),
-                        workload: w.name.clone(),
-                        kind: format!("{:?}", w.kind).to_lowercase(),
-                        failure: Some(e),
-                        ..RunResult::default()
-                    },
-                };
+                    let r = match Server::start(flavor, &launch, &tag).await {
+                        Ok(server) => {
+                            let r = workload::run(&w, &server, &opts).await;
+                            server.stop().await;
+                            r
+                        }
+                        Err(e) => RunResult {
+                            server: flavor.name().into(),
+                            workload: w.name.clone(),
+                            kind: format!("{:?}", w.kind).to_lowercase(),
+                            failure: Some(e),
+                            ..RunResult::default()
+                        },
+                    };
+                    let disturbed = r.other_cpu_util > MAX_OTHER_CPU;
+                    if disturbed && attempt < attempts {
+                        println!(
+                            "[{}] {}: other processes used {:.0}% of a core during the run; again ({attempt}/{attempts})",
+                            w.name,
+                            flavor.name(),
+                            r.other_cpu_util * 100.0
+                        );
+                    }
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| r.other_cpu_util < b.other_cpu_util)
+                    {
+                        best = Some(r);
+                    }
+                    if !disturbed {
+                        break;
+                    }
+                }
+                let Some(r) = best else { continue };
                 println!("{}", summary(&r));
                 results.push(r);
             }

@@ -97,31 +97,53 @@ impl Usage {
     }
 }
 
-/// CPU seconds spent busy (not idle/iowait) by the whole machine, all cores, from `/proc/stat`.
+/// Machine-wide CPU accounting from `/proc/stat`, in seconds: process time (user, nice,
+/// system), interrupt time (irq, softirq) and time stolen by the hypervisor.
 ///
-/// Subtracting the server's and the generator's own CPU from this over a run gives what other
-/// processes used meanwhile: on a shared machine (a compiler running next door) that is the
-/// difference between a measurement and noise, so every run reports it.
-pub(crate) fn machine_busy_s() -> f64 {
-    let s = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0.0;
-    };
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is
-    // already included in user/nice.
-    let busy: f64 = v
-        .iter()
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, x)| x)
-        .sum();
-    busy / clk_tck()
+/// Subtracting the server's and the generator's own CPU from `procs` over a run gives what
+/// other processes used meanwhile: on a shared machine (a compiler running next door) that is
+/// the difference between a measurement and noise, so every run reports it. Softirq time is
+/// kept apart: loopback TCP does much of its receive work there, and the kernel charges it
+/// to no process.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuStat {
+    pub(crate) procs: f64,
+    pub(crate) irq: f64,
+    pub(crate) steal: f64,
+}
+
+impl CpuStat {
+    /// Whole machine (`cpu`) and, if given, one core (`cpuN`).
+    pub(crate) fn read(core: Option<u32>) -> (Self, Self) {
+        let s = fs::read_to_string("/proc/stat").unwrap_or_default();
+        let parse = |prefix: &str| -> Self {
+            let Some(line) = s.lines().find(|l| l.starts_with(prefix)) else {
+                return Self::default();
+            };
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse::<f64>().unwrap_or(0.0) / clk_tck())
+                .collect();
+            let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+            // user nice system idle iowait irq softirq steal (guest is inside user).
+            Self {
+                procs: at(0) + at(1) + at(2),
+                irq: at(5) + at(6),
+                steal: at(7),
+            }
+        };
+        let core = core.map_or_else(Self::default, |c| parse(&format!("cpu{c} ")));
+        (parse("cpu "), core)
+    }
+
+    pub(crate) fn minus(self, o: Self) -> Self {
+        Self {
+            procs: self.procs - o.procs,
+            irq: self.irq - o.irq,
+            steal: self.steal - o.steal,
+        }
+    }
 }
 
 /// CPU count, model and kernel, printed with every result so numbers are never quoted bare.

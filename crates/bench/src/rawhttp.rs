@@ -20,10 +20,16 @@ pub(crate) async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Resul
 }
 
 /// The parts of a response head the subscribers need.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Head {
     pub(crate) status: u16,
     pub(crate) chunked: bool,
+    pub(crate) content_length: Option<usize>,
+    /// `Connection: close`: the body ends with the connection, which is not reusable.
+    pub(crate) close: bool,
+    /// Nchan's long-poll cursor headers.
+    pub(crate) last_modified: Option<Vec<u8>>,
+    pub(crate) etag: Option<Vec<u8>>,
 }
 
 /// Sends `req` and reads the response head; body bytes already read are left in `buf`.
@@ -40,14 +46,26 @@ pub(crate) async fn request(
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(buf) {
             Ok(httparse::Status::Complete(n)) => {
-                let chunked = resp.headers.iter().any(|h| {
-                    h.name.eq_ignore_ascii_case("transfer-encoding")
-                        && h.value.eq_ignore_ascii_case(b"chunked")
-                });
-                let head = Head {
+                let mut head = Head {
                     status: resp.code.unwrap_or(0),
-                    chunked,
+                    ..Head::default()
                 };
+                for h in resp.headers.iter() {
+                    let name = h.name;
+                    if name.eq_ignore_ascii_case("transfer-encoding") {
+                        head.chunked = h.value.eq_ignore_ascii_case(b"chunked");
+                    } else if name.eq_ignore_ascii_case("content-length") {
+                        head.content_length = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok());
+                    } else if name.eq_ignore_ascii_case("connection") {
+                        head.close = h.value.eq_ignore_ascii_case(b"close");
+                    } else if name.eq_ignore_ascii_case("last-modified") {
+                        head.last_modified = Some(h.value.to_vec());
+                    } else if name.eq_ignore_ascii_case("etag") {
+                        head.etag = Some(h.value.to_vec());
+                    }
+                }
                 buf.drain(..n);
                 return Ok(head);
             }
@@ -65,6 +83,56 @@ pub(crate) async fn request(
     }
 }
 
+/// Reads a whole response body (Content-Length, chunked, or until close) into `out`;
+/// `buf` holds bytes already read after the head and keeps whatever follows the body.
+pub(crate) async fn body(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &Head,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.clear();
+    if head.chunked {
+        let mut d = Dechunker::default();
+        loop {
+            let used = d.feed(buf, out)?;
+            buf.drain(..used);
+            if d.done {
+                return Ok(());
+            }
+            if fill(s, buf)
+                .await
+                .map_err(|e| format!("read body: {}", e.kind()))?
+                == 0
+            {
+                return Err("closed inside a chunked body".into());
+            }
+        }
+    }
+    if let Some(len) = head.content_length {
+        while buf.len() < len {
+            if fill(s, buf)
+                .await
+                .map_err(|e| format!("read body: {}", e.kind()))?
+                == 0
+            {
+                return Err("closed inside a body".into());
+            }
+        }
+        out.extend_from_slice(&buf[..len]);
+        buf.drain(..len);
+        return Ok(());
+    }
+    // Neither: the body runs to the end of the connection.
+    while fill(s, buf)
+        .await
+        .map_err(|e| format!("read body: {}", e.kind()))?
+        > 0
+    {}
+    out.append(buf);
+    Ok(())
+}
+
 /// Incremental `Transfer-Encoding: chunked` decoder.
 #[derive(Debug, Default)]
 pub(crate) struct Dechunker {
@@ -72,50 +140,60 @@ pub(crate) struct Dechunker {
     left: usize,
     /// Bytes of the CRLF after a chunk's data still to skip.
     crlf: usize,
-    /// Partial chunk-size line.
+    /// After the last (zero-size) chunk: skipping trailer lines up to the empty line.
+    trailer: bool,
+    /// Partial size or trailer line.
     line: Vec<u8>,
     pub(crate) done: bool,
 }
 
 impl Dechunker {
-    /// Decodes `input`, appending chunk data to `out`.
-    pub(crate) fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        while !input.is_empty() && !self.done {
+    /// Decodes from `input`, appending chunk data to `out`; returns the bytes consumed, which
+    /// is all of `input` unless the body ended inside it.
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+        let mut at = 0;
+        while at < input.len() && !self.done {
+            let rest = &input[at..];
             if self.left > 0 {
-                let n = self.left.min(input.len());
-                out.extend_from_slice(&input[..n]);
+                let n = self.left.min(rest.len());
+                out.extend_from_slice(&rest[..n]);
                 self.left -= n;
-                input = &input[n..];
+                at += n;
                 if self.left == 0 {
                     self.crlf = 2;
                 }
             } else if self.crlf > 0 {
-                let n = self.crlf.min(input.len());
+                let n = self.crlf.min(rest.len());
                 self.crlf -= n;
-                input = &input[n..];
+                at += n;
             } else {
-                let Some(nl) = memchr::memchr(b'\n', input) else {
-                    self.line.extend_from_slice(input);
+                let Some(nl) = memchr::memchr(b'\n', rest) else {
+                    self.line.extend_from_slice(rest);
                     if self.line.len() > 1024 {
                         return Err("chunk size line too long".into());
                     }
-                    return Ok(());
+                    return Ok(input.len());
                 };
-                self.line.extend_from_slice(&input[..nl]);
-                input = &input[nl + 1..];
+                self.line.extend_from_slice(&rest[..nl]);
+                at += nl + 1;
                 let line = std::str::from_utf8(&self.line).map_err(|_| "bad chunk size")?;
-                let hex = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(hex, 16)
-                    .map_err(|_| format!("bad chunk size {hex:?}"))?;
-                self.line.clear();
-                if size == 0 {
-                    self.done = true;
+                let line = line.trim_end_matches('\r');
+                if self.trailer {
+                    self.done = line.is_empty();
                 } else {
-                    self.left = size;
+                    let hex = line.split(';').next().unwrap_or("").trim();
+                    let size = usize::from_str_radix(hex, 16)
+                        .map_err(|_| format!("bad chunk size {hex:?}"))?;
+                    if size == 0 {
+                        self.trailer = true;
+                    } else {
+                        self.left = size;
+                    }
                 }
+                self.line.clear();
             }
         }
-        Ok(())
+        Ok(at)
     }
 }
 
@@ -183,14 +261,16 @@ mod tests {
 
     #[test]
     fn dechunk_split_anywhere() {
-        let wire = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+        let wire = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
         for split in 0..wire.len() {
             let mut d = Dechunker::default();
             let mut out = Vec::new();
-            assert!(d.feed(&wire[..split], &mut out).is_ok());
-            assert!(d.feed(&wire[split..], &mut out).is_ok());
+            let a = d.feed(&wire[..split], &mut out).unwrap_or(usize::MAX);
+            assert_eq!(a, split.min(wire.len() - 4));
+            let b = d.feed(&wire[a..], &mut out).unwrap_or(usize::MAX);
             assert_eq!(out, b"helloabcdefghijklmnopqrstuvwxyz");
             assert!(d.done);
+            assert_eq!(&wire[a + b..], b"NEXT");
         }
     }
 

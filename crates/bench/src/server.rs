@@ -31,6 +31,8 @@ pub(crate) struct Server {
     pub(crate) flavor: Flavor,
     pub(crate) addr: SocketAddr,
     pub(crate) pid: u32,
+    /// Core the server is pinned to, if any.
+    pub(crate) core: Option<u32>,
     child: Child,
     pub(crate) log: PathBuf,
 }
@@ -95,6 +97,7 @@ impl Server {
             flavor: Flavor::Switchboard,
             addr,
             pid,
+            core: launch.core,
             child,
             log,
         })
@@ -137,6 +140,7 @@ impl Server {
             flavor: Flavor::Nchan,
             addr,
             pid,
+            core: launch.core,
             child,
             log,
         };
