@@ -3,7 +3,7 @@
 use std::process::Stdio;
 
 use serde_json::json;
-use switchboard_e2e::{Gateway, assert_envelope, publish, within};
+use switchboard_e2e::{Endpoint, Gateway, assert_envelope, publish, within};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
 

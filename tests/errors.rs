@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use switchboard::Config;
 use switchboard_e2e::http::assert_serving;
 use switchboard_e2e::ws::Closed;
-use switchboard_e2e::{Gateway, WsClient, data_of, expect_error, poll, publish};
+use switchboard_e2e::{Endpoint, Gateway, WsClient, data_of, expect_error, poll, publish};
 use tokio_tungstenite::tungstenite::Message;
 
 /// `(method, path)` of every endpoint that takes a topic.

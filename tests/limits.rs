@@ -7,7 +7,7 @@ use serde_json::json;
 use switchboard::Config;
 use switchboard_e2e::http::assert_serving;
 use switchboard_e2e::{
-    Gateway, SseClient, WsClient, assert_envelope, expect_error, poll, publish, within,
+    Endpoint, Gateway, SseClient, WsClient, assert_envelope, expect_error, poll, publish, within,
 };
 
 #[tokio::test(flavor = "multi_thread")]

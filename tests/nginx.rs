@@ -10,12 +10,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use switchboard::Config;
+use switchboard_e2e::Transport::{Poll, Sse, Ws};
 use switchboard_e2e::nginx::{self, Nginx};
+use switchboard_e2e::scenarios::{carry_cursor, publish_to, resume_on};
 use switchboard_e2e::{
-    Gateway, SseClient, SseItem, Subscriber, Transport, WsClient, assert_envelope, expect_error,
-    json_body, poll, publish, publish_text, within,
+    Endpoint, Gateway, SseClient, SseItem, WsClient, any_to_any_tests, assert_envelope,
+    expect_error, json_body, poll, publish, publish_text, scenario_tests, within, within_for,
 };
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -35,55 +37,12 @@ impl Stack {
     async fn start_default() -> Stack {
         Stack::start(Config::default()).await
     }
-
-    /// `http://127.0.0.1:PORT` of nginx: the base URL every client uses.
-    fn base(&self) -> String {
-        self.nginx.base()
-    }
-
-    /// Publishes `data` to `topic` with `POST /events` through nginx; returns (id, data).
-    async fn publish(&self, topic: &str, data: Value) -> (String, Value) {
-        let id = publish(
-            &self.nginx.http_url(&format!("/events?topic={topic}")),
-            &data,
-        )
-        .await;
-        (id, data)
-    }
-
-    async fn publish_range(
-        &self,
-        topic: &str,
-        range: std::ops::Range<i32>,
-    ) -> Vec<(String, Value)> {
-        let mut published = Vec::new();
-        for n in range {
-            published.push(self.publish(topic, json!(n)).await);
-        }
-        published
-    }
-
-    /// Asserts that `subscriber` delivers exactly `expected` on `topic`, then a marker
-    /// published now: nothing missing, repeated or extra.
-    async fn expect_exactly(
-        &self,
-        subscriber: &mut Subscriber,
-        topic: &str,
-        expected: &[(String, Value)],
-    ) {
-        for (id, data) in expected {
-            assert_envelope(&subscriber.message().await, topic, id, data);
-        }
-        let (id, data) = self.publish(topic, json!("marker")).await;
-        assert_envelope(&subscriber.message().await, topic, &id, &data);
-    }
 }
 
-/// Awaits `fut`, panicking if it takes longer than `limit`.
-async fn within_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+/// Every client of a stack talks to nginx.
+impl Endpoint for Stack {
+    fn addr(&self) -> SocketAddr {
+        self.nginx.addr()
     }
 }
 
@@ -193,68 +152,19 @@ fn site_file_fits_the_gateway_defaults() {
 
 // --- Every transport to every transport, through nginx ---------------------------------------
 
-async fn pair(publisher: Transport, receiver: Transport) {
-    let stack = Stack::start_default().await;
-    let topic = format!("nginx/{publisher:?}-to-{receiver:?}");
-    let mut subscriber = Subscriber::open(receiver, &stack.base(), &[&topic], None).await;
-    let data = json!({"from": format!("{publisher:?}"), "text": "héllo ✓ \"quoted\"", "n": [1, 2.5, null]});
-    let id = publisher.publish(&stack.base(), &topic, data.clone()).await;
-    assert_envelope(&subscriber.message().await, &topic, &id, &data);
-    // And a second one: the stream is still open and still delivering.
-    let id = publisher.publish(&stack.base(), &topic, json!(2)).await;
-    assert_envelope(&subscriber.message().await, &topic, &id, &json!(2));
-}
-
-macro_rules! pairs {
-    ($($name:ident: $publisher:ident -> $receiver:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread")]
-        async fn $name() {
-            pair(Transport::$publisher, Transport::$receiver).await;
-        }
-    )*};
-}
-
-pairs! {
-    ws_to_ws: Ws -> Ws;
-    ws_to_sse: Ws -> Sse;
-    ws_to_poll: Ws -> Poll;
-    post_events_to_ws: Sse -> Ws;
-    post_events_to_sse: Sse -> Sse;
-    post_events_to_poll: Sse -> Poll;
-    post_poll_to_ws: Poll -> Ws;
-    post_poll_to_sse: Poll -> Sse;
-    post_poll_to_poll: Poll -> Poll;
-}
+// The nine pairs (`ws_to_ws`, `ws_to_sse`, … `post_poll_to_poll`): see `scenarios::any_to_any`.
+any_to_any_tests!(Stack::start_default().await);
 
 // --- Resuming through nginx ------------------------------------------------------------------
 
-async fn resume_on(transport: Transport) {
-    let stack = Stack::start_default().await;
-    let mut subscriber = Subscriber::open(transport, &stack.base(), &["r"], None).await;
-    for (id, data) in &stack.publish_range("r", 0..3).await {
-        assert_envelope(&subscriber.message().await, "r", id, data);
-    }
-    let cursor = subscriber.cursor();
-    drop(subscriber);
+scenario_tests! { Stack::start_default().await;
+    ws_resumes_with_since: resume_on(Ws);
+    sse_resumes_with_since: resume_on(Sse);
+    poll_resumes_with_cursor: resume_on(Poll);
 
-    let missed = stack.publish_range("r", 3..7).await;
-    let mut subscriber = Subscriber::open(transport, &stack.base(), &["r"], Some(&cursor)).await;
-    stack.expect_exactly(&mut subscriber, "r", &missed).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn ws_resumes_with_since() {
-    resume_on(Transport::Ws).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sse_resumes_with_since() {
-    resume_on(Transport::Sse).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn poll_resumes_with_cursor() {
-    resume_on(Transport::Poll).await;
+    /// A cursor moves from WebSocket to SSE to poll to WebSocket, all through nginx: each next
+    /// transport gets exactly what was published while no one was connected.
+    cursor_carries_across_transports: carry_cursor(&[(Ws, Sse), (Sse, Poll), (Poll, Ws), (Ws, Ws)]);
 }
 
 /// What a browser's EventSource does after a dropped stream: reconnect with `Last-Event-ID`,
@@ -266,8 +176,8 @@ async fn sse_resumes_with_last_event_id_header() {
     let mut sse = SseClient::connect(&url).await;
     sse.expect_event("subscribed").await;
     let seen = [
-        stack.publish("l", json!("l1")).await,
-        stack.publish("m", json!("m1")).await,
+        publish_to(&stack, "l", json!("l1")).await,
+        publish_to(&stack, "m", json!("m1")).await,
     ];
     for (id, data) in &seen {
         let topic = &data.as_str().expect("string")[..1];
@@ -277,8 +187,8 @@ async fn sse_resumes_with_last_event_id_header() {
     drop(sse);
 
     let missed = [
-        stack.publish("m", json!("m2")).await,
-        stack.publish("l", json!("l2")).await,
+        publish_to(&stack, "m", json!("m2")).await,
+        publish_to(&stack, "l", json!("l2")).await,
     ];
     let request = reqwest::Client::new()
         .get(&url)
@@ -291,40 +201,8 @@ async fn sse_resumes_with_last_event_id_header() {
     let [(m2, m2_data), (l2, l2_data)] = &missed;
     assert_envelope(&got[0], "l", l2, l2_data);
     assert_envelope(&got[1], "m", m2, m2_data);
-    let live = stack.publish("l", json!("live")).await;
+    let live = publish_to(&stack, "l", json!("live")).await;
     assert_envelope(&sse.message().await, "l", &live.0, &live.1);
-}
-
-/// A cursor moves from WebSocket to SSE to poll to WebSocket, all through nginx: each next
-/// transport gets exactly what was published while no one was connected.
-#[tokio::test(flavor = "multi_thread")]
-async fn cursor_carries_across_transports() {
-    let stack = Stack::start_default().await;
-    let route = [
-        Transport::Ws,
-        Transport::Sse,
-        Transport::Poll,
-        Transport::Ws,
-    ];
-    let mut cursor: Option<String> = None;
-    for (leg, transport) in route.into_iter().enumerate() {
-        let mut subscriber =
-            Subscriber::open(transport, &stack.base(), &["x"], cursor.as_deref()).await;
-        let start = i32::try_from(leg).expect("small") * 10;
-        for (id, data) in &stack.publish_range("x", start..start + 2).await {
-            assert_envelope(&subscriber.message().await, "x", id, data);
-        }
-        cursor = Some(subscriber.cursor());
-        drop(subscriber);
-        let away = stack
-            .publish("x", json!(format!("away after leg {leg}")))
-            .await;
-        let next_transport = route[(leg + 1) % route.len()];
-        let mut next =
-            Subscriber::open(next_transport, &stack.base(), &["x"], cursor.as_deref()).await;
-        stack.expect_exactly(&mut next, "x", &[away]).await;
-        cursor = Some(next.cursor());
-    }
 }
 
 // --- No buffering, no compression ------------------------------------------------------------
@@ -371,7 +249,7 @@ async fn sse_events_arrive_promptly_and_uncompressed() {
     )
     .await;
     for n in 0..3 {
-        let (id, data) = stack.publish("prompt", json!(n)).await;
+        let (id, data) = publish_to(&stack, "prompt", json!(n)).await;
         let published = Instant::now();
         let envelope = within_for(PROMPTLY, "the event just published", sse.message()).await;
         assert_envelope(&envelope, "prompt", &id, &data);
@@ -379,7 +257,7 @@ async fn sse_events_arrive_promptly_and_uncompressed() {
         assert!(waited < PROMPTLY, "event {n} took {waited:?} through nginx");
     }
     // The response is still open: nothing was held until the end.
-    let late = stack.publish("prompt", json!("still open")).await;
+    let late = publish_to(&stack, "prompt", json!("still open")).await;
     assert_envelope(&sse.message().await, "prompt", &late.0, &late.1);
 }
 

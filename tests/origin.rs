@@ -5,7 +5,7 @@ use reqwest::{Client, Method, Response};
 use serde_json::json;
 use switchboard::Config;
 use switchboard_e2e::http::assert_serving;
-use switchboard_e2e::{Gateway, SseClient, WsClient, expect_error};
+use switchboard_e2e::{Endpoint, Gateway, SseClient, WsClient, expect_error};
 
 const APP: &str = "http://app.example";
 const EVIL: &str = "http://evil.example";
@@ -18,6 +18,19 @@ async fn with_origin(method: Method, url: &str, origin: &str) -> Response {
         request = request.body("hi");
     }
     request.send().await.expect("request")
+}
+
+/// Asserts that `response` carries `Access-Control-Allow-Origin: APP`; `what` names the request.
+fn assert_allows_app(response: &Response, what: &str) {
+    assert_eq!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(APP.as_bytes()),
+        "{what}: {:?}",
+        response.headers()
+    );
 }
 
 /// Asserts that `origin` is refused with 403 `origin_not_allowed` on every endpoint.
@@ -100,15 +113,7 @@ async fn listed_origin_gets_cors_and_websocket() {
             "preflight {method} {path}: {}",
             response.status()
         );
-        assert_eq!(
-            response
-                .headers()
-                .get("access-control-allow-origin")
-                .map(|v| v.as_bytes()),
-            Some(APP.as_bytes()),
-            "preflight {method} {path}: {:?}",
-            response.headers()
-        );
+        assert_allows_app(&response, &format!("preflight {method} {path}"));
     }
 
     // The actual requests carry the header too.
@@ -118,15 +123,7 @@ async fn listed_origin_gets_cors_and_websocket() {
     ] {
         let response = with_origin(method.clone(), &gw.http_url(path), APP).await;
         assert_eq!(response.status(), 200, "{method} {path}");
-        assert_eq!(
-            response
-                .headers()
-                .get("access-control-allow-origin")
-                .map(|v| v.as_bytes()),
-            Some(APP.as_bytes()),
-            "{method} {path}: {:?}",
-            response.headers()
-        );
+        assert_allows_app(&response, &format!("{method} {path}"));
     }
     served_everywhere(&gw, APP).await;
     served_everywhere(&gw, &gw.base()).await;

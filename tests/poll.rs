@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard::Config;
-use switchboard_e2e::{Gateway, assert_envelope, data_of, poll, publish};
+use switchboard_e2e::{Endpoint, Gateway, assert_envelope, data_of, poll, publish};
 
 async fn start_cursor(gw: &Gateway, topic: &str) -> String {
     let reply = poll(&gw.http_url(&format!("/poll?topic={topic}&timeout=0"))).await;

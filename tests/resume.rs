@@ -1,86 +1,28 @@
 //! Resuming from a cursor on every transport, and carrying a cursor from one transport to
-//! another: exactly the missed messages, in order, no duplicates.
+//! another: exactly the missed messages, in order, no duplicates. `tests/nginx.rs` runs the
+//! shared scenarios (`switchboard_e2e::scenarios`) through nginx.
 
 use serde_json::{Value, json};
-use switchboard_e2e::{
-    Gateway, SseClient, Subscriber, Transport, WsClient, assert_envelope, poll, publish,
+use switchboard_e2e::Transport::{Poll, Sse, Ws};
+use switchboard_e2e::scenarios::{
+    carry_cursor, expect_exactly, publish_range, publish_to, resume_on,
 };
-
-/// Publishes `data` to `topic` over `POST /events`; returns (id, data).
-async fn publish_to(gw: &Gateway, topic: &str, data: Value) -> (String, Value) {
-    let id = publish(&gw.http_url(&format!("/events?topic={topic}")), &data).await;
-    (id, data)
-}
-
-async fn publish_range(
-    gw: &Gateway,
-    topic: &str,
-    range: std::ops::Range<i32>,
-) -> Vec<(String, Value)> {
-    let mut published = Vec::new();
-    for n in range {
-        published.push(publish_to(gw, topic, json!(n)).await);
-    }
-    published
-}
-
-/// Asserts that `subscriber` delivers exactly `expected` on `topic` and then, after a marker
-/// is published, the marker: nothing missing, nothing repeated, nothing extra.
-async fn expect_exactly(
-    gw: &Gateway,
-    subscriber: &mut Subscriber,
-    topic: &str,
-    expected: &[(String, Value)],
-) {
-    for (id, data) in expected {
-        assert_envelope(&subscriber.message().await, topic, id, data);
-    }
-    let (id, data) = publish_to(gw, topic, json!("marker")).await;
-    assert_envelope(&subscriber.message().await, topic, &id, &data);
-}
-
-async fn resume_on(transport: Transport) {
-    let gw = Gateway::start_default().await;
-    let mut subscriber = Subscriber::open(transport, &gw.base(), &["r"], None).await;
-    let seen = publish_range(&gw, "r", 0..3).await;
-    for (id, data) in &seen {
-        assert_envelope(&subscriber.message().await, "r", id, data);
-    }
-    let cursor = subscriber.cursor();
-    drop(subscriber);
-
-    let missed = publish_range(&gw, "r", 3..7).await;
-    let mut subscriber = Subscriber::open(transport, &gw.base(), &["r"], Some(&cursor)).await;
-    expect_exactly(&gw, &mut subscriber, "r", &missed).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn ws_resumes_with_since() {
-    resume_on(Transport::Ws).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sse_resumes_with_since() {
-    resume_on(Transport::Sse).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn poll_resumes_with_since() {
-    resume_on(Transport::Poll).await;
-}
+use switchboard_e2e::{
+    Endpoint, Gateway, SseClient, Subscriber, Transport, WsClient, assert_envelope, poll,
+    scenario_tests,
+};
 
 /// A client that has received nothing resumes from its starting position (the `subscribed`
 /// frame's positions, the `subscribed` event's id, the `timeout=0` poll's cursor), on two
 /// topics at once.
-async fn resume_from_start_on(transport: Transport) {
-    let gw = Gateway::start_default().await;
-    publish_range(&gw, "a", 0..2).await; // history before the subscription: not delivered
+async fn resume_from_start_on(gw: &Gateway, transport: Transport) {
+    publish_range(gw, "a", 0..2).await; // history before the subscription: not delivered
     let subscriber = Subscriber::open(transport, &gw.base(), &["a", "b"], None).await;
     let cursor = subscriber.cursor();
     drop(subscriber);
 
-    let missed_a = publish_range(&gw, "a", 10..12).await;
-    let missed_b = publish_range(&gw, "b", 20..22).await;
+    let missed_a = publish_range(gw, "a", 10..12).await;
+    let missed_b = publish_range(gw, "b", 20..22).await;
     let mut subscriber = Subscriber::open(transport, &gw.base(), &["a", "b"], Some(&cursor)).await;
     let mut got = subscriber.messages(4).await;
     got.sort_by_key(|m| m["data"].as_i64());
@@ -88,51 +30,21 @@ async fn resume_from_start_on(transport: Transport) {
         let topic = if data.as_i64() < Some(20) { "a" } else { "b" };
         assert_envelope(envelope, topic, id, data);
     }
-    expect_exactly(&gw, &mut subscriber, "b", &[]).await;
+    expect_exactly(gw, &mut subscriber, "b", &[]).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ws_resumes_from_starting_positions() {
-    resume_from_start_on(Transport::Ws).await;
-}
+scenario_tests! { Gateway::start_default().await;
+    ws_resumes_with_since: resume_on(Ws);
+    sse_resumes_with_since: resume_on(Sse);
+    poll_resumes_with_since: resume_on(Poll);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sse_resumes_from_subscribed_event_id() {
-    resume_from_start_on(Transport::Sse).await;
-}
+    ws_resumes_from_starting_positions: resume_from_start_on(Ws);
+    sse_resumes_from_subscribed_event_id: resume_from_start_on(Sse);
+    poll_resumes_from_timeout_zero_cursor: resume_from_start_on(Poll);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn poll_resumes_from_timeout_zero_cursor() {
-    resume_from_start_on(Transport::Poll).await;
-}
-
-/// SSE → poll → WebSocket → SSE, carrying the position each time.
-#[tokio::test(flavor = "multi_thread")]
-async fn cursor_carries_across_transports() {
-    let gw = Gateway::start_default().await;
-    let route = [
-        Transport::Sse,
-        Transport::Poll,
-        Transport::Ws,
-        Transport::Sse,
-    ];
-    let mut cursor: Option<String> = None;
-    for (leg, transport) in route.into_iter().enumerate() {
-        let mut subscriber =
-            Subscriber::open(transport, &gw.base(), &["x"], cursor.as_deref()).await;
-        let start = i32::try_from(leg).expect("small") * 10;
-        let batch = publish_range(&gw, "x", start..start + 2).await;
-        for (id, data) in &batch {
-            assert_envelope(&subscriber.message().await, "x", id, data);
-        }
-        cursor = Some(subscriber.cursor());
-        drop(subscriber);
-        // Published while no one is connected: the next leg must get these first.
-        let away = publish_to(&gw, "x", json!(format!("away after leg {leg}"))).await;
-        let mut next = Subscriber::open(transport, &gw.base(), &["x"], cursor.as_deref()).await;
-        expect_exactly(&gw, &mut next, "x", &[away]).await;
-        cursor = Some(next.cursor());
-    }
+    /// SSE → poll → WebSocket → SSE, each leg resuming on its own transport and the next leg
+    /// from its cursor.
+    cursor_carries_across_transports: carry_cursor(&[(Sse, Sse), (Poll, Poll), (Ws, Ws), (Sse, Sse)]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

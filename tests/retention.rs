@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard::Config;
 use switchboard_e2e::{
-    Gateway, SseClient, SseItem, WsClient, assert_envelope, assert_reset, data_of, poll, publish,
-    within,
+    Endpoint, Gateway, SseClient, SseItem, WsClient, assert_envelope, assert_reset, data_of, poll,
+    publish, within,
 };
 
 /// A gateway retaining 5 messages per topic, with messages 1..=10 published to `t`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use switchboard::Config;
 use switchboard_e2e::ws::Closed;
-use switchboard_e2e::{Gateway, SseClient, SseItem, WsClient, poll, publish};
+use switchboard_e2e::{Endpoint, Gateway, SseClient, SseItem, WsClient, poll, publish};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn open_connections_are_ended_cleanly() {

@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 use switchboard::Config;
 use switchboard_e2e::ws::Closed;
-use switchboard_e2e::{Gateway, SseClient, SseItem, Subscriber, Transport, WsClient, publish};
+use switchboard_e2e::{
+    Endpoint, Gateway, SseClient, SseItem, Subscriber, Transport, WsClient, publish,
+};
 
 /// Messages and their padding: far more than socket buffers and the send queue hold.
 const COUNT: usize = 400;

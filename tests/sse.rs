@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard::Config;
-use switchboard_e2e::{Gateway, SseClient, SseItem, assert_envelope, publish, publish_text};
+use switchboard_e2e::{
+    Endpoint, Gateway, SseClient, SseItem, assert_envelope, publish, publish_text,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn headers_retry_first_then_subscribed() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard::Config;
 use switchboard_e2e::ws::Closed;
-use switchboard_e2e::{Gateway, WsClient, assert_envelope, publish};
+use switchboard_e2e::{Endpoint, Gateway, WsClient, assert_envelope, publish};
 
 async fn publish_to(gw: &Gateway, topic: &str, data: Value) -> String {
     publish(&gw.http_url(&format!("/events?topic={topic}")), &data).await

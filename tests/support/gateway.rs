@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::TIMEOUT;
+use crate::{Endpoint, TIMEOUT};
 
 /// A gateway serving on `127.0.0.1:<ephemeral>`. Dropping it triggers shutdown too.
 #[derive(Debug)]
@@ -18,6 +18,13 @@ pub struct Gateway {
     shutdown_grace: Duration,
     trigger: oneshot::Sender<()>,
     run: JoinHandle<io::Result<()>>,
+}
+
+/// The gateway's own address: clients talk to it directly.
+impl Endpoint for Gateway {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 impl Gateway {
@@ -47,25 +54,6 @@ impl Gateway {
     /// A gateway with the default configuration.
     pub async fn start_default() -> Gateway {
         Gateway::start(Config::default()).await
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`, the gateway's own origin.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The URL of `path_and_query` (which starts with `/`) over HTTP.
-    pub fn http_url(&self, path_and_query: &str) -> String {
-        format!("http://{}{path_and_query}", self.addr)
-    }
-
-    /// The URL of `path_and_query` (which starts with `/`) over WebSocket.
-    pub fn ws_url(&self, path_and_query: &str) -> String {
-        format!("ws://{}{path_and_query}", self.addr)
     }
 
     /// Triggers shutdown and waits for `run` to return (at most the grace period plus

@@ -4,9 +4,11 @@
 //! Clients take URLs, not a [`Gateway`], so that a test can point them at anything that speaks
 //! the protocol (a proxy in front of the gateway, for instance).
 
+pub mod endpoint;
 pub mod gateway;
 pub mod http;
 pub mod nginx;
+pub mod scenarios;
 pub mod sse;
 pub mod transport;
 pub mod ws;
@@ -16,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub use endpoint::Endpoint;
 pub use gateway::Gateway;
 pub use http::{PollReply, assert_serving, expect_error, json_body, poll, publish, publish_text};
 pub use nginx::Nginx;
@@ -28,9 +31,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Awaits `fut`, panicking with `what` if it takes longer than [`TIMEOUT`].
 pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(TIMEOUT, fut).await {
+    within_for(TIMEOUT, what, fut).await
+}
+
+/// Awaits `fut`, panicking with `what` if it takes longer than `limit`.
+pub async fn within_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
         Ok(output) => output,
-        Err(_) => panic!("timed out after {TIMEOUT:?} waiting for {what}"),
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
     }
 }
 

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::TIMEOUT;
+use crate::{Endpoint, TIMEOUT};
 
 /// Where Debian's `nginx` package installs the server.
 pub const NGINX_BIN: &str = "/usr/sbin/nginx";
@@ -216,26 +216,6 @@ impl Nginx {
         }
     }
 
-    /// `127.0.0.1:PORT`, where nginx listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://127.0.0.1:PORT`, the proxy's origin.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// The URL of `path_and_query` (which starts with `/`) over HTTP, through nginx.
-    pub fn http_url(&self, path_and_query: &str) -> String {
-        format!("http://{}{path_and_query}", self.addr)
-    }
-
-    /// The URL of `path_and_query` (which starts with `/`) over WebSocket, through nginx.
-    pub fn ws_url(&self, path_and_query: &str) -> String {
-        format!("ws://{}{path_and_query}", self.addr)
-    }
-
     /// nginx's error log so far.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
@@ -244,6 +224,13 @@ impl Nginx {
     /// nginx's access log so far.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+}
+
+/// nginx's address: clients go through the proxy.
+impl Endpoint for Nginx {
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
