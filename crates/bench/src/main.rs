@@ -60,6 +60,10 @@ struct SuiteArgs {
     /// Extra argument for `switchboard serve` (repeatable).
     #[arg(long = "switchboard-arg", allow_hyphen_values = true)]
     switchboard_args: Vec<String>,
+    /// Run switchboard under this command (split on spaces), e.g. a profiler:
+    /// `--switchboard-wrap "valgrind --tool=massif"`. Figures are then not comparable.
+    #[arg(long, default_value = "")]
+    switchboard_wrap: String,
     /// Nchan configuration template (see the file's header).
     #[arg(long, default_value = "bench/nchan.conf")]
     nchan_conf: PathBuf,
@@ -181,7 +185,7 @@ fn plan(a: &SuiteArgs) -> Vec<Spec> {
         20.0,
         if s { 1.0 } else { 3.0 },
     );
-    sat.max_steps = z(14, 2);
+    sat.max_steps = z(16, 2);
     sat.drain_s = 2.0;
     v.push(sat);
     // The rate is filled in once saturation is known.
@@ -316,6 +320,11 @@ async fn suite(a: SuiteArgs) -> Result<bool, String> {
         nginx_bin: a.nginx.clone(),
         core: (!a.no_pin).then_some(a.server_core),
         scratch: scratch.clone(),
+        switchboard_wrap: a
+            .switchboard_wrap
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
     };
     let opts = Opts {
         payload_bytes: a.payload_bytes,

@@ -103,8 +103,17 @@ pub(crate) fn targets(rows: &[Row]) -> Vec<Target> {
                             lower: bool,
                             max_ratio: f64,
                             goal: &str| {
+        // "workload/transport" picks one Nchan variant; a bare workload takes its best.
+        let (workload, variant) = workload.split_once('/').unwrap_or((workload, ""));
         let sb = best(rows, "switchboard", workload, key, lower).map(key);
-        let nc = best(rows, "nchan", workload, key, lower).map(key);
+        let nc = if variant.is_empty() {
+            best(rows, "nchan", workload, key, lower).map(key)
+        } else {
+            find(rows, "nchan", workload)
+                .into_iter()
+                .find(|r| r.transport == variant && r.failure.is_none())
+                .map(key)
+        };
         let ratio = match (sb, nc) {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
@@ -162,8 +171,16 @@ pub(crate) fn targets(rows: &[Row]) -> Vec<Target> {
         "≤ 0.5× Nchan",
     );
     ratio_target(
-        "Long-poll 1k: delivered msgs/s",
-        "longpoll-1k",
+        "Long-poll 1k: delivered msgs/s (Nchan: one message per reply, its default)",
+        "longpoll-1k/poll",
+        rate,
+        false,
+        10.0,
+        "≥ 10× Nchan, zero loss",
+    );
+    ratio_target(
+        "Long-poll 1k: delivered msgs/s (Nchan: multipart/mixed batching on)",
+        "longpoll-1k/poll-multipart",
         rate,
         false,
         10.0,
@@ -194,10 +211,10 @@ pub(crate) fn targets(rows: &[Row]) -> Vec<Target> {
         "≤ 1× Nchan",
     );
     // Long-poll also requires zero loss from switchboard.
-    if let Some(t) = out.iter_mut().find(|t| t.name.starts_with("Long-poll")) {
-        let lossless = find(rows, "switchboard", "longpoll-1k")
-            .iter()
-            .all(|r| r.lost == 0 && r.delivered > 0);
+    let lossless = find(rows, "switchboard", "longpoll-1k")
+        .iter()
+        .all(|r| r.lost == 0 && r.delivered > 0);
+    for t in out.iter_mut().filter(|t| t.name.starts_with("Long-poll")) {
         t.met = t
             .met
             .map(|m| m && lossless)

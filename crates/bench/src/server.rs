@@ -23,6 +23,8 @@ pub(crate) struct Launch {
     pub(crate) core: Option<u32>,
     /// Scratch directory for nginx prefixes and server logs.
     pub(crate) scratch: PathBuf,
+    /// Command switchboard is started under (e.g. a profiler), if any.
+    pub(crate) switchboard_wrap: Vec<String>,
 }
 
 /// A running server.
@@ -37,15 +39,17 @@ pub(crate) struct Server {
     pub(crate) log: PathBuf,
 }
 
-fn command(launch: &Launch, program: &str) -> Command {
-    match launch.core {
-        Some(core) => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(core.to_string()).arg(program);
-            c
-        }
-        None => Command::new(program),
+fn command(launch: &Launch, wrap: &[String], program: &str) -> Command {
+    let mut argv: Vec<&str> = Vec::new();
+    let core = launch.core.map(|c| c.to_string());
+    if let Some(core) = &core {
+        argv.extend(["taskset", "-c", core]);
     }
+    argv.extend(wrap.iter().map(String::as_str));
+    argv.push(program);
+    let mut c = Command::new(argv[0]);
+    c.args(&argv[1..]);
+    c
 }
 
 impl Server {
@@ -60,7 +64,7 @@ impl Server {
         let log = launch.scratch.join(format!("switchboard-{tag}.log"));
         let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let bin = launch.switchboard_bin.to_string_lossy().into_owned();
-        let mut cmd = command(launch, &bin);
+        let mut cmd = command(launch, &launch.switchboard_wrap, &bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(&launch.switchboard_args)
             .stdin(Stdio::null())
@@ -120,7 +124,7 @@ impl Server {
         let conf_path = prefix.join("nchan.conf");
         std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
         let log = prefix.join("error.log");
-        let mut cmd = command(launch, &launch.nginx_bin);
+        let mut cmd = command(launch, &[], &launch.nginx_bin);
         cmd.arg("-c")
             .arg(&conf_path)
             .arg("-p")
