@@ -497,7 +497,10 @@ fn main() {
             .map_err(|e| e.to_string())
             .and_then(|s| serde_json::from_str::<report::Results>(&s).map_err(|e| e.to_string()))
         {
-            Ok(res) => {
+            Ok(mut res) => {
+                if res.mode == "compare" {
+                    res.targets = report::targets(&report::rows(&res.runs));
+                }
                 print!("{}", report::markdown(&res));
                 let svg = json.with_extension("svg");
                 match std::fs::write(&svg, report::svg(&res)) {

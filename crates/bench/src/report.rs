@@ -56,7 +56,20 @@ pub(crate) struct Row {
     pub(crate) rss_per_conn_bytes: f64,
     pub(crate) generator_cpu_util: f64,
     pub(crate) saturation_rate: Option<f64>,
+    pub(crate) steps: Vec<StepRow>,
     pub(crate) failure: Option<String>,
+}
+
+/// A saturation step as the report reads it back.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct StepRow {
+    pub(crate) rate: f64,
+    pub(crate) cpu_us_per_msg: f64,
+    pub(crate) lat_p99_us: u64,
+    pub(crate) generator_cpu_util: f64,
+    pub(crate) other_cpu_util: f64,
+    pub(crate) kept_up: bool,
 }
 
 pub(crate) fn rows(runs: &[serde_json::Value]) -> Vec<Row> {
@@ -397,6 +410,61 @@ pub(crate) fn markdown(res: &Results) -> String {
                 ms(r.lat_p99_us),
                 r.generator_cpu_util * 100.0
             );
+        }
+    }
+    // CPU per message and p99 against load, from the saturation steps (least disturbed
+    // attempt per rate): how each server's cost per message changes as writes coalesce.
+    let sat_runs: Vec<&Row> = rows.iter().filter(|r| r.kind == "saturation").collect();
+    let mut rates: Vec<f64> = sat_runs
+        .iter()
+        .flat_map(|r| r.steps.iter().map(|st| st.rate))
+        .collect();
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    rates.dedup();
+    if !rates.is_empty() {
+        let servers: Vec<&str> = ["switchboard", "nchan"]
+            .into_iter()
+            .filter(|sv| sat_runs.iter().any(|r| r.server == *sv))
+            .collect();
+        let _ = write!(s, "\n| publish msg/s (1,000 WS subs) |");
+        for sv in &servers {
+            let _ = write!(s, " {sv} CPU µs/msg | {sv} p99 ms |");
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "|---|{}", "---|---|".repeat(servers.len()));
+        for rate in rates {
+            let _ = write!(s, "| {} |", num(rate));
+            for sv in &servers {
+                let step = sat_runs
+                    .iter()
+                    .filter(|r| r.server == *sv)
+                    .flat_map(|r| r.steps.iter())
+                    .filter(|st| st.rate == rate)
+                    .min_by(|a, b| {
+                        a.other_cpu_util
+                            .partial_cmp(&b.other_cpu_util)
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                    });
+                match step {
+                    Some(st) => {
+                        let flag = match (st.kept_up, st.generator_cpu_util > 0.9) {
+                            (false, _) => " (fell behind)",
+                            (true, true) => " (generator > 90%)",
+                            _ => "",
+                        };
+                        let _ = write!(
+                            s,
+                            " {:.2} | {}{flag} |",
+                            st.cpu_us_per_msg,
+                            ms(st.lat_p99_us)
+                        );
+                    }
+                    None => {
+                        let _ = write!(s, " – | – |");
+                    }
+                }
+            }
+            let _ = writeln!(s);
         }
     }
     if !res.targets.is_empty() {
