@@ -457,7 +457,9 @@ async fn suite(a: SuiteArgs) -> Result<bool, String> {
         std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))
     };
     write(format!("{mode}.json"), &json)?;
-    write(format!("{mode}-{stamp}.json"), &json)?;
+    // Every run is also kept under history/ so the optimisation log can cite older runs.
+    std::fs::create_dir_all(a.out.join("history")).map_err(|e| e.to_string())?;
+    write(format!("history/{mode}-{stamp}.json"), &json)?;
     write(format!("{mode}.md"), &md)?;
     write(format!("{mode}.svg"), &report::svg(&res))?;
     println!("results: {}/{mode}.{{json,md,svg}}", a.out.display());
