@@ -17,7 +17,7 @@ for a in "$@"; do
         --compare) mode=compare ;;
         --smoke) mode=smoke ;;
         -h | --help)
-            sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) args+=("$a") ;;
