@@ -1,14 +1,20 @@
-//! Serving the app on a listener until shutdown, then draining within the grace period.
+//! Accepting connections and serving the app on them until shutdown, then draining within the
+//! grace period.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use switchboard_hub::Hub;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::app::app;
 use crate::config::Config;
@@ -16,6 +22,14 @@ use crate::state::AppState;
 
 /// How often the hub applies age retention and the memory budget, and forgets idle topics.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a client has to send a request's headers; stops connections that never do from
+/// holding a slot.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest request head: room for a maximal cursor (8 KiB) in the query string and the
+/// same again in `Last-Event-ID`, with ordinary headers.
+const READ_BUFFER_MAX: usize = 24 * 1024;
 
 /// Serves the gateway on `listener` until `shutdown` completes; then stops accepting, ends
 /// every stream (WebSockets close with 1001, SSE streams end, held polls answer) and returns
@@ -29,43 +43,82 @@ pub async fn run(
     let hub = Arc::new(Hub::new(config.hub_config()));
     let token = CancellationToken::new();
     let state = AppState::new(hub.clone(), config, token.clone());
-    let sessions = state.sessions.clone();
+    // Connections and WebSocket sessions alike: shutdown waits for both.
+    let tasks = state.sessions.clone();
     let maintenance = tokio::spawn(async move { hub.maintain(MAINTENANCE_INTERVAL).await });
+    let router = app(state);
 
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!("cannot set TCP_NODELAY: {e}");
-        }
+    let signal = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        signal.cancel();
     });
-    let signal = {
-        let token = token.clone();
-        async move {
-            shutdown.await;
-            token.cancel();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = token.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tasks.spawn(serve_connection(
+                    stream,
+                    peer,
+                    router.clone(),
+                    token.clone(),
+                ));
+            }
+            // Out of file descriptors and the like: pause rather than spin.
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-    };
-    let serve = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let serve = async move {
-        let result = serve.await;
-        sessions.close();
-        sessions.wait().await;
-        result
-    };
-    let deadline = async {
-        token.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    let result = tokio::select! {
-        result = serve => result,
-        () = deadline => {
-            tracing::warn!("connections still open after the {grace:?} grace period; closing them");
-            Ok(())
-        }
-    };
+    }
+    drop(listener);
+    tasks.close();
+    let drained = tokio::time::timeout(grace, tasks.wait()).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "{} connections still open after the {grace:?} grace period; closing them",
+            tasks.len()
+        );
+    }
     maintenance.abort();
-    result
+    Ok(())
+}
+
+/// Serves HTTP/1.1 (with upgrades, for WebSocket) on one connection; on shutdown, finishes the
+/// request in flight and closes.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    token: CancellationToken,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::warn!("cannot set TCP_NODELAY: {e}");
+    }
+    let service = router.map_request(move |request: hyper::Request<Incoming>| {
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(READ_BUFFER_MAX);
+    let connection = http
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = token.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
 }
