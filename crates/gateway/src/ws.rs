@@ -23,9 +23,10 @@ use crate::subscription::{Joined, Subscription, reset_json};
 /// Room for a frame's own fields (`type`, `topic`, `ref`) on top of the data limit.
 const FRAME_OVERHEAD: usize = 1024;
 
-/// Bytes read from the socket at a time. Tungstenite's default is 128 KiB per connection;
-/// frames here are small, and memory per idle connection matters more.
-const READ_BUFFER: usize = 4 * 1024;
+/// Bytes read from the socket at a time. Tungstenite's default is 128 KiB per connection, and
+/// it clears the whole buffer before each read; client frames are small, and memory per idle
+/// connection matters more.
+const READ_BUFFER: usize = 1024;
 
 /// Messages are written once this many bytes are buffered, or at the end of a batch.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -140,9 +141,10 @@ impl Session {
             + Stream<Item = Result<WsMessage, axum::Error>>
             + Unpin,
     {
+        // Boxed: it runs once, and would otherwise add its size to the whole session's.
         let subscribed = match topics.is_empty() {
             true => Ok(()),
-            false => self.subscribe(&topics, cursor.as_ref(), None, socket).await,
+            false => Box::pin(self.subscribe(&topics, cursor.as_ref(), None, socket)).await,
         };
         if subscribed.is_err() {
             return None;
@@ -165,7 +167,9 @@ impl Session {
                             code: close::TOO_BIG,
                             reason: "frame too large",
                         }),
-                        Some(Ok(WsMessage::Text(text))) => self.handle_frame(text.as_str(), socket).await,
+                        // Boxed: client frames are rare next to deliveries, and keeping their
+                        // handling out of this loop's state keeps every session small.
+                        Some(Ok(WsMessage::Text(text))) => Box::pin(self.handle_frame(text.as_str(), socket)).await,
                         Some(Ok(WsMessage::Binary(_))) => {
                             let error = AppError::new(ErrorCode::BadRequest, "binary frames are not supported; send JSON text");
                             send_text(socket, error.frame(None)).await
