@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use tower_http::trace::TraceLayer;
 
 use crate::client_addr::client_ip;
+use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 use crate::{origin, poll, publish, sse, static_files, ws};
@@ -35,20 +36,31 @@ pub fn app(state: AppState) -> Router {
         .layer(map_response(json_method_not_allowed))
         .layer(
             TraceLayer::new_for_http().make_span_with(move |request: &Request| {
-                let peer = request
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0);
-                let client =
-                    peer.map(|peer| client_ip(peer, request.headers(), &trace_state.config));
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    client = client.map(tracing::field::display),
-                )
+                request_span(request, &trace_state.config)
             }),
         )
+}
+
+/// The span around a request, with the client's address. Streams are few and long, so theirs
+/// is at info level; polls and publishes are many and short, so theirs is at debug level and
+/// costs nothing unless debug logging is on.
+fn request_span(request: &Request, config: &Config) -> tracing::Span {
+    let path = request.uri().path();
+    let method = request.method();
+    // Field values are only computed for a span that is enabled.
+    let client = || {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0;
+        Some(tracing::field::display(client_ip(
+            peer,
+            request.headers(),
+            config,
+        )))
+    };
+    if method == Method::GET && matches!(path, "/ws" | "/events") {
+        tracing::info_span!("request", %method, path = %path, client = client())
+    } else {
+        tracing::debug_span!("request", %method, path = %path, client = client())
+    }
 }
 
 /// `GET /healthz`.
