@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: settings from flags, environment and a TOML file.
 //! - [`server`]: `run(listener, config, shutdown)`: serving and the graceful drain.
+//! - `stream_connection`: SSE streams on fresh connections, written without hyper's buffers.
 //! - `app`: the routes, origin check, CORS, logging, JSON errors for 404/405.
 //! - `subscription`: the plumbing all three transports share: joining topics from a
 //!   cursor, the connection's inbox, delivered positions.
@@ -30,6 +31,7 @@ pub mod shutdown;
 mod sse;
 mod state;
 mod static_files;
+mod stream_connection;
 mod subscription;
 mod ws;
 

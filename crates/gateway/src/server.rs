@@ -19,6 +19,7 @@ use tower::ServiceExt;
 use crate::app::app;
 use crate::config::Config;
 use crate::state::AppState;
+use crate::stream_connection;
 
 /// How often the hub applies age retention and the memory budget, and forgets idle topics.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -97,6 +98,14 @@ async fn serve_connection(
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::warn!("cannot set TCP_NODELAY: {e}");
+    }
+    let claimed = tokio::select! {
+        claimed = tokio::time::timeout(HEADER_READ_TIMEOUT, stream_connection::claim(&stream, READ_BUFFER_MAX)) => claimed.ok().flatten(),
+        () = token.cancelled() => return,
+    };
+    if let Some(head_length) = claimed {
+        stream_connection::serve(stream, head_length, peer, router).await;
+        return;
     }
     let service = router.map_request(move |request: hyper::Request<Incoming>| {
         let mut request = request.map(axum::body::Body::new);

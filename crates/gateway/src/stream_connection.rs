@@ -1,0 +1,178 @@
+//! Long-lived SSE streams on connections of their own, written without hyper.
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB header buffer for as long as a connection is
+//! open, and its server builder cannot shrink them; for an idle SSE stream that is most of its
+//! memory. So when a fresh connection's first request is a complete HTTP/1.1 `GET /events`,
+//! the head is parsed here (with `httparse`), run through the same router as every other
+//! request (origin check, CORS, logging, errors are unchanged), and the response is written
+//! directly: head, then chunked body, then the connection closes. Anything else, including a
+//! head that has not fully arrived in the first packet, is left untouched for hyper.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Version, header};
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+use tower::ServiceExt;
+
+/// The request line this module serves.
+const CLAIMED_PREFIX: &[u8] = b"GET /events";
+
+/// The most headers a claimed request may have; more go to hyper, which rejects them.
+const MAX_HEADERS: usize = 64;
+
+/// Bytes read at a time to notice that the client has gone (it sends nothing on a stream).
+const PROBE_BYTES: usize = 64;
+
+/// Whether the connection's first bytes are a complete HTTP/1.1 `GET /events` head; if so, its
+/// length. Nothing is consumed either way.
+pub(crate) async fn claim(stream: &TcpStream, max_head: usize) -> Option<usize> {
+    let mut prefix = [0u8; CLAIMED_PREFIX.len()];
+    let n = stream.peek(&mut prefix).await.ok()?;
+    if prefix[..n] != CLAIMED_PREFIX[..] {
+        return None;
+    }
+    let mut head = vec![0u8; max_head];
+    let n = stream.peek(&mut head).await.ok()?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(&head[..n]) {
+        Ok(httparse::Status::Complete(length)) if request.version == Some(1) => Some(length),
+        _ => None,
+    }
+}
+
+/// Serves the claimed request (`head_length` bytes) and closes the connection.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    head_length: usize,
+    peer: SocketAddr,
+    router: Router,
+) {
+    let request = match read_request(&mut stream, head_length, peer).await {
+        Some(request) => request,
+        None => return,
+    };
+    let response = match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(infallible) => match infallible {},
+    };
+    if let Err(e) = write_response(&stream, response).await {
+        tracing::debug!(%peer, "stream ended: {e}");
+    }
+}
+
+async fn read_request(
+    stream: &mut TcpStream,
+    head_length: usize,
+    peer: SocketAddr,
+) -> Option<Request<Body>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = vec![0u8; head_length];
+    stream.read_exact(&mut head).await.ok()?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed.parse(&head).ok()?;
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(parsed.path?)
+        .version(Version::HTTP_11)
+        .body(Body::empty())
+        .ok()?;
+    for header in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(header.value).ok()?;
+        request.headers_mut().append(name, value);
+    }
+    request.extensions_mut().insert(ConnectInfo(peer));
+    Some(request)
+}
+
+/// Writes the response: a streamed body chunked, a sized one as it is; then the connection
+/// closes. Ends early, dropping the body (and with it the subscription), when the client goes.
+async fn write_response(stream: &TcpStream, response: Response<Body>) -> std::io::Result<()> {
+    let (parts, mut body) = response.into_parts();
+    let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_str(),
+        parts.status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !sized {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    write_all(stream, &mut [IoSlice::new(&head)]).await?;
+    drop(head);
+
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            () = client_gone(stream) => return Ok(()),
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if sized {
+            write_all(stream, &mut [IoSlice::new(&data)]).await?;
+        } else {
+            let size = format!("{:x}\r\n", data.len());
+            let mut parts = [
+                IoSlice::new(size.as_bytes()),
+                IoSlice::new(&data),
+                IoSlice::new(b"\r\n"),
+            ];
+            write_all(stream, &mut parts).await?;
+        }
+    }
+    if !sized {
+        write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
+    }
+    Ok(())
+}
+
+/// Completes when the client closes its side (or the connection fails); bytes it sends on a
+/// stream are read and ignored.
+async fn client_gone(stream: &TcpStream) {
+    let mut probe = [0u8; PROBE_BYTES];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut probe) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Writes every slice, in as few system calls as the socket allows.
+async fn write_all(stream: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        stream.writable().await?;
+        match stream.try_write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
