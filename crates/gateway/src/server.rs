@@ -45,7 +45,7 @@ pub async fn run(
     let token = CancellationToken::new();
     let state = AppState::new(hub.clone(), config, token.clone());
     // Connections and WebSocket sessions alike: shutdown waits for both.
-    let tasks = state.sessions.clone();
+    let tasks = state.tasks.clone();
     let maintenance = tokio::spawn(async move { hub.maintain(MAINTENANCE_INTERVAL).await });
     let router = app(state);
 

@@ -23,9 +23,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// One permit per open stream (WebSocket, SSE, held poll): the `max_connections` limit.
     connections: Arc<Semaphore>,
-    /// WebSocket sessions run outside the HTTP server's own bookkeeping; shutdown waits for
-    /// them here.
-    pub sessions: TaskTracker,
+    /// Every connection's task and every WebSocket session (which runs on its own after the
+    /// upgrade): shutdown waits for all of them here.
+    pub tasks: TaskTracker,
 }
 
 impl AppState {
@@ -36,7 +36,7 @@ impl AppState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config: Arc::new(config),
             shutdown,
-            sessions: TaskTracker::new(),
+            tasks: TaskTracker::new(),
         }
     }
 

@@ -62,14 +62,14 @@ pub async fn upgrade(
     let permit = state.open_connection()?;
     tracing::info!(topics = topics.len(), "websocket opened");
     let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
-    let sessions = state.sessions.clone();
+    let tasks = state.tasks.clone();
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
-            sessions.track_future(async move {
+            tasks.track_future(async move {
                 let session = Session::new(state, permit);
                 session.run(socket, topics, cursor).await;
             })
