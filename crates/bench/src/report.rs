@@ -29,50 +29,7 @@ pub(crate) struct Target {
     pub(crate) met: Option<bool>,
 }
 
-/// The fields the report reads back from a run (a subset of `RunResult`).
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub(crate) struct Row {
-    pub(crate) server: String,
-    pub(crate) workload: String,
-    pub(crate) kind: String,
-    pub(crate) transport: String,
-    pub(crate) subscribers: u32,
-    pub(crate) topics: u32,
-    pub(crate) publish_rate: f64,
-    pub(crate) connected: u64,
-    pub(crate) connect_failed: u64,
-    pub(crate) dropped: u64,
-    pub(crate) delivered: u64,
-    pub(crate) expected: u64,
-    pub(crate) lost: u64,
-    pub(crate) duplicated: u64,
-    pub(crate) out_of_order: u64,
-    pub(crate) delivered_per_s: f64,
-    pub(crate) cpu_us_per_msg: f64,
-    pub(crate) lat_p50_us: u64,
-    pub(crate) lat_p99_us: u64,
-    pub(crate) lat_max_us: u64,
-    pub(crate) rss_per_conn_bytes: f64,
-    pub(crate) generator_cpu_util: f64,
-    pub(crate) saturation_rate: Option<f64>,
-    pub(crate) steps: Vec<StepRow>,
-    pub(crate) failure: Option<String>,
-}
-
-/// A saturation step as the report reads it back.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-pub(crate) struct StepRow {
-    pub(crate) rate: f64,
-    pub(crate) cpu_us_per_msg: f64,
-    pub(crate) lat_p99_us: u64,
-    pub(crate) generator_cpu_util: f64,
-    pub(crate) other_cpu_util: f64,
-    pub(crate) kept_up: bool,
-}
-
-pub(crate) fn rows(runs: &[serde_json::Value]) -> Vec<Row> {
+pub(crate) fn rows(runs: &[serde_json::Value]) -> Vec<RunResult> {
     runs.iter()
         .filter_map(|v| serde_json::from_value(v.clone()).ok())
         .collect()
@@ -82,7 +39,7 @@ pub(crate) fn to_json(r: &RunResult) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
 }
 
-fn find<'a>(rows: &'a [Row], server: &str, workload: &str) -> Vec<&'a Row> {
+fn find<'a>(rows: &'a [RunResult], server: &str, workload: &str) -> Vec<&'a RunResult> {
     rows.iter()
         .filter(|r| r.server == server && r.workload == workload)
         .collect()
@@ -91,12 +48,12 @@ fn find<'a>(rows: &'a [Row], server: &str, workload: &str) -> Vec<&'a Row> {
 /// Nchan's best figure for a workload (it may have run in several variants, e.g. long-poll
 /// with and without multipart batching): comparisons are against Nchan at its best.
 fn best<'a>(
-    rows: &'a [Row],
+    rows: &'a [RunResult],
     server: &str,
     workload: &str,
-    key: fn(&Row) -> f64,
+    key: fn(&RunResult) -> f64,
     lower: bool,
-) -> Option<&'a Row> {
+) -> Option<&'a RunResult> {
     find(rows, server, workload)
         .into_iter()
         .filter(|r| r.failure.is_none() && key(r) > 0.0)
@@ -108,11 +65,11 @@ fn best<'a>(
 }
 
 /// Evaluates the targets.
-pub(crate) fn targets(rows: &[Row]) -> Vec<Target> {
+pub(crate) fn targets(rows: &[RunResult]) -> Vec<Target> {
     let mut out = Vec::new();
     let mut ratio_target = |name: &str,
                             workload: &str,
-                            key: fn(&Row) -> f64,
+                            key: fn(&RunResult) -> f64,
                             lower: bool,
                             max_ratio: f64,
                             goal: &str| {
@@ -147,10 +104,10 @@ pub(crate) fn targets(rows: &[Row]) -> Vec<Target> {
             met,
         });
     };
-    let cpu = |r: &Row| r.cpu_us_per_msg;
-    let rate = |r: &Row| r.delivered_per_s;
-    let mem = |r: &Row| r.rss_per_conn_bytes;
-    let p99 = |r: &Row| r.lat_p99_us as f64;
+    let cpu = |r: &RunResult| r.cpu_us_per_msg;
+    let rate = |r: &RunResult| r.delivered_per_s;
+    let mem = |r: &RunResult| r.rss_per_conn_bytes;
+    let p99 = |r: &RunResult| r.lat_p99_us as f64;
     ratio_target(
         "WS fan-out 1k: CPU µs per delivered msg",
         "ws-fanout-1k",
@@ -238,7 +195,7 @@ pub(crate) fn targets(rows: &[Row]) -> Vec<Target> {
 
 /// Switchboard must deliver every message exactly once, in order, wherever it was not
 /// deliberately overloaded (saturation steps past the knee may drop slow consumers by design).
-pub(crate) fn correctness_failures(rows: &[Row]) -> Vec<String> {
+pub(crate) fn correctness_failures(rows: &[RunResult]) -> Vec<String> {
     rows.iter()
         .filter(|r| r.server == "switchboard" && r.kind != "saturation")
         .filter_map(|r| {
@@ -296,7 +253,7 @@ fn num(v: f64) -> String {
     }
 }
 
-fn label(r: &Row) -> String {
+fn label(r: &RunResult) -> String {
     match r.transport.as_str() {
         "poll-multipart" => format!("{} (multipart)", r.server),
         _ => r.server.clone(),
@@ -329,7 +286,7 @@ pub(crate) fn markdown(res: &Results) -> String {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for w in &workloads {
-        let group: Vec<&Row> = rows
+        let group: Vec<&RunResult> = rows
             .iter()
             .filter(|r| r.workload == *w && r.kind == "flow")
             .collect();
@@ -367,7 +324,7 @@ pub(crate) fn markdown(res: &Results) -> String {
             );
         }
     }
-    let idle: Vec<&Row> = rows.iter().filter(|r| r.kind == "idle").collect();
+    let idle: Vec<&RunResult> = rows.iter().filter(|r| r.kind == "idle").collect();
     if !idle.is_empty() {
         let _ = writeln!(
             s,
@@ -392,7 +349,7 @@ pub(crate) fn markdown(res: &Results) -> String {
             );
         }
     }
-    let sat: Vec<&Row> = rows.iter().filter(|r| r.kind == "saturation").collect();
+    let sat: Vec<&RunResult> = rows.iter().filter(|r| r.kind == "saturation").collect();
     if !sat.is_empty() {
         let _ = writeln!(
             s,
@@ -414,7 +371,7 @@ pub(crate) fn markdown(res: &Results) -> String {
     }
     // CPU per message and p99 against load, from the saturation steps (least disturbed
     // attempt per rate): how each server's cost per message changes as writes coalesce.
-    let sat_runs: Vec<&Row> = rows.iter().filter(|r| r.kind == "saturation").collect();
+    let sat_runs: Vec<&RunResult> = rows.iter().filter(|r| r.kind == "saturation").collect();
     let mut rates: Vec<f64> = sat_runs
         .iter()
         .flat_map(|r| r.steps.iter().map(|st| st.rate))
@@ -498,10 +455,10 @@ struct Panel {
 }
 
 fn panel(
-    rows: &[Row],
+    rows: &[RunResult],
     title: &'static str,
     workloads: &[&str],
-    key: fn(&Row) -> f64,
+    key: fn(&RunResult) -> f64,
     lower: bool,
     fmt: fn(f64) -> String,
 ) -> Panel {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::client::{self, Ctx, Dialer, Flavor, PubItem, PublishState, Sub, Transport};
@@ -52,7 +52,8 @@ pub(crate) struct Opts {
 }
 
 /// One saturation step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub(crate) struct Step {
     pub(crate) rate: f64,
     pub(crate) expected: u64,
@@ -67,8 +68,10 @@ pub(crate) struct Step {
     pub(crate) kept_up: bool,
 }
 
-/// Everything measured in one run; serialised as is into the results JSON.
-#[derive(Debug, Clone, Serialize, Default)]
+/// Everything measured in one run; serialised as is into the results JSON, and read back from
+/// it by the report (fields missing from older files take their defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub(crate) struct RunResult {
     pub(crate) server: String,
     pub(crate) workload: String,
