@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
 use crate::stats::{Shared, Tracker};
 use crate::{payload, rawhttp};
@@ -156,35 +156,53 @@ impl Drop for Connecting<'_> {
     }
 }
 
-async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
-    let mut setup = Connecting::new(ctx);
-    let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
+/// Waits for a connection set-up slot, then dials. The slot is held until the permit is
+/// dropped, so a caller can keep it until its subscription is set up.
+async fn dial<'a>(ctx: &'a Ctx, what: &str) -> Result<(SemaphorePermit<'a>, TcpStream), String> {
     let permit = ctx
         .connect_sem
         .acquire()
         .await
         .map_err(|_| "semaphore closed")?;
-    let mut s = ctx
+    let stream = ctx
         .dialer
         .connect()
         .await
-        .map_err(|e| format!("ws connect: {}", e.kind()))?;
+        .map_err(|e| format!("{what} connect: {}", e.kind()))?;
+    Ok((permit, stream))
+}
+
+/// Opens a streaming subscription: `GET path` with `headers` (each ending in CRLF), which must
+/// answer `status`. Returns the stream, the response head, and what was read past the head.
+async fn open_stream(
+    ctx: &Ctx,
+    what: &str,
+    path: &str,
+    headers: &str,
+    status: u16,
+) -> Result<(TcpStream, rawhttp::Head, Vec<u8>), String> {
+    let (permit, mut s) = dial(ctx, what).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n", ctx.host);
+    let mut buf = Vec::with_capacity(2048);
+    let head = rawhttp::request(&mut s, req.as_bytes(), &mut buf).await?;
+    drop(permit);
+    if head.status != status {
+        return Err(format!("{what} status {}", head.status));
+    }
+    Ok((s, head, buf))
+}
+
+async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
+    let mut setup = Connecting::new(ctx);
+    let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
     let path = match ctx.flavor {
         Flavor::Switchboard => format!("/ws?topic={topic}"),
         Flavor::Nchan => format!("/sub/ws/{topic}"),
     };
     // The accept hash is not checked: a 101 from the server under test is proof enough.
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        ctx.host
-    );
-    let mut buf = Vec::with_capacity(2048);
-    let head = rawhttp::request(&mut s, req.as_bytes(), &mut buf).await?;
-    drop(permit);
-    if head.status != 101 {
-        return Err(format!("ws upgrade status {}", head.status));
-    }
+    let headers = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let (mut s, _, mut buf) = open_stream(ctx, "ws", &path, headers, 101).await?;
     if ctx.flavor == Flavor::Nchan {
         setup.ok(); // Nchan subscribes during the upgrade
     }
@@ -256,30 +274,12 @@ async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
 async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
     let mut setup = Connecting::new(ctx);
     let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
-    let permit = ctx
-        .connect_sem
-        .acquire()
-        .await
-        .map_err(|_| "semaphore closed")?;
-    let mut s = ctx
-        .dialer
-        .connect()
-        .await
-        .map_err(|e| format!("sse connect: {}", e.kind()))?;
     let path = match ctx.flavor {
         Flavor::Switchboard => format!("/events?topic={topic}"),
         Flavor::Nchan => format!("/sub/sse/{topic}"),
     };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
-        ctx.host
-    );
-    let mut raw = Vec::with_capacity(2048);
-    let head = rawhttp::request(&mut s, req.as_bytes(), &mut raw).await?;
-    drop(permit);
-    if head.status != 200 {
-        return Err(format!("sse status {}", head.status));
-    }
+    let headers = "Accept: text/event-stream\r\n";
+    let (mut s, head, mut raw) = open_stream(ctx, "sse", &path, headers, 200).await?;
     if ctx.flavor == Flavor::Nchan {
         setup.ok();
     }
@@ -338,16 +338,7 @@ async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
 async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> {
     let mut setup = Connecting::new(ctx);
     let topic = ctx.topics[sub.tracker.borrow().topic as usize].clone();
-    let permit = ctx
-        .connect_sem
-        .acquire()
-        .await
-        .map_err(|_| "semaphore closed")?;
-    let mut s = ctx
-        .dialer
-        .connect()
-        .await
-        .map_err(|e| format!("poll connect: {}", e.kind()))?;
+    let (permit, mut s) = dial(ctx, "poll").await?;
     drop(permit);
     setup.ok();
     let mut cursor: Option<String> = None;
