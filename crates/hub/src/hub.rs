@@ -72,13 +72,6 @@ pub struct Catchup {
     pub more: bool,
 }
 
-impl Catchup {
-    /// The position after the last message handed out.
-    pub fn end(&self) -> Position {
-        self.messages.last().map_or(self.start, |m| m.position)
-    }
-}
-
 /// Counters of what the hub did and dropped, for operators.
 #[derive(Debug, Default)]
 pub struct HubStats {

@@ -133,14 +133,6 @@ impl Message {
         &self.envelope
     }
 
-    /// The JSON of the `data` field alone.
-    pub fn data_json(&self) -> &str {
-        let text = std::str::from_utf8(&self.envelope).unwrap_or_default();
-        let start = self.id_range.1 + "\",\"data\":".len();
-        let end = text.rfind(",\"time\":").unwrap_or(start);
-        &text[start..end]
-    }
-
     /// The encoding cached in `slot`, made by `encode` the first time it is asked for.
     pub fn encoded<T>(&self, slot: usize, encode: impl Fn(&Message) -> T) -> T
     where
@@ -206,7 +198,6 @@ mod tests {
             br#"{"topic":"chat","id":"1-2-3","data":"hi\n","time":1234}"#
         );
         assert_eq!(message.id(), "1-2-3");
-        assert_eq!(message.data_json(), r#""hi\n""#);
         let value: serde_json::Value = serde_json::from_slice(message.envelope()).expect("json");
         assert_eq!(value["data"], "hi\n");
     }
