@@ -10,6 +10,7 @@ pub mod http;
 pub mod nginx;
 pub mod scenarios;
 pub mod sse;
+pub mod stuck;
 pub mod transport;
 pub mod ws;
 

@@ -77,10 +77,12 @@ async fn health(State(state): State<AppState>) -> Response {
     Json(serde_json::json!({
         "status": "ok",
         "connections": state.open_connections(),
+        "sockets": state.open_sockets(),
         "topics": state.hub.topic_count(),
         "retained_bytes": state.hub.retained_bytes(),
         "published": stats.published.load(load),
         "slow_consumers": stats.slow_consumers.load(load),
+        "write_timeouts": state.write_deadlines.timed_out(),
         "evicted": {
             "count": stats.evicted_by_count.load(load),
             "age": stats.evicted_by_age.load(load),

@@ -52,9 +52,33 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_POLL_BATCH", default_value_t = 1000)]
     pub poll_batch: usize,
 
+    /// Most bytes of messages in one poll reply (at least one message is always sent).
+    #[arg(long, env = "SWITCHBOARD_POLL_BATCH_BYTES", default_value_t = 1024 * 1024)]
+    pub poll_batch_bytes: usize,
+
     /// Messages queued for one connection before it is dropped as a slow consumer.
     #[arg(long, env = "SWITCHBOARD_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
+
+    /// Bytes of messages queued for one connection before it is dropped as a slow consumer.
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub send_queue_bytes: usize,
+
+    /// Bytes of messages queued for all connections together; over it, a connection that
+    /// already has messages waiting is dropped as a slow consumer when the next one arrives.
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE_TOTAL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub send_queue_total_bytes: usize,
+
+    /// How long a write to a client may make no progress before the client is dropped as a
+    /// slow consumer.
+    #[arg(long, env = "SWITCHBOARD_WRITE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+
+    /// How long a client has to send a request body once its headers have arrived.
+    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
 
     /// Largest published message (HTTP body or WebSocket `data`), in bytes.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 65536)]
@@ -63,6 +87,11 @@ pub struct Config {
     /// Most open streams (WebSocket, SSE and held polls together).
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10000)]
     pub max_connections: usize,
+
+    /// Most open client sockets of any kind (streams, requests in progress, idle keep-alive
+    /// connections); lowered at start-up to what the open-files limit allows.
+    #[arg(long, env = "SWITCHBOARD_MAX_SOCKETS", default_value_t = 12000)]
+    pub max_sockets: usize,
 
     /// Most topics on one connection or request.
     #[arg(
@@ -227,6 +256,12 @@ impl Config {
                 self.max_topics_per_connection == 0,
             ),
             ("max_message_bytes", self.max_message_bytes == 0),
+            ("send_queue_bytes", self.send_queue_bytes == 0),
+            ("send_queue_total_bytes", self.send_queue_total_bytes == 0),
+            ("poll_batch_bytes", self.poll_batch_bytes == 0),
+            ("write_timeout", self.write_timeout.is_zero()),
+            ("body_timeout", self.body_timeout.is_zero()),
+            ("max_sockets", self.max_sockets == 0),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError(format!("{name} must be greater than zero")));

@@ -13,7 +13,9 @@
 //! - `encoding`: each transport's encoding of a message, made once and shared.
 //! - `request`: query parameters (topics, cursor, timeout); `error`: every rejection.
 //! - `origin`: the allowlist of origins; `client_addr`: trusted proxies.
-//! - `state`: what handlers share, including the connection limit.
+//! - `state`: what handlers share, including the connection and socket limits.
+//! - `socket`: an accepted client socket: its place in `max_sockets`, and the write
+//!   deadline that lets go of a client that stops reading.
 //! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
 
 mod app;
@@ -28,6 +30,7 @@ mod publish;
 mod request;
 pub mod server;
 pub mod shutdown;
+mod socket;
 mod sse;
 mod state;
 mod static_files;

@@ -8,16 +8,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use switchboard_hub::Hub;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::app::app;
 use crate::config::Config;
+use crate::error::{AppError, ErrorCode};
+use crate::socket::ClientSocket;
 use crate::state::AppState;
 use crate::stream_connection;
 
@@ -32,20 +37,39 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// same again in `Last-Event-ID`, with ordinary headers.
 const READ_BUFFER_MAX: usize = 24 * 1024;
 
+/// File descriptors kept for the gateway itself (listener, logs, the runtime, refusals in
+/// progress) when `max_sockets` is fitted under the open-files limit.
+const RESERVED_FILES: usize = 256;
+
+/// Sockets over `max_sockets` answered with a 503 at once; beyond that they are closed
+/// unanswered, so that refusing cannot itself use up file descriptors.
+const REFUSING_AT_ONCE: usize = 64;
+
+/// How long a refused socket is kept to deliver its 503 and read what the client still
+/// sends (so that closing does not reset the connection before the client reads the answer).
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// Bytes of a refused client's request read and discarded before its socket is closed.
+const REFUSAL_DISCARD: usize = 64 * 1024;
+
 /// Serves the gateway on `listener` until `shutdown` completes; then stops accepting, ends
 /// every stream (WebSockets close with 1001, SSE streams end, held polls answer) and returns
 /// when all are done or `shutdown_grace` has passed.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    fit_sockets_to_open_files_limit(&mut config);
     let grace = config.shutdown_grace;
     let hub = Arc::new(Hub::new(config.hub_config()));
     let token = CancellationToken::new();
     let state = AppState::new(hub.clone(), config, token.clone());
     // Connections and WebSocket sessions alike: shutdown waits for both.
     let tasks = state.tasks.clone();
+    let sockets = state.sockets.clone();
+    let deadlines = state.write_deadlines.clone();
+    let refusals = Arc::new(Refusals::new(state.config.max_sockets));
     let maintenance = tokio::spawn(async move { hub.maintain(MAINTENANCE_INTERVAL).await });
     let router = app(state);
 
@@ -60,14 +84,18 @@ pub async fn run(
             () = token.cancelled() => break,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                tasks.spawn(serve_connection(
-                    stream,
-                    peer,
-                    router.clone(),
-                    token.clone(),
-                ));
-            }
+            Ok((stream, peer)) => match sockets.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let socket = ClientSocket::new(stream, deadlines.clone(), permit);
+                    tasks.spawn(serve_connection(
+                        socket,
+                        peer,
+                        router.clone(),
+                        token.clone(),
+                    ));
+                }
+                Err(_) => refusals.refuse(stream, peer),
+            },
             // Out of file descriptors and the like: pause rather than spin.
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -88,23 +116,100 @@ pub async fn run(
     Ok(())
 }
 
+/// Raises the process's open-files limit as far as it may go, and lowers `max_sockets` to fit
+/// under it, so that the gateway's own limit, with its clear 503, is always the one clients
+/// meet, never a failing `accept`.
+fn fit_sockets_to_open_files_limit(config: &mut Config) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the open-files limit ({e}); max_sockets is not checked against it"
+            );
+            return;
+        }
+    };
+    let allowed = limit.saturating_sub(RESERVED_FILES).max(1);
+    if config.max_sockets > allowed {
+        tracing::warn!(
+            "max_sockets lowered from {} to {allowed}: the open-files limit is {limit} and {RESERVED_FILES} are kept for the gateway itself; raise it (systemd: LimitNOFILE) to allow more",
+            config.max_sockets
+        );
+        config.max_sockets = allowed;
+    }
+}
+
+/// The answer to sockets over `max_sockets`.
+#[derive(Debug)]
+struct Refusals {
+    /// The whole response, made once: a 503 `too_many_connections` that closes the connection.
+    response: Bytes,
+    /// One permit per refusal in progress.
+    in_progress: Arc<Semaphore>,
+}
+
+impl Refusals {
+    fn new(max_sockets: usize) -> Refusals {
+        let error = AppError::new(
+            ErrorCode::TooManyConnections,
+            format!("the gateway holds its limit of {max_sockets} open sockets; retry later"),
+        );
+        let body = error.body().to_string();
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        Refusals {
+            response: Bytes::from(response),
+            in_progress: Arc::new(Semaphore::new(REFUSING_AT_ONCE)),
+        }
+    }
+
+    /// Answers `stream` with the 503 and closes it, within [`REFUSAL_TIME`].
+    fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
+        let Ok(permit) = self.in_progress.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "socket limit reached; closed unanswered");
+            return;
+        };
+        tracing::debug!(%peer, "socket limit reached; refused");
+        let response = self.response.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let answered = async {
+                stream.write_all(&response).await?;
+                stream.shutdown().await?;
+                let mut discard = [0u8; 4096];
+                let mut read = 0;
+                while read < REFUSAL_DISCARD {
+                    match stream.read(&mut discard).await? {
+                        0 => break,
+                        n => read += n,
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            let _ = tokio::time::timeout(REFUSAL_TIME, answered).await;
+        });
+    }
+}
+
 /// Serves HTTP/1.1 (with upgrades, for WebSocket) on one connection; on shutdown, finishes the
 /// request in flight and closes.
 async fn serve_connection(
-    stream: TcpStream,
+    socket: ClientSocket,
     peer: SocketAddr,
     router: Router,
     token: CancellationToken,
 ) {
-    if let Err(e) = stream.set_nodelay(true) {
+    if let Err(e) = socket.stream().set_nodelay(true) {
         tracing::warn!("cannot set TCP_NODELAY: {e}");
     }
     let claimed = tokio::select! {
-        claimed = tokio::time::timeout(HEADER_READ_TIMEOUT, stream_connection::claim(&stream, READ_BUFFER_MAX)) => claimed.ok().flatten(),
+        claimed = tokio::time::timeout(HEADER_READ_TIMEOUT, stream_connection::claim(socket.stream(), READ_BUFFER_MAX)) => claimed.ok().flatten(),
         () = token.cancelled() => return,
     };
     if let Some(head_length) = claimed {
-        stream_connection::serve(stream, head_length, peer, router).await;
+        stream_connection::serve(socket, head_length, peer, router).await;
         return;
     }
     let service = router.map_request(move |request: hyper::Request<Incoming>| {
@@ -117,7 +222,7 @@ async fn serve_connection(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(READ_BUFFER_MAX);
     let connection = http
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
+use crate::socket::WriteDeadlines;
 use crate::subscription::Subscription;
 
 /// Shared by every handler and connection.
@@ -26,6 +27,10 @@ pub struct AppState {
     /// Every connection's task and every WebSocket session (which runs on its own after the
     /// upgrade): shutdown waits for all of them here.
     pub tasks: TaskTracker,
+    /// One permit per open client socket, of any kind: the `max_sockets` limit.
+    pub sockets: Arc<Semaphore>,
+    /// The write deadline every socket shares, with its count of clients dropped by it.
+    pub write_deadlines: Arc<WriteDeadlines>,
 }
 
 impl AppState {
@@ -34,6 +39,8 @@ impl AppState {
             broker: hub.clone(),
             hub,
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            sockets: Arc::new(Semaphore::new(config.max_sockets)),
+            write_deadlines: Arc::new(WriteDeadlines::new(config.write_timeout, shutdown.clone())),
             config: Arc::new(config),
             shutdown,
             tasks: TaskTracker::new(),
@@ -62,6 +69,11 @@ impl AppState {
     /// Open streams right now.
     pub fn open_connections(&self) -> usize {
         self.config.max_connections - self.connections.available_permits()
+    }
+
+    /// Open client sockets right now, of any kind.
+    pub fn open_sockets(&self) -> usize {
+        self.config.max_sockets - self.sockets.available_permits()
     }
 
     pub fn subscription(&self) -> Subscription {

@@ -19,6 +19,8 @@ use http_body_util::BodyExt;
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
+use crate::socket::ClientSocket;
+
 /// The request line this module serves.
 const CLAIMED_PREFIX: &[u8] = b"GET /events";
 
@@ -48,12 +50,12 @@ pub(crate) async fn claim(stream: &TcpStream, max_head: usize) -> Option<usize> 
 
 /// Serves the claimed request (`head_length` bytes) and closes the connection.
 pub(crate) async fn serve(
-    mut stream: TcpStream,
+    mut socket: ClientSocket,
     head_length: usize,
     peer: SocketAddr,
     router: Router,
 ) {
-    let request = match read_request(&mut stream, head_length, peer).await {
+    let request = match read_request(&mut socket, head_length, peer).await {
         Some(request) => request,
         None => return,
     };
@@ -61,13 +63,13 @@ pub(crate) async fn serve(
         Ok(response) => response,
         Err(infallible) => match infallible {},
     };
-    if let Err(e) = write_response(&stream, response).await {
+    if let Err(e) = write_response(&mut socket, response).await {
         tracing::debug!(%peer, "stream ended: {e}");
     }
 }
 
 async fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut ClientSocket,
     head_length: usize,
     peer: SocketAddr,
 ) -> Option<Request<Body>> {
@@ -94,7 +96,10 @@ async fn read_request(
 
 /// Writes the response: a streamed body chunked, a sized one as it is; then the connection
 /// closes. Ends early, dropping the body (and with it the subscription), when the client goes.
-async fn write_response(stream: &TcpStream, response: Response<Body>) -> std::io::Result<()> {
+async fn write_response(
+    socket: &mut ClientSocket,
+    response: Response<Body>,
+) -> std::io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
     let mut head = format!(
@@ -113,13 +118,13 @@ async fn write_response(stream: &TcpStream, response: Response<Body>) -> std::io
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
-    write_all(stream, &mut [IoSlice::new(&head)]).await?;
+    write_all(socket, &mut [IoSlice::new(&head)]).await?;
     drop(head);
 
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
-            () = client_gone(stream) => return Ok(()),
+            () = client_gone(socket.stream()) => return Ok(()),
         };
         let Some(Ok(frame)) = frame else { break };
         let Ok(data) = frame.into_data() else {
@@ -129,7 +134,7 @@ async fn write_response(stream: &TcpStream, response: Response<Body>) -> std::io
             continue;
         }
         if sized {
-            write_all(stream, &mut [IoSlice::new(&data)]).await?;
+            write_all(socket, &mut [IoSlice::new(&data)]).await?;
         } else {
             let size = format!("{:x}\r\n", data.len());
             let mut parts = [
@@ -137,11 +142,11 @@ async fn write_response(stream: &TcpStream, response: Response<Body>) -> std::io
                 IoSlice::new(&data),
                 IoSlice::new(b"\r\n"),
             ];
-            write_all(stream, &mut parts).await?;
+            write_all(socket, &mut parts).await?;
         }
     }
     if !sized {
-        write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
+        write_all(socket, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
     }
     Ok(())
 }
@@ -163,15 +168,17 @@ async fn client_gone(stream: &TcpStream) {
     }
 }
 
-/// Writes every slice, in as few system calls as the socket allows.
-async fn write_all(stream: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+/// Writes every slice, in as few system calls as the socket allows (and within its write
+/// deadline).
+async fn write_all(
+    socket: &mut ClientSocket,
+    mut slices: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
     while !slices.is_empty() {
-        stream.writable().await?;
-        match stream.try_write_vectored(slices) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        match socket.write_vectored(slices).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut slices, n),
         }
     }
     Ok(())
