@@ -80,6 +80,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "sockets": state.open_sockets(),
         "topics": state.hub.topic_count(),
         "retained_bytes": state.hub.retained_bytes(),
+        "queued_bytes": state.queue_limits.queued_bytes(),
         "published": stats.published.load(load),
         "slow_consumers": stats.slow_consumers.load(load),
         "write_timeouts": state.write_deadlines.timed_out(),

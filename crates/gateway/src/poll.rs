@@ -6,12 +6,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
-use switchboard_hub::{Message, Received};
+use switchboard_hub::{Message, Page};
 
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
-use crate::subscription::{Joined, Subscription, reset_json};
+use crate::subscription::{Batch, Subscription, reset_json};
 
 /// `GET /poll?topic=A[&topic=B][&since=C][&timeout=S]`.
 pub async fn poll(
@@ -24,53 +24,49 @@ pub async fn poll(
     let topics = params.required_topics(config.max_topics_per_connection)?;
     let cursor = params.cursor(&headers)?;
     let timeout = params.timeout(config.poll_timeout, config.poll_max_timeout)?;
-    let batch = config.poll_batch;
+    let page = Page {
+        messages: config.poll_batch,
+        bytes: config.poll_batch_bytes,
+    };
 
     let mut subscription = state.subscription();
     // A first look that registers nothing: most polls that carry a cursor end here.
-    let mut joined = subscription
-        .join(&topics, cursor.as_ref(), false, batch)
-        .await?;
-    if !joined.messages.is_empty() || !joined.resets.is_empty() || timeout.is_zero() {
-        return Ok(reply(&mut subscription, joined));
+    let resets = subscription.join(&topics, cursor.as_ref(), false).await?;
+    let mut batch = subscription.batch(page).await?;
+    batch.resets.splice(0..0, resets);
+    if !batch.messages.is_empty() || !batch.resets.is_empty() || timeout.is_zero() {
+        return Ok(reply(&subscription, batch));
     }
 
     let _permit = state.open_connection()?;
-    joined = subscription.go_live().await?;
-    if !joined.messages.is_empty() {
-        joined.more |= joined.messages.len() > batch;
-        joined.messages.truncate(batch);
-        return Ok(reply(&mut subscription, joined));
+    batch.resets = subscription.go_live().await?;
+    let published_meanwhile = subscription.batch(page).await?;
+    batch.absorb(published_meanwhile);
+    if !batch.messages.is_empty() || !batch.resets.is_empty() {
+        return Ok(reply(&subscription, batch));
     }
     tokio::select! {
-        received = subscription.next() => {
-            if let Received::Message(message) = received {
-                joined.messages.push(message);
-                while joined.messages.len() < batch {
-                    let Some(message) = subscription.try_next() else { break };
-                    joined.messages.push(message);
-                }
+        first = subscription.wait() => {
+            if let Some(first) = first {
+                let rest = Page {
+                    messages: page.messages - 1,
+                    bytes: page.bytes.saturating_sub(first.queued_size()),
+                };
+                batch.messages.push(first);
+                let rest = subscription.batch(rest).await?;
+                batch.absorb(rest);
             }
         }
         () = tokio::time::sleep(timeout) => {}
         () = state.shutdown.cancelled() => {}
     }
-    // Messages taken from the inbox are recorded as they are taken.
-    Ok(reply_recorded(&subscription, joined))
-}
-
-/// The reply for messages the subscription has not recorded yet (a backlog).
-fn reply(subscription: &mut Subscription, joined: Joined) -> Response {
-    for message in &joined.messages {
-        subscription.record(message);
-    }
-    reply_recorded(subscription, joined)
+    Ok(reply(&subscription, batch))
 }
 
 /// `{"messages":[…],"cursor":…,"positions":{…},"reset":[…],"more":…}`, with each envelope
 /// copied in as the bytes it was encoded to at publish time.
-fn reply_recorded(subscription: &Subscription, joined: Joined) -> Response {
-    let messages: &[Arc<Message>] = &joined.messages;
+fn reply(subscription: &Subscription, batch: Batch) -> Response {
+    let messages: &[Arc<Message>] = &batch.messages;
     let size: usize = messages.iter().map(|m| m.envelope().len() + 1).sum();
     let mut body = BytesMut::with_capacity(size + 256);
     body.put_slice(b"{\"messages\":[");
@@ -80,7 +76,7 @@ fn reply_recorded(subscription: &Subscription, joined: Joined) -> Response {
         }
         body.put_slice(message.envelope());
     }
-    let resets: Vec<_> = joined
+    let resets: Vec<_> = batch
         .resets
         .iter()
         .map(|(t, r)| reset_json(t, *r))
@@ -89,7 +85,7 @@ fn reply_recorded(subscription: &Subscription, joined: Joined) -> Response {
         "cursor": subscription.cursor(),
         "positions": subscription.positions_json(),
         "reset": resets,
-        "more": joined.more,
+        "more": batch.more,
     })
     .to_string();
     body.put_slice(b"],");

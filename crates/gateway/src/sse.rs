@@ -8,19 +8,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_hub::{Message, Received};
+use switchboard_hub::{Message, ResetReason, TopicName};
 
 use crate::encoding::{sse_event, sse_event_with_id};
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
-use crate::subscription::{Subscription, reset_json};
+use crate::subscription::{Next, Subscription, reset_json};
 
 /// The comment sent every heartbeat interval, so that proxies and clients see a live stream.
 const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 
-/// A backlog is sent in chunks of about this size, so one huge write does not hold the
-/// connection's memory.
+/// Messages at hand are written together up to about this size, so one huge write does not
+/// hold the connection's memory.
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// `GET /events?topic=A[&topic=B][&since=C]`.
@@ -34,19 +34,12 @@ pub async fn subscribe(
     let cursor = params.cursor(&headers)?;
     let permit = state.open_connection()?;
     let mut subscription = state.subscription();
-    let joined = subscription
-        .join(&topics, cursor.as_ref(), true, usize::MAX)
-        .await?;
+    let resets = subscription.join(&topics, cursor.as_ref(), true).await?;
 
     let mut prelude = BytesMut::new();
     prelude.put_slice(format!("retry: {}\n\n", state.config.sse_retry.as_millis()).as_bytes());
-    for (topic, reason) in &joined.resets {
-        put_event(
-            &mut prelude,
-            "reset",
-            None,
-            &reset_json(topic, *reason).to_string(),
-        );
+    for (topic, reason) in &resets {
+        put_reset(&mut prelude, topic, *reason);
     }
     let subscribed = serde_json::json!({
         "topics": subscription.topics_json(),
@@ -58,7 +51,6 @@ pub async fn subscribe(
         Some(&subscription.cursor()),
         &subscribed.to_string(),
     );
-    let mut backlog = joined.messages.into_iter();
     let single_topic = topics.len() == 1;
     tracing::info!(topics = topics.len(), "sse stream opened");
 
@@ -66,30 +58,27 @@ pub async fn subscribe(
     let heartbeat_interval = state.config.heartbeat_interval;
     let stream = async_stream::stream! {
         let _permit = permit;
-        let mut chunk = prelude;
-        loop {
-            // The backlog goes out in bounded chunks before anything live.
-            while chunk.len() < CHUNK_BYTES {
-                let Some(message) = backlog.next() else { break };
-                subscription.record(&message);
-                chunk.put_slice(&event_bytes(&subscription, &message, single_topic));
-            }
-            if chunk.is_empty() {
-                break;
-            }
-            yield Ok::<Bytes, Infallible>(chunk.split().freeze());
-        }
+        yield Ok::<Bytes, Infallible>(prelude.freeze());
         let mut heartbeat = crate::heartbeat::interval(heartbeat_interval);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                received = subscription.next() => match received {
-                    Received::Message(message) => {
+                next = subscription.next() => match next {
+                    Next::Message(message) => {
                         yield Ok(coalesce(&mut subscription, message, single_topic));
                     }
-                    Received::Overflowed => {
+                    Next::Reset(topic, reason) => {
+                        let mut event = BytesMut::new();
+                        put_reset(&mut event, &topic, reason);
+                        yield Ok(event.freeze());
+                    }
+                    Next::Overflowed => {
                         yield Ok(Bytes::from_static(b": slow consumer: reconnect with Last-Event-ID\n\n"));
+                        break;
+                    }
+                    Next::Unavailable(error) => {
+                        tracing::warn!("sse stream ended: {}", error.message);
                         break;
                     }
                 },
@@ -141,6 +130,11 @@ fn coalesce(subscription: &mut Subscription, first: Arc<Message>, single_topic: 
         chunk.put_slice(&event_bytes(subscription, &message, single_topic));
     }
     chunk.freeze()
+}
+
+/// Appends a `reset` event.
+fn put_reset(out: &mut BytesMut, topic: &TopicName, reason: ResetReason) {
+    put_event(out, "reset", None, &reset_json(topic, reason).to_string());
 }
 
 /// Appends an event whose data is one line of JSON.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use switchboard_hub::{Broker, Hub};
+use switchboard_hub::{Broker, Hub, QueueLimits};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +31,8 @@ pub struct AppState {
     pub sockets: Arc<Semaphore>,
     /// The write deadline every socket shares, with its count of clients dropped by it.
     pub write_deadlines: Arc<WriteDeadlines>,
+    /// The bounds of every connection's inbox, and of all of them together.
+    pub queue_limits: Arc<QueueLimits>,
 }
 
 impl AppState {
@@ -41,6 +43,11 @@ impl AppState {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
             write_deadlines: Arc::new(WriteDeadlines::new(config.write_timeout, shutdown.clone())),
+            queue_limits: QueueLimits::new(
+                config.send_queue,
+                config.send_queue_bytes,
+                config.send_queue_total_bytes,
+            ),
             config: Arc::new(config),
             shutdown,
             tasks: TaskTracker::new(),
@@ -79,7 +86,7 @@ impl AppState {
     pub fn subscription(&self) -> Subscription {
         Subscription::new(
             self.broker.clone(),
-            self.config.send_queue,
+            self.queue_limits.clone(),
             self.config.max_topics_per_connection,
         )
     }

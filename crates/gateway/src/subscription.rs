@@ -1,95 +1,145 @@
 //! The subscription plumbing every transport shares: joining topics from a cursor, the
-//! connection's inbox, the positions it has delivered, and leaving on drop.
+//! retained history still to send (fetched a page at a time), the connection's inbox, the
+//! positions it has delivered, and leaving on drop.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use switchboard_hub::{Broker, Cursor, Inbox, Message, Position, Received, ResetReason, TopicName};
+use switchboard_hub::{
+    Broker, Cursor, Inbox, Message, Page, Position, QueueLimits, Received, ResetReason, TopicName,
+};
 
 use crate::error::AppError;
 use crate::request::check_topic_count;
+
+/// How much retained history a streaming connection fetches at a time while it catches up:
+/// what one connection holds beyond its inbox, however far back it resumes.
+const BACKLOG_PAGE: Page = Page {
+    messages: 256,
+    bytes: 256 * 1024,
+};
 
 /// A topic the connection follows, and the last position it delivered there.
 #[derive(Debug)]
 struct Followed {
     topic: TopicName,
     position: Position,
+    /// Retained messages after `position` have not all been fetched yet: they go out before
+    /// anything from the inbox.
+    behind: bool,
 }
 
-/// What joining topics produced, in the order the client must see it.
+/// What to send next.
+#[derive(Debug)]
+pub enum Next {
+    Message(Arc<Message>),
+    /// A position could not be honoured while the connection caught up (retention dropped
+    /// messages it had not sent yet): tell the client before the messages that follow.
+    Reset(TopicName, ResetReason),
+    /// The inbox overflowed: end the connection as a slow consumer.
+    Overflowed,
+    /// The broker could not be reached: end the connection; the client resumes elsewhere.
+    Unavailable(AppError),
+}
+
+/// What a poll replies with: messages, and any resets, in the order the client must see them.
 #[derive(Debug, Default)]
-pub struct Joined {
-    /// Positions that could not be honoured: told before anything else.
+pub struct Batch {
     pub resets: Vec<(TopicName, ResetReason)>,
-    /// Retained messages after the cursor, per topic in order; the transport must
-    /// [`Subscription::record`] each one as it sends it.
     pub messages: Vec<Arc<Message>>,
-    /// Whether more retained messages wait beyond `messages` (only with a limit).
+    /// Retained messages wait beyond this batch: poll again at once.
     pub more: bool,
 }
 
-/// One connection's (or one poll's) view of the hub.
+impl Batch {
+    /// Appends what a later look found.
+    pub fn absorb(&mut self, later: Batch) {
+        self.resets.extend(later.resets);
+        self.messages.extend(later.messages);
+        self.more = later.more;
+    }
+}
+
+/// One connection's (or one poll's) view of the broker.
 #[derive(Debug)]
 pub struct Subscription {
     broker: Arc<dyn Broker>,
     inbox: Inbox,
     followed: Vec<Followed>,
+    /// Retained messages fetched and not delivered yet, oldest first: at most one page.
+    backlog: VecDeque<Arc<Message>>,
     /// Whether the inbox is registered with the topics in `followed`.
     live: bool,
     max_topics: usize,
 }
 
 impl Subscription {
-    pub fn new(broker: Arc<dyn Broker>, send_queue: usize, max_topics: usize) -> Subscription {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        queue_limits: Arc<QueueLimits>,
+        max_topics: usize,
+    ) -> Subscription {
         Subscription {
             broker,
-            inbox: Inbox::new(send_queue),
+            inbox: Inbox::new(queue_limits),
             followed: Vec::new(),
+            backlog: VecDeque::new(),
             live: false,
             max_topics,
         }
     }
 
-    /// Subscribes to `topics`, delivering what was retained after `cursor` first. Topics the
-    /// connection already follows are left as they are. With `live` unset (a poll's first
-    /// look) nothing is registered and unknown topics are not created. `limit` caps the
-    /// retained messages returned across all topics.
+    /// Subscribes to `topics` from `cursor`, returning the positions that could not be
+    /// honoured (to tell the client before anything else). Topics the connection already
+    /// follows are left as they are. The retained messages after the cursor are delivered by
+    /// [`Subscription::next`] (or [`Subscription::batch`]) before live ones. With `live` unset
+    /// (a poll's first look) nothing is registered and unknown topics are not created.
+    ///
+    /// A join that fails part-way leaves the subscription as it was.
     pub async fn join(
         &mut self,
         topics: &[TopicName],
         cursor: Option<&Cursor>,
         live: bool,
-        limit: usize,
-    ) -> Result<Joined, AppError> {
+    ) -> Result<Vec<(TopicName, ResetReason)>, AppError> {
         let new: Vec<&TopicName> = topics.iter().filter(|t| !self.follows(t)).collect();
         check_topic_count(self.followed.len() + new.len(), self.max_topics)?;
-        self.live |= live;
-        let mut joined = Joined::default();
+        let mut resets = Vec::new();
+        let mut joined = Vec::with_capacity(new.len());
         for topic in new {
             let from = cursor.and_then(|c| c.position_of(topic));
-            let remaining = limit.saturating_sub(joined.messages.len());
             let inbox = live.then_some(&self.inbox);
-            let catchup = self.broker.join(topic, from, inbox, remaining).await?;
+            let catchup = match self.broker.join(topic, from, inbox, Page::NONE).await {
+                Ok(catchup) => catchup,
+                Err(e) => {
+                    if live {
+                        for topic in &joined {
+                            self.broker.leave(topic, &self.inbox);
+                        }
+                    }
+                    return Err(e.into());
+                }
+            };
             if let Some(reason) = catchup.reset {
-                joined.resets.push((topic.clone(), reason));
+                resets.push((topic.clone(), reason));
             }
-            joined.more |= catchup.more;
-            // The transport records each retained message as it sends it, so a client that
-            // drops mid-backlog resumes from what it really got.
+            joined.push(topic.clone());
             self.followed.push(Followed {
                 topic: topic.clone(),
                 position: catchup.start,
+                behind: catchup.more,
             });
-            joined.messages.extend(catchup.messages);
         }
-        Ok(joined)
+        self.live |= live;
+        Ok(resets)
     }
 
     /// Registers the inbox with every followed topic, continuing from the positions held: used
     /// by a poll that found nothing on its first look and now waits.
-    pub async fn go_live(&mut self) -> Result<Joined, AppError> {
+    pub async fn go_live(&mut self) -> Result<Vec<(TopicName, ResetReason)>, AppError> {
         let cursor = Cursor::from_positions(self.followed.iter().map(|f| f.position).collect());
         let topics: Vec<TopicName> = self.followed.drain(..).map(|f| f.topic).collect();
-        self.join(&topics, Some(&cursor), true, usize::MAX).await
+        self.join(&topics, Some(&cursor), true).await
     }
 
     /// Unsubscribes from `topics`; messages of theirs still queued are skipped.
@@ -100,29 +150,48 @@ impl Subscription {
             }
         }
         self.followed.retain(|f| !topics.contains(&f.topic));
+        self.backlog.retain(|m| !topics.contains(&m.topic));
     }
 
     pub fn follows(&self, topic: &TopicName) -> bool {
         self.followed.iter().any(|f| &f.topic == topic)
     }
 
-    /// The next live message to deliver, recording its position. Skips messages of topics left
-    /// since they were queued. Cancel-safe.
-    pub async fn next(&mut self) -> Received {
+    /// The next thing to deliver, recording its position: retained history first, a page at a
+    /// time, then live messages. Skips messages of topics left since they were queued.
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> Next {
         loop {
+            if let Some(message) = self.next_fetched() {
+                return Next::Message(message);
+            }
+            if self.is_behind() {
+                match self.fetch_page(BACKLOG_PAGE).await {
+                    Ok(Some((topic, reason))) => return Next::Reset(topic, reason),
+                    Ok(None) => continue,
+                    Err(e) => return Next::Unavailable(e),
+                }
+            }
             match self.inbox.recv().await {
                 Received::Message(message) => {
                     if self.record(&message) {
-                        return Received::Message(message);
+                        return Next::Message(message);
                     }
                 }
-                Received::Overflowed => return Received::Overflowed,
+                Received::Overflowed => return Next::Overflowed,
             }
         }
     }
 
-    /// The next live message if one is queued now, for coalescing several into one write.
+    /// The next message if one is at hand now, for coalescing several into one write.
     pub fn try_next(&mut self) -> Option<Arc<Message>> {
+        if let Some(message) = self.next_fetched() {
+            return Some(message);
+        }
+        // Live messages wait until the history before them has been sent.
+        if self.is_behind() {
+            return None;
+        }
         while let Some(message) = self.inbox.try_recv() {
             if self.record(&message) {
                 return Some(message);
@@ -131,9 +200,85 @@ impl Subscription {
         None
     }
 
+    /// What is at hand now, without waiting for live messages: retained history first, then
+    /// whatever the inbox holds; it stops at `page.messages` messages, or at the message that
+    /// reaches `page.bytes`. A poll's reply.
+    pub async fn batch(&mut self, page: Page) -> Result<Batch, AppError> {
+        let mut batch = Batch::default();
+        let mut bytes = 0;
+        while batch.messages.len() < page.messages && bytes < page.bytes {
+            let message = match self.next_fetched() {
+                Some(message) => message,
+                None if self.is_behind() => {
+                    let remaining = Page {
+                        messages: page.messages - batch.messages.len(),
+                        bytes: page.bytes - bytes,
+                    };
+                    if let Some(reset) = self.fetch_page(remaining).await? {
+                        batch.resets.push(reset);
+                    }
+                    continue;
+                }
+                None => match self.try_next() {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            bytes += message.queued_size();
+            batch.messages.push(message);
+        }
+        batch.more = !self.backlog.is_empty() || self.is_behind();
+        Ok(batch)
+    }
+
+    /// Waits for the next live message (a held poll). Cancel-safe.
+    pub async fn wait(&mut self) -> Option<Arc<Message>> {
+        match self.next().await {
+            Next::Message(message) => Some(message),
+            _ => None,
+        }
+    }
+
+    fn is_behind(&self) -> bool {
+        self.followed.iter().any(|f| f.behind)
+    }
+
+    /// The next fetched retained message that is still to be delivered, recorded.
+    fn next_fetched(&mut self) -> Option<Arc<Message>> {
+        while let Some(message) = self.backlog.pop_front() {
+            if self.record(&message) {
+                return Some(message);
+            }
+        }
+        None
+    }
+
+    /// Fetches the next page of the first topic that is behind into the backlog; returns the
+    /// reset to tell if its position could no longer be honoured.
+    async fn fetch_page(
+        &mut self,
+        page: Page,
+    ) -> Result<Option<(TopicName, ResetReason)>, AppError> {
+        let Some(index) = self.followed.iter().position(|f| f.behind) else {
+            return Ok(None);
+        };
+        let followed = &self.followed[index];
+        let catchup = self
+            .broker
+            .join(&followed.topic, Some(followed.position), None, page)
+            .await?;
+        let followed = &mut self.followed[index];
+        followed.behind = catchup.more;
+        self.backlog.extend(catchup.messages);
+        Ok(catchup.reset.map(|reason| {
+            followed.position = catchup.start;
+            (followed.topic.clone(), reason)
+        }))
+    }
+
     /// Records that `message` is delivered; false if it must not be (topic left, or already
-    /// delivered, which the hub's atomic join rules out, checked here all the same).
-    pub fn record(&mut self, message: &Message) -> bool {
+    /// delivered: a live message that a page of history already carried).
+    fn record(&mut self, message: &Message) -> bool {
         let Some(followed) = self.followed.iter_mut().find(|f| f.topic == message.topic) else {
             return false;
         };

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::value::RawValue;
-use switchboard_hub::{Cursor, Data, Received, TopicName};
+use switchboard_hub::{Cursor, Data, ResetReason, TopicName};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::encoding::ws_message;
@@ -18,7 +18,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::publish::too_large;
 use crate::request::QueryParams;
 use crate::state::AppState;
-use crate::subscription::{Joined, Subscription, reset_json};
+use crate::subscription::{Next, Subscription, reset_json};
 
 /// Room for a frame's own fields (`type`, `topic`, `ref`) on top of the data limit.
 const FRAME_OVERHEAD: usize = 1024;
@@ -38,7 +38,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 mod close {
     pub(super) const GOING_AWAY: u16 = 1001;
     pub(super) const TOO_BIG: u16 = 1009;
-    pub(super) const SLOW_CONSUMER: u16 = 1013;
+    /// A slow consumer, or a broker out of reach: reconnect with the cursor.
+    pub(super) const TRY_AGAIN_LATER: u16 = 1013;
     pub(super) const HEARTBEAT_TIMEOUT: u16 = 4000;
 }
 
@@ -178,10 +179,15 @@ impl Session {
                         Some(Ok(_)) => Ok(()),
                     }
                 }
-                received = self.subscription.next() => match received {
-                    Received::Message(message) => self.deliver(message, socket).await,
-                    Received::Overflowed => {
-                        return Some(Ending { code: close::SLOW_CONSUMER, reason: "slow consumer" });
+                next = self.subscription.next() => match next {
+                    Next::Message(message) => self.deliver(message, socket).await,
+                    Next::Reset(topic, reason) => send_text(socket, reset_frame(&topic, reason)).await,
+                    Next::Overflowed => {
+                        return Some(Ending { code: close::TRY_AGAIN_LATER, reason: "slow consumer" });
+                    }
+                    Next::Unavailable(error) => {
+                        tracing::warn!("websocket ended: {}", error.message);
+                        return Some(Ending { code: close::TRY_AGAIN_LATER, reason: "broker unavailable" });
                     }
                 },
                 _ = heartbeat.tick() => {
@@ -300,20 +306,14 @@ impl Session {
     where
         S: Sink<WsMessage, Error = axum::Error> + Unpin,
     {
-        let joined: Joined = match self
-            .subscription
-            .join(topics, cursor, true, usize::MAX)
-            .await
-        {
-            Ok(joined) => joined,
+        let resets = match self.subscription.join(topics, cursor, true).await {
+            Ok(resets) => resets,
             Err(error) => {
                 return send_text(socket, error.frame(reference.as_ref())).await;
             }
         };
-        for (topic, reason) in &joined.resets {
-            let mut reset = reset_json(topic, *reason);
-            reset["type"] = "reset".into();
-            socket.feed(text_frame(reset.to_string())).await?;
+        for (topic, reason) in &resets {
+            socket.feed(text_frame(reset_frame(topic, *reason))).await?;
         }
         let positions = self.subscription.positions_json();
         let positions: serde_json::Map<_, _> = positions
@@ -326,10 +326,6 @@ impl Session {
         socket
             .feed(text_frame(with_ref(subscribed, reference).to_string()))
             .await?;
-        for message in &joined.messages {
-            self.subscription.record(message);
-            socket.feed(message_frame(message)).await?;
-        }
         socket.flush().await
     }
 }
@@ -432,6 +428,13 @@ fn with_ref(frame: serde_json::Value, reference: Option<serde_json::Value>) -> s
     ordered.insert("ref".into(), reference);
     ordered.extend(fields);
     serde_json::Value::Object(ordered)
+}
+
+/// `{"topic":…,"reason":…,"type":"reset"}`.
+fn reset_frame(topic: &TopicName, reason: ResetReason) -> String {
+    let mut reset = reset_json(topic, reason);
+    reset["type"] = "reset".into();
+    reset.to_string()
 }
 
 fn text_frame(text: String) -> WsMessage {

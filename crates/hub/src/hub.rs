@@ -58,6 +58,37 @@ impl ResetReason {
     }
 }
 
+/// How much of a topic's retained history one read returns: at most `messages` messages and,
+/// past the first, at most `bytes` bytes of envelopes, so that what a reader holds at once is
+/// bounded whatever the messages' size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl Page {
+    /// Everything retained.
+    pub const ALL: Page = Page {
+        messages: usize::MAX,
+        bytes: usize::MAX,
+    };
+
+    /// No messages: only where reading starts, any reset, and whether messages follow.
+    pub const NONE: Page = Page {
+        messages: 0,
+        bytes: 0,
+    };
+
+    /// At most `messages` messages, of any size.
+    pub const fn messages(messages: usize) -> Page {
+        Page {
+            messages,
+            bytes: usize::MAX,
+        }
+    }
+}
+
 /// What a subscriber gets when it joins a topic or reads it.
 #[derive(Debug)]
 pub struct Catchup {
@@ -66,7 +97,7 @@ pub struct Catchup {
     pub reset: Option<ResetReason>,
     /// The position delivery starts from: `messages` follow it.
     pub start: Position,
-    /// Retained messages after `start`, in order, at most the requested limit.
+    /// Retained messages after `start`, in order, at most the requested page.
     pub messages: Vec<Arc<Message>>,
     /// Whether more retained messages follow the last of `messages`.
     pub more: bool,
@@ -128,14 +159,21 @@ pub struct Hub {
     /// The last epoch handed out, in microseconds since the Unix epoch; strictly increasing so
     /// a topic that is forgotten and created again always gets a new epoch.
     clock: AtomicU64,
-    /// No history older than this clock value is known any more: the hub started then, or
-    /// forgot an idle topic then. Positions of unknown topics older than this get a reset.
-    horizon: AtomicU64,
+    /// Per bucket of topic tags: no history older than this clock value is known any more for
+    /// those topics (the hub started then, or forgot one of them that had messages). A
+    /// starting position of an unknown topic older than its bucket's horizon gets a reset. One
+    /// value per bucket rather than one for the hub, so that forgetting a topic does not cast
+    /// doubt on every other one; rather than one per topic, so that it stays bounded.
+    horizons: Box<[AtomicU64]>,
     retained_bytes: AtomicUsize,
     /// Wakes maintenance when a publish takes the hub over its memory budget.
     over_budget: Notify,
     stats: HubStats,
 }
+
+/// Buckets of topic tags, each with its own horizon: 32 KiB, and a forgotten topic resets
+/// the starting positions of about one topic in 4,096 that did not exist yet.
+const HORIZON_BUCKETS: usize = 4096;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -151,18 +189,26 @@ fn now_micros() -> u64 {
 
 impl Hub {
     pub fn new(config: HubConfig) -> Hub {
-        let hub = Hub {
+        // Strictly after every clock value an earlier hub could have handed out by now, so
+        // that even a position taken in the same microsecond belongs to the past.
+        let start = now_micros() + 1;
+        let clock = AtomicU64::new(start);
+        Hub {
             topics: DashMap::new(),
             config,
-            clock: AtomicU64::new(0),
-            horizon: AtomicU64::new(0),
+            clock,
+            horizons: (0..HORIZON_BUCKETS)
+                .map(|_| AtomicU64::new(start))
+                .collect(),
             retained_bytes: AtomicUsize::new(0),
             over_budget: Notify::new(),
             stats: HubStats::default(),
-        };
-        let start = hub.tick();
-        hub.horizon.store(start, Ordering::Relaxed);
-        hub
+        }
+    }
+
+    /// The horizon of the bucket of topics with `tag`.
+    fn horizon(&self, tag: u64) -> &AtomicU64 {
+        &self.horizons[(tag % HORIZON_BUCKETS as u64) as usize]
     }
 
     pub fn stats(&self) -> &HubStats {
@@ -306,7 +352,7 @@ impl Hub {
         }
     }
 
-    /// Reads the retained messages after `from` (at most `limit`) and, with an `inbox`,
+    /// Reads the retained messages after `from` (at most a `page`) and, with an `inbox`,
     /// subscribes it to what follows — atomically, so nothing is missed or repeated between the
     /// two. Without an inbox an unknown topic is not created.
     pub fn join(
@@ -314,10 +360,10 @@ impl Hub {
         topic: &TopicName,
         from: Option<Position>,
         inbox: Option<&Inbox>,
-        limit: usize,
+        page: Page,
     ) -> Catchup {
         let joined = self.with_topic(topic, inbox.is_some(), |topic, state| {
-            let catchup = self.read(topic, state, from, limit);
+            let catchup = self.read(topic, state, from, page);
             if let Some(inbox) = inbox {
                 if !state
                     .subscribers
@@ -338,10 +384,10 @@ impl Hub {
         topic: &Topic,
         state: &TopicState,
         from: Option<Position>,
-        limit: usize,
+        page: Page,
     ) -> Catchup {
         let first = state.first_retained_seq();
-        let horizon = self.horizon.load(Ordering::Acquire);
+        let horizon = self.horizon(topic.tag).load(Ordering::Acquire);
         let (after, reset) = match from {
             None => (state.last_seq, None),
             Some(p) if p.epoch == state.epoch => {
@@ -362,13 +408,15 @@ impl Hub {
         };
         let skip = (after + 1 - first) as usize;
         let available = state.retained.len().saturating_sub(skip);
-        let messages: Vec<_> = state
-            .retained
-            .iter()
-            .skip(skip)
-            .take(limit)
-            .cloned()
-            .collect();
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        for message in state.retained.iter().skip(skip).take(page.messages) {
+            bytes += message.queued_size();
+            if !messages.is_empty() && bytes > page.bytes {
+                break;
+            }
+            messages.push(message.clone());
+        }
         Catchup {
             reset,
             start: Position {
@@ -384,7 +432,7 @@ impl Hub {
     /// A read of a topic the hub does not know: nothing retained, no subscribers.
     fn read_unknown(&self, topic: &TopicName, from: Option<Position>) -> Catchup {
         let tag = topic_tag(topic);
-        let horizon = self.horizon.load(Ordering::Acquire);
+        let horizon = self.horizon(tag).load(Ordering::Acquire);
         let now = Position {
             tag,
             epoch: self.clock_now(),
@@ -433,8 +481,12 @@ impl Hub {
             let idle_since = *state.idle_since_ms.get_or_insert(now_ms);
             if now_ms.saturating_sub(idle_since) >= idle_ttl {
                 state.removed = true;
-                // Any position of the forgotten history must now get a reset.
-                self.horizon.fetch_max(self.tick(), Ordering::AcqRel);
+                // Any position of the forgotten history must now get a reset; a topic that
+                // never had a message had no history to lose.
+                if state.last_seq > 0 {
+                    self.horizon(topic.tag)
+                        .fetch_max(self.tick(), Ordering::AcqRel);
+                }
                 self.topics
                     .remove_if(&topic.name, |_, t| Arc::ptr_eq(t, topic));
                 self.stats.topics_forgotten.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
@@ -19,12 +20,70 @@ use crate::message::Message;
 /// of the connection's life.
 const RETAINED_SLOTS: usize = 16;
 
+/// How much the inboxes may hold, one by one and all together. One per gateway, shared by
+/// every inbox.
+#[derive(Debug)]
+pub struct QueueLimits {
+    /// Most messages one inbox holds before its connection counts as a slow consumer.
+    messages: usize,
+    /// Most bytes one inbox holds; a message larger than this still goes into an empty inbox,
+    /// so that every message can be delivered to a client that keeps up.
+    bytes: usize,
+    /// Most bytes queued in all inboxes together, each message counted once however many
+    /// inboxes hold it. Over it, an inbox that still has messages waiting overflows on the
+    /// next one, while inboxes that keep up are still fed.
+    total_bytes: usize,
+    /// Bytes queued in all inboxes now. Signed: a message taken on one thread as another
+    /// queues it elsewhere may briefly make it dip below zero.
+    queued: AtomicI64,
+}
+
+impl QueueLimits {
+    pub fn new(messages: usize, bytes: usize, total_bytes: usize) -> Arc<QueueLimits> {
+        Arc::new(QueueLimits {
+            messages: messages.max(1),
+            bytes,
+            total_bytes,
+            queued: AtomicI64::new(0),
+        })
+    }
+
+    /// Limits on the number of messages alone.
+    pub fn messages(messages: usize) -> Arc<QueueLimits> {
+        QueueLimits::new(messages, usize::MAX, usize::MAX)
+    }
+
+    /// Bytes of messages queued in all inboxes now, each message counted once.
+    pub fn queued_bytes(&self) -> usize {
+        usize::try_from(self.queued.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    fn over_total(&self) -> bool {
+        self.queued_bytes() > self.total_bytes
+    }
+
+    /// Counts `message` as queued in one more inbox.
+    fn count_in(&self, message: &Message) {
+        if message.queued_in.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.queued
+                .fetch_add(message.queued_size() as i64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `message` as queued in one inbox fewer.
+    fn count_out(&self, message: &Message) {
+        if message.queued_in.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.queued
+                .fetch_sub(message.queued_size() as i64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The shared part, held by the connection and by every topic it is subscribed to.
 #[derive(Debug)]
 pub(crate) struct InboxSender {
     queue: Mutex<Queue>,
-    /// Most messages queued before the connection counts as a slow consumer.
-    capacity: usize,
+    limits: Arc<QueueLimits>,
     /// The connection's task, woken when a message arrives or the queue overflows.
     waker: AtomicWaker,
 }
@@ -32,6 +91,8 @@ pub(crate) struct InboxSender {
 #[derive(Debug, Default)]
 struct Queue {
     messages: VecDeque<Arc<Message>>,
+    /// The bytes of `messages`, for the per-inbox limit.
+    bytes: usize,
     /// Set when a message did not fit: from then on nothing more is queued, so the queue never
     /// has a hole, and the connection ends once it has sent what is queued.
     overflowed: bool,
@@ -59,7 +120,16 @@ impl InboxSender {
         if queue.overflowed || queue.closed {
             return Delivery::Gone;
         }
-        let delivery = if queue.messages.len() < self.capacity {
+        let size = message.queued_size();
+        let limits = &self.limits;
+        // An empty inbox always takes the message: its connection is keeping up.
+        let fits = queue.messages.is_empty()
+            || (queue.messages.len() < limits.messages
+                && queue.bytes + size <= limits.bytes
+                && !limits.over_total());
+        let delivery = if fits {
+            limits.count_in(message);
+            queue.bytes += size;
             queue.messages.push_back(message.clone());
             Delivery::Queued
         } else {
@@ -88,12 +158,12 @@ pub enum Received {
 }
 
 impl Inbox {
-    /// A queue that holds at most `capacity` messages before its connection counts as slow.
-    pub fn new(capacity: usize) -> Inbox {
+    /// A queue within `limits`; beyond them its connection counts as slow.
+    pub fn new(limits: Arc<QueueLimits>) -> Inbox {
         Inbox {
             sender: Arc::new(InboxSender {
                 queue: Mutex::new(Queue::default()),
-                capacity: capacity.max(1),
+                limits,
                 waker: AtomicWaker::new(),
             }),
         }
@@ -126,6 +196,8 @@ impl Inbox {
     fn take(&self) -> Option<Received> {
         let mut queue = self.sender.queue.lock();
         if let Some(message) = queue.messages.pop_front() {
+            queue.bytes -= message.queued_size();
+            self.sender.limits.count_out(&message);
             if queue.messages.is_empty() && queue.messages.capacity() > RETAINED_SLOTS {
                 queue.messages.shrink_to(RETAINED_SLOTS);
             }
@@ -144,6 +216,9 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let mut queue = self.sender.queue.lock();
         queue.closed = true;
-        queue.messages.clear();
+        for message in queue.messages.drain(..) {
+            self.sender.limits.count_out(&message);
+        }
+        queue.bytes = 0;
     }
 }

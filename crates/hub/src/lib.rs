@@ -23,8 +23,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use hub::{Catchup, Hub, HubConfig, HubStats, ResetReason};
-pub use inbox::{Inbox, Received};
+pub use hub::{Catchup, Hub, HubConfig, HubStats, Page, ResetReason};
+pub use inbox::{Inbox, QueueLimits, Received};
 pub use message::{Data, DataError, Message};
 pub use position::{Cursor, CursorError, Position};
 pub use topic::{TopicError, TopicName};
@@ -61,14 +61,14 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         data: &'a Data,
     ) -> BoxFuture<'a, Result<Arc<Message>, BrokerError>>;
 
-    /// Returns what was retained after `from` (at most `limit` messages) and, with an inbox,
+    /// Returns what was retained after `from` (at most a `page` of it) and, with an inbox,
     /// subscribes it to what follows, with nothing missed or repeated in between.
     fn join<'a>(
         &'a self,
         topic: &'a TopicName,
         from: Option<Position>,
         inbox: Option<&'a Inbox>,
-        limit: usize,
+        page: Page,
     ) -> BoxFuture<'a, Result<Catchup, BrokerError>>;
 
     /// Stops delivering `topic` to `inbox`.
@@ -89,10 +89,10 @@ impl Broker for Hub {
         topic: &'a TopicName,
         from: Option<Position>,
         inbox: Option<&'a Inbox>,
-        limit: usize,
+        page: Page,
     ) -> BoxFuture<'a, Result<Catchup, BrokerError>> {
         Box::pin(std::future::ready(Ok(Hub::join(
-            self, topic, from, inbox, limit,
+            self, topic, from, inbox, page,
         ))))
     }
 

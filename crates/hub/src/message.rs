@@ -1,6 +1,7 @@
 //! Published data and the messages the hub hands to subscribers.
 
 use std::any::Any;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -95,6 +96,9 @@ pub struct Message {
     /// Each is whatever type its transport sends (bytes, a ready-made frame), so that sending
     /// is a reference-count increment.
     encodings: [OnceLock<Box<dyn Any + Send + Sync>>; ENCODING_SLOTS],
+    /// How many inboxes hold the message now, so that the total queued in all inboxes counts
+    /// it once.
+    pub(crate) queued_in: AtomicUsize,
 }
 
 impl Message {
@@ -119,6 +123,7 @@ impl Message {
             envelope: Bytes::from(envelope),
             id_range: (id_start, id_end),
             encodings: Default::default(),
+            queued_in: AtomicUsize::new(0),
         })
     }
 
@@ -144,6 +149,12 @@ impl Message {
             // Two transports claimed one slot: a bug, but still a correct answer.
             None => encode(self),
         }
+    }
+
+    /// What the message counts for in a connection's queue: its envelope, which every
+    /// transport's encoding is about the size of.
+    pub fn queued_size(&self) -> usize {
+        self.envelope.len()
     }
 
     /// What the message costs in memory, for the retention budget.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::inbox::Received;
+use crate::inbox::{QueueLimits, Received};
 
 fn topic(name: &str) -> TopicName {
     TopicName::new(name).expect("valid topic")
@@ -37,14 +37,14 @@ fn resume_delivers_exactly_what_followed() {
     let messages: Vec<_> = (0..5)
         .map(|i| hub.publish(&chat, &text(&i.to_string())))
         .collect();
-    let catchup = hub.join(&chat, Some(messages[1].position), None, usize::MAX);
+    let catchup = hub.join(&chat, Some(messages[1].position), None, Page::ALL);
     assert_eq!(catchup.reset, None);
     assert_eq!(seqs(&catchup.messages), vec![3, 4, 5]);
     assert_eq!(
         catchup.messages.last().map(|m| m.position),
         Some(messages[4].position)
     );
-    let limited = hub.join(&chat, Some(messages[1].position), None, 2);
+    let limited = hub.join(&chat, Some(messages[1].position), None, Page::messages(2));
     assert_eq!(seqs(&limited.messages), vec![3, 4]);
     assert!(limited.more);
 }
@@ -54,7 +54,7 @@ fn no_position_starts_now() {
     let hub = Hub::new(HubConfig::default());
     let chat = topic("chat");
     hub.publish(&chat, &text("old"));
-    let catchup = hub.join(&chat, None, None, usize::MAX);
+    let catchup = hub.join(&chat, None, None, Page::ALL);
     assert!(catchup.messages.is_empty());
     assert_eq!(catchup.start.seq, 1);
 }
@@ -70,7 +70,7 @@ fn position_older_than_retention_is_reset_then_oldest_retained_follows() {
     for i in 2..=6 {
         hub.publish(&chat, &text(&i.to_string()));
     }
-    let catchup = hub.join(&chat, Some(first.position), None, usize::MAX);
+    let catchup = hub.join(&chat, Some(first.position), None, Page::ALL);
     assert_eq!(catchup.reset, Some(ResetReason::Retention));
     assert_eq!(seqs(&catchup.messages), vec![4, 5, 6]);
     assert_eq!(hub.stats().evicted_by_count.load(Ordering::Relaxed), 3);
@@ -81,14 +81,14 @@ fn position_of_another_history_is_reset() {
     let old_hub = Hub::new(HubConfig::default());
     let chat = topic("chat");
     let old = old_hub.publish(&chat, &text("before restart"));
-    let empty = old_hub.join(&topic("quiet"), None, None, usize::MAX);
+    let empty = old_hub.join(&topic("quiet"), None, None, Page::ALL);
     let hub = Hub::new(HubConfig::default());
     hub.publish(&chat, &text("after restart"));
-    let catchup = hub.join(&chat, Some(old.position), None, usize::MAX);
+    let catchup = hub.join(&chat, Some(old.position), None, Page::ALL);
     assert_eq!(catchup.reset, Some(ResetReason::HistoryLost));
     assert_eq!(seqs(&catchup.messages), vec![1]);
     // Nor is a position from before a restart trusted for a topic that does not exist yet.
-    let catchup = hub.join(&topic("quiet"), Some(empty.start), None, usize::MAX);
+    let catchup = hub.join(&topic("quiet"), Some(empty.start), None, Page::ALL);
     assert_eq!(catchup.reset, Some(ResetReason::HistoryLost));
 }
 
@@ -101,7 +101,7 @@ fn position_beyond_the_last_message_is_reset() {
         seq: 9,
         ..message.position
     };
-    let catchup = hub.join(&chat, Some(future), None, usize::MAX);
+    let catchup = hub.join(&chat, Some(future), None, Page::ALL);
     assert_eq!(catchup.reset, Some(ResetReason::HistoryLost));
     assert_eq!(seqs(&catchup.messages), vec![1]);
 }
@@ -110,11 +110,11 @@ fn position_beyond_the_last_message_is_reset() {
 fn starting_position_of_an_unknown_topic_covers_its_first_messages() {
     let hub = Hub::new(HubConfig::default());
     let news = topic("news");
-    let start = hub.join(&news, None, None, usize::MAX);
+    let start = hub.join(&news, None, None, Page::ALL);
     assert_eq!(hub.topic_count(), 0, "a read does not create a topic");
     hub.publish(&news, &text("first"));
     hub.publish(&news, &text("second"));
-    let catchup = hub.join(&news, Some(start.start), None, usize::MAX);
+    let catchup = hub.join(&news, Some(start.start), None, Page::ALL);
     assert_eq!(catchup.reset, None);
     assert_eq!(seqs(&catchup.messages), vec![1, 2]);
 }
@@ -126,7 +126,7 @@ fn forgotten_topic_history_is_reported() {
         ..HubConfig::default()
     });
     let news = topic("news");
-    let start = hub.join(&news, None, None, usize::MAX);
+    let start = hub.join(&news, None, None, Page::ALL);
     let message = hub.publish(&news, &text("gone soon"));
     // Age the message out and forget the idle topic.
     hub.sweep_at(now_ms() + hub.config.retention_age.as_millis() as u64 + 1);
@@ -134,7 +134,7 @@ fn forgotten_topic_history_is_reported() {
     assert_eq!(hub.topic_count(), 0);
     hub.publish(&news, &text("new history"));
     for from in [start.start, message.position] {
-        let catchup = hub.join(&news, Some(from), None, usize::MAX);
+        let catchup = hub.join(&news, Some(from), None, Page::ALL);
         assert_eq!(catchup.reset, Some(ResetReason::HistoryLost), "from {from}");
         assert_eq!(seqs(&catchup.messages), vec![1]);
     }
@@ -155,7 +155,7 @@ fn age_retention_drops_old_messages() {
             ..first.position
         }),
         None,
-        usize::MAX,
+        Page::ALL,
     );
     assert_eq!(catchup.reset, Some(ResetReason::Retention));
 }
@@ -185,9 +185,9 @@ fn memory_budget_evicts_the_oldest_messages_of_the_hub() {
     assert_eq!(hub.stats().evicted_by_budget.load(Ordering::Relaxed), 1);
     let start_of_a = Position {
         seq: 0,
-        ..hub.join(&a, None, None, 0).start
+        ..hub.join(&a, None, None, Page::NONE).start
     };
-    let retained_a = hub.join(&a, Some(start_of_a), None, 10);
+    let retained_a = hub.join(&a, Some(start_of_a), None, Page::messages(10));
     assert_eq!(
         seqs(&retained_a.messages),
         vec![2],
@@ -201,7 +201,7 @@ async fn join_is_atomic_with_delivery() {
     let hub = Hub::new(HubConfig::default());
     let chat = topic("chat");
     let before = hub.publish(&chat, &text("before"));
-    let mut inbox = Inbox::new(16);
+    let mut inbox = Inbox::new(QueueLimits::messages(16));
     let catchup = hub.join(
         &chat,
         Some(Position {
@@ -209,7 +209,7 @@ async fn join_is_atomic_with_delivery() {
             ..before.position
         }),
         Some(&inbox),
-        usize::MAX,
+        Page::ALL,
     );
     assert_eq!(seqs(&catchup.messages), vec![1]);
     hub.publish(&chat, &text("after"));
@@ -219,7 +219,7 @@ async fn join_is_atomic_with_delivery() {
     }
     assert!(inbox.try_recv().is_none());
     // Joining again does not deliver twice.
-    hub.join(&chat, None, Some(&inbox), 0);
+    hub.join(&chat, None, Some(&inbox), Page::NONE);
     hub.publish(&chat, &text("once"));
     assert!(inbox.try_recv().is_some());
     assert!(inbox.try_recv().is_none());
@@ -232,10 +232,10 @@ async fn join_is_atomic_with_delivery() {
 async fn a_full_inbox_gets_what_was_queued_then_overflows() {
     let hub = Hub::new(HubConfig::default());
     let chat = topic("chat");
-    let mut slow = Inbox::new(2);
-    let mut fast = Inbox::new(100);
-    hub.join(&chat, None, Some(&slow), 0);
-    hub.join(&chat, None, Some(&fast), 0);
+    let mut slow = Inbox::new(QueueLimits::messages(2));
+    let mut fast = Inbox::new(QueueLimits::messages(100));
+    hub.join(&chat, None, Some(&slow), Page::NONE);
+    hub.join(&chat, None, Some(&fast), Page::NONE);
     for i in 0..5 {
         hub.publish(&chat, &text(&i.to_string()));
     }
@@ -260,8 +260,8 @@ async fn a_full_inbox_gets_what_was_queued_then_overflows() {
 async fn overflow_wakes_a_waiting_connection() {
     let hub = Arc::new(Hub::new(HubConfig::default()));
     let chat = topic("chat");
-    let mut slow = Inbox::new(1);
-    hub.join(&chat, None, Some(&slow), 0);
+    let mut slow = Inbox::new(QueueLimits::messages(1));
+    hub.join(&chat, None, Some(&slow), Page::NONE);
     hub.publish(&chat, &text("1"));
     assert!(matches!(slow.recv().await, Received::Message(_)));
     let publisher = {
