@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard::Config;
+use switchboard_e2e::stuck::wait_for_health;
 use switchboard_e2e::{
-    Endpoint, Gateway, SseClient, SseItem, WsClient, assert_envelope, assert_reset, data_of, poll,
-    publish, within,
+    Endpoint, Gateway, SseClient, SseItem, TIMEOUT, WsClient, assert_envelope, assert_reset,
+    data_of, poll, publish, within,
 };
 
 /// A gateway retaining 5 messages per topic, with messages 1..=10 published to `t`.
@@ -243,11 +244,37 @@ async fn forgotten_topic_is_history_lost() {
     };
     let gw = Gateway::start(config).await;
     let id = publish(&gw.http_url("/events?topic=t"), &json!(1)).await;
-    // Ageing out and forgetting have no event to wait on; the gateway may sweep only now and
-    // then, so give it well over a second.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait_for_health(&gw.base(), TIMEOUT, "`t` forgotten", |h| {
+        h["topics"] == 0 && h["published"] == 1
+    })
+    .await;
     let reply = poll(&gw.http_url(&format!("/poll?topic=t&since={id}&timeout=0"))).await;
     assert_eq!(reply.reset.len(), 1, "{reply:?}");
     assert_reset(&reply.reset[0], "t", "history_lost");
     assert!(reply.messages.is_empty(), "{reply:?}");
+}
+
+/// Forgetting one topic casts no doubt on another: a starting position taken on a topic with
+/// no messages yet still resumes without a reset once an unrelated topic has been forgotten.
+#[tokio::test(flavor = "multi_thread")]
+async fn forgetting_a_topic_does_not_reset_the_starting_positions_of_others() {
+    let config = Config {
+        retention_age: Duration::from_millis(100),
+        idle_topic_ttl: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let gw = Gateway::start(config).await;
+    let start = poll(&gw.http_url("/poll?topic=quiet&timeout=0"))
+        .await
+        .cursor;
+    publish(&gw.http_url("/events?topic=busy"), &json!("soon forgotten")).await;
+    wait_for_health(&gw.base(), TIMEOUT, "`busy` forgotten", |h| {
+        h["topics"] == 0 && h["published"] == 1
+    })
+    .await;
+    let id = publish(&gw.http_url("/events?topic=quiet"), &json!("first")).await;
+    let reply = poll(&gw.http_url(&format!("/poll?topic=quiet&since={start}&timeout=0"))).await;
+    assert!(reply.reset.is_empty(), "{reply:?}");
+    assert_eq!(reply.messages.len(), 1, "{reply:?}");
+    assert_eq!(reply.messages[0]["id"], id.as_str());
 }

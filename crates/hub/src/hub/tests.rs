@@ -278,3 +278,144 @@ async fn overflow_wakes_a_waiting_connection() {
     let end = tokio::time::timeout(Duration::from_secs(2), slow.recv()).await;
     assert!(matches!(end, Ok(Received::Overflowed)));
 }
+
+#[test]
+fn a_page_stops_at_its_bytes_but_always_holds_one_message() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let first = hub.publish(&chat, &text(&"x".repeat(100)));
+    for _ in 0..9 {
+        hub.publish(&chat, &text(&"x".repeat(100)));
+    }
+    let size = first.queued_size();
+    let from = Some(Position {
+        seq: 0,
+        ..first.position
+    });
+    let page = |bytes| Page {
+        messages: usize::MAX,
+        bytes,
+    };
+    let three = hub.join(&chat, from, None, page(3 * size + size / 2));
+    assert_eq!(seqs(&three.messages), vec![1, 2, 3]);
+    assert!(three.more);
+    let one = hub.join(&chat, from, None, page(1));
+    assert_eq!(
+        seqs(&one.messages),
+        vec![1],
+        "a message larger than the page"
+    );
+    let none = hub.join(&chat, from, None, Page::NONE);
+    assert!(none.messages.is_empty());
+    assert!(none.more, "NONE still says that messages follow");
+}
+
+#[test]
+fn forgetting_a_topic_does_not_reset_the_starting_positions_of_others() {
+    let hub = hub_with(HubConfig {
+        idle_topic_ttl: Duration::ZERO,
+        ..HubConfig::default()
+    });
+    let (quiet, busy) = (topic("quiet"), topic("busy"));
+    assert_ne!(
+        topic_tag(&quiet) % HORIZON_BUCKETS as u64,
+        topic_tag(&busy) % HORIZON_BUCKETS as u64,
+        "the test needs topics in different buckets"
+    );
+    let start = hub.join(&quiet, None, None, Page::NONE).start;
+    let message = hub.publish(&busy, &text("soon forgotten"));
+    // Age the message out, then forget the idle topic.
+    let later = message.time_ms + hub.config.retention_age.as_millis() as u64 + 1;
+    hub.sweep_at(later);
+    hub.sweep_at(later + 1);
+    assert_eq!(hub.stats().topics_forgotten.load(Ordering::Relaxed), 1);
+    hub.publish(&quiet, &text("first"));
+    let catchup = hub.join(&quiet, Some(start), None, Page::ALL);
+    assert_eq!(catchup.reset, None, "nothing of `quiet` was ever lost");
+    assert_eq!(seqs(&catchup.messages), vec![1]);
+}
+
+#[test]
+fn forgetting_a_topic_that_never_had_a_message_loses_nothing() {
+    let hub = hub_with(HubConfig {
+        idle_topic_ttl: Duration::ZERO,
+        ..HubConfig::default()
+    });
+    let empty = topic("empty");
+    let mut inbox = Inbox::new(QueueLimits::messages(1));
+    let start = hub.join(&empty, None, Some(&inbox), Page::NONE).start;
+    hub.leave(&empty, &inbox);
+    hub.sweep_at(now_ms());
+    hub.sweep_at(now_ms() + 1);
+    assert_eq!(hub.topic_count(), 0);
+    hub.publish(&empty, &text("first"));
+    let catchup = hub.join(&empty, Some(Position { seq: 0, ..start }), None, Page::ALL);
+    assert_eq!(catchup.reset, None);
+    assert_eq!(seqs(&catchup.messages), vec![1]);
+    assert!(inbox.try_recv().is_none());
+}
+
+#[tokio::test]
+async fn an_inbox_is_bounded_in_bytes_but_takes_any_message_when_empty() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let big = text(&"x".repeat(1000));
+    let size = hub.publish(&chat, &big).queued_size();
+    let limits = QueueLimits::new(100, 2 * size, usize::MAX);
+    let mut inbox = Inbox::new(limits.clone());
+    hub.join(&chat, None, Some(&inbox), Page::NONE);
+    let huge = text(&"y".repeat(10 * size));
+    hub.publish(&chat, &huge);
+    assert!(limits.queued_bytes() > 2 * size);
+    assert!(
+        matches!(inbox.recv().await, Received::Message(_)),
+        "an empty inbox takes a message of any size"
+    );
+    assert_eq!(limits.queued_bytes(), 0);
+    hub.publish(&chat, &big);
+    hub.publish(&chat, &big);
+    assert_eq!(limits.queued_bytes(), 2 * size);
+    hub.publish(&chat, &big);
+    assert_eq!(hub.stats().slow_consumers.load(Ordering::Relaxed), 1);
+    let mut got = 0;
+    while let Received::Message(_) = inbox.recv().await {
+        got += 1;
+    }
+    assert_eq!(got, 2, "what fitted, then the end");
+    assert_eq!(limits.queued_bytes(), 0);
+}
+
+#[tokio::test]
+async fn over_the_total_only_inboxes_with_messages_waiting_overflow() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let data = text(&"x".repeat(1000));
+    let size = hub.publish(&chat, &data).queued_size();
+    // Room for two messages in all inboxes together, each counted once.
+    let limits = QueueLimits::new(100, usize::MAX, 2 * size);
+    let stuck = Inbox::new(limits.clone());
+    let mut keeping_up = Inbox::new(limits.clone());
+    hub.join(&chat, None, Some(&stuck), Page::NONE);
+    hub.join(&chat, None, Some(&keeping_up), Page::NONE);
+    for _ in 0..3 {
+        hub.publish(&chat, &data);
+        assert!(
+            keeping_up.try_recv().is_some(),
+            "the reader that keeps up gets every message"
+        );
+    }
+    assert_eq!(hub.stats().slow_consumers.load(Ordering::Relaxed), 0);
+    hub.publish(&chat, &data);
+    assert_eq!(
+        hub.stats().slow_consumers.load(Ordering::Relaxed),
+        1,
+        "the stuck one overflows"
+    );
+    assert!(keeping_up.try_recv().is_some());
+    drop(stuck);
+    assert_eq!(
+        limits.queued_bytes(),
+        0,
+        "a dropped inbox gives its bytes back"
+    );
+}
