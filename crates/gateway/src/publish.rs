@@ -1,15 +1,23 @@
 //! Publishing over HTTP: `POST /events` and `POST /poll`.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use switchboard_hub::Data;
 
 use crate::error::{AppError, ErrorCode};
 use crate::request::QueryParams;
 use crate::state::AppState;
+
+/// Bytes of an over-size body read and thrown away before its 413 is sent: a client that
+/// sends its whole body before reading (browsers' `fetch`, most HTTP libraries) then gets the
+/// 413 rather than a reset connection, as with nginx's lingering close.
+const DISCARD_BYTES: usize = 1024 * 1024;
 
 /// `POST /events?topic=T` or `POST /poll?topic=T`: publishes the body, JSON or text.
 pub async fn publish(
@@ -19,22 +27,69 @@ pub async fn publish(
     body: Body,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let topic = QueryParams::parse(uri.query()).single_topic()?;
-    let limit = state.config.max_message_bytes;
-    let body = Limited::new(body, limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<LengthLimitError>().is_some() {
-            too_large(limit)
-        } else {
-            AppError::new(
-                ErrorCode::BadRequest,
-                format!("could not read the body: {e}"),
-            )
-        }
-    })?;
-    let data = data_from_body(&headers, &body.to_bytes())?;
+    let body = read_body(
+        &headers,
+        body,
+        state.config.max_message_bytes,
+        state.config.body_timeout,
+    )
+    .await?;
+    let data = data_from_body(&headers, &body)?;
     let message = state.broker.publish(&topic, &data).await?;
     Ok(Json(
         serde_json::json!({"topic": topic.as_str(), "id": message.id()}),
     ))
+}
+
+/// The whole body, if it is at most `limit` bytes and arrives within `timeout`. Over the limit,
+/// what the client still sends (up to [`DISCARD_BYTES`]) is read and dropped first.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, AppError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    // Too large to be worth reading: answer before the client sends it (with
+    // `Expect: 100-continue` it waits for this answer).
+    if declared.is_some_and(|length| length > limit + DISCARD_BYTES) {
+        return Err(too_large(limit));
+    }
+    let mut stream = body.into_data_stream();
+    let mut collected = BytesMut::new();
+    let mut discarded = 0usize;
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                AppError::new(
+                    ErrorCode::BadRequest,
+                    format!("could not read the body: {e}"),
+                )
+            })?;
+            if discarded == 0 && collected.len() + chunk.len() <= limit {
+                collected.extend_from_slice(&chunk);
+                continue;
+            }
+            discarded += chunk.len();
+            if discarded > DISCARD_BYTES {
+                break;
+            }
+        }
+        Ok::<(), AppError>(())
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        AppError::new(
+            ErrorCode::RequestTimeout,
+            format!("the body did not arrive within {timeout:?}"),
+        )
+    })??;
+    if discarded > 0 {
+        return Err(too_large(limit));
+    }
+    Ok(collected.freeze())
 }
 
 pub fn too_large(limit: usize) -> AppError {
