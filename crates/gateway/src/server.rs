@@ -103,8 +103,8 @@ async fn serve_connection(
         claimed = tokio::time::timeout(HEADER_READ_TIMEOUT, stream_connection::claim(&stream, READ_BUFFER_MAX)) => claimed.ok().flatten(),
         () = token.cancelled() => return,
     };
-    if let Some(head_length) = claimed {
-        stream_connection::serve(stream, head_length, peer, router).await;
+    if let Some(claimed) = claimed {
+        stream_connection::serve(stream, claimed, peer, router).await;
         return;
     }
     let service = router.map_request(move |request: hyper::Request<Incoming>| {
