@@ -108,6 +108,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+
+    /// How long a client has, from connecting, to send its first request head, and a
+    /// kept-alive connection to send its next one; a connection that does not is closed.
+    #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a CIDR range (`10.0.0.0/8`).
@@ -220,6 +226,7 @@ impl Config {
     fn validated(self) -> Result<Config, ConfigError> {
         let positive = [
             ("heartbeat_interval", self.heartbeat_interval.is_zero()),
+            ("header_timeout", self.header_timeout.is_zero()),
             ("send_queue", self.send_queue == 0),
             ("poll_batch", self.poll_batch == 0),
             (
@@ -275,6 +282,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(config.poll_timeout, Duration::from_secs(25));
+        assert_eq!(config.header_timeout, Duration::from_secs(30));
         assert_eq!(config.retention_messages, 1000);
         assert_eq!(config.max_message_bytes, 65536);
         assert!(config.allowed_origins.is_empty());
@@ -309,6 +317,7 @@ mod tests {
         assert!(load(&["--send-queue", "0"]).is_err());
         assert!(load(&["--poll-timeout", "40s"]).is_err());
         assert!(load(&["--heartbeat-interval", "soon"]).is_err());
+        assert!(load(&["--header-timeout", "0s"]).is_err());
         let proxies = load(&["--trusted-proxies", "10.0.0.0/8,127.0.0.1"]).expect("valid list");
         assert!(proxies.trusts("127.0.0.1".parse().expect("ip")));
         assert!(proxies.trusts("10.1.2.3".parse().expect("ip")));
