@@ -1,6 +1,6 @@
-//! `max_connections`, `max_topics_per_connection` and `max_message_bytes`.
+//! `max_connections`, `max_topics_per_connection`, `max_message_bytes` and `header_timeout`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::json;
@@ -8,7 +8,10 @@ use switchboard::Config;
 use switchboard_e2e::http::assert_serving;
 use switchboard_e2e::{
     Endpoint, Gateway, SseClient, WsClient, assert_envelope, expect_error, poll, publish, within,
+    within_for,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn max_connections_counts_ws_sse_and_held_polls() {
@@ -188,4 +191,92 @@ async fn max_message_bytes_on_http() {
         );
     }
     assert_serving(&gw.base()).await;
+}
+
+/// Reads (and drops) whatever the gateway sends until it closes the connection.
+async fn read_to_close(stream: &mut TcpStream) {
+    let mut buffer = [0u8; 1024];
+    // A reset is a close as well.
+    while stream.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
+}
+
+/// A connection that sends nothing, or part of a request head, is closed once `header_timeout`
+/// has passed since it connected: one deadline for the head, not one for the gateway's look at
+/// the first bytes and then another for the HTTP layer.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_timeout_is_one_deadline_from_connecting() {
+    let header_timeout = Duration::from_secs(1);
+    let config = Config {
+        header_timeout,
+        ..Config::default()
+    };
+    let gw = Gateway::start(config).await;
+    // Only a deadline counted twice takes this long.
+    let limit = header_timeout.mul_f64(1.8);
+    for (what, sent) in [
+        ("nothing", &b""[..]),
+        ("part of a request line", b"GET /ev"),
+        ("part of an SSE head", b"GET /events?topic=t HTTP/1.1\r\n"),
+    ] {
+        let connected = Instant::now();
+        let mut stream = within("connect", TcpStream::connect(gw.addr()))
+            .await
+            .expect("connect");
+        stream.write_all(sent).await.expect("write");
+        within_for(
+            limit,
+            &format!("the gateway to close a connection that sent {what}"),
+            read_to_close(&mut stream),
+        )
+        .await;
+        let elapsed = connected.elapsed();
+        assert!(
+            elapsed >= header_timeout,
+            "a connection that sent {what} was closed after {elapsed:?}, before the \
+             {header_timeout:?} header timeout"
+        );
+    }
+    assert_serving(&gw.base()).await;
+}
+
+/// A kept-alive connection that sends no further request is closed after `header_timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_timeout_closes_idle_kept_alive_connections() {
+    let header_timeout = Duration::from_secs(1);
+    let config = Config {
+        header_timeout,
+        ..Config::default()
+    };
+    let gw = Gateway::start(config).await;
+    let mut stream = within("connect", TcpStream::connect(gw.addr()))
+        .await
+        .expect("connect");
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr());
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).ends_with('}') {
+        let n = within("the /healthz answer", stream.read(&mut buffer))
+            .await
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let answered = Instant::now();
+    within_for(
+        header_timeout.mul_f64(1.8),
+        "the gateway to close an idle kept-alive connection",
+        read_to_close(&mut stream),
+    )
+    .await;
+    let elapsed = answered.elapsed();
+    assert!(
+        elapsed >= header_timeout.mul_f64(0.9),
+        "an idle kept-alive connection was closed after {elapsed:?}, before the \
+         {header_timeout:?} header timeout"
+    );
 }

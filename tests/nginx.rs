@@ -389,6 +389,86 @@ async fn same_origin_pages_pass_and_others_are_refused() {
     expect_error(response, 403, "origin_not_allowed").await;
 }
 
+/// nginx passes the public `Host` on, so a gateway on loopback refuses it until the name is in
+/// `allowed_hosts`, as deploy/README.md says to set; then it answers that name and still
+/// refuses a rebound one. `/healthz` answers whatever the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn allowed_hosts_names_the_public_host_behind_nginx() {
+    let page = |host: &str| {
+        [
+            ("host", host.to_owned()),
+            ("origin", format!("http://{host}")),
+        ]
+    };
+    // A request from the page on `http://host`.
+    let from_page = |request: reqwest::RequestBuilder, host: &str| {
+        let request = page(host)
+            .into_iter()
+            .fold(request, |request, (name, value)| {
+                request.header(name, value)
+            });
+        within("a reply through nginx", request.send())
+    };
+    let get = |stack: &Stack, path: &str, host: &str| {
+        from_page(reqwest::Client::new().get(stack.http_url(path)), host)
+    };
+
+    let default = Stack::start_default().await;
+    let public = format!("chat.example:{}", default.addr().port());
+    let response = get(&default, "/events?topic=h", &public)
+        .await
+        .expect("GET /events");
+    expect_error(response, 403, "host_not_allowed").await;
+
+    let config = Config {
+        allowed_hosts: vec!["chat.example".parse().expect("a host")],
+        ..Config::default()
+    };
+    let stack = Stack::start(config).await;
+    let public = format!("chat.example:{}", stack.addr().port());
+    let headers = page(&public);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut ws = WsClient::connect_with(&stack.ws_url("/ws?topic=h"), &headers).await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    let mut sse = SseClient::from_response(
+        get(&stack, "/events?topic=h", &public)
+            .await
+            .expect("GET /events"),
+    )
+    .await;
+    sse.expect_event("subscribed").await;
+    let post = reqwest::Client::new()
+        .post(stack.http_url("/events?topic=h"))
+        .json(&json!("public"));
+    let response = from_page(post, &public).await.expect("POST /events");
+    assert_eq!(response.status(), 200, "publish from the public name");
+    let id = json_body(response).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_envelope(&ws.message().await, "h", &id, &json!("public"));
+    assert_envelope(&sse.message().await, "h", &id, &json!("public"));
+
+    let rebound = format!("rebind.evil.example:{}", stack.addr().port());
+    let headers = page(&rebound);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (status, body) =
+        WsClient::expect_refused_with(&stack.ws_url("/ws?topic=h"), &headers).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("host_not_allowed")),
+        "{body}"
+    );
+    let response = get(&stack, "/events?topic=h", &rebound)
+        .await
+        .expect("GET /events");
+    expect_error(response, 403, "host_not_allowed").await;
+    let response = get(&stack, "/healthz", &rebound)
+        .await
+        .expect("GET /healthz");
+    assert_eq!(response.status(), 200, "/healthz with a rebound Host");
+}
+
 /// A message of exactly `max_message_bytes` passes nginx; one byte more gets the gateway's JSON
 /// `413` (nginx's own limit sits above the gateway's); a huge body is stopped by nginx.
 #[tokio::test(flavor = "multi_thread")]

@@ -1,21 +1,31 @@
-//! `/events`: headers, the stream's framing, heartbeats and content safety.
+//! `/events`: headers, the stream's framing, heartbeats and content safety, each on a fresh
+//! connection (written by the gateway itself) and on a kept-alive one (written by hyper).
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard::Config;
 use switchboard_e2e::{
-    Endpoint, Gateway, SseClient, SseItem, assert_envelope, publish, publish_text,
+    Endpoint, Gateway, SseClient, SseConnection, SseItem, assert_envelope, publish, publish_text,
+    sse_connection_tests,
 };
 
-#[tokio::test(flavor = "multi_thread")]
-async fn headers_retry_first_then_subscribed() {
+sse_connection_tests!(
+    headers_retry_first_then_subscribed,
+    default_retry_is_2000,
+    heartbeat_comments_at_the_configured_interval,
+    content_cannot_break_the_stream,
+    json_with_raw_newlines_stays_on_one_line,
+    message_id_is_the_cursor,
+);
+
+async fn headers_retry_first_then_subscribed(connection: SseConnection) {
     let config = Config {
         sse_retry: Duration::from_millis(1500),
         ..Config::default()
     };
     let gw = Gateway::start(config).await;
-    let mut sse = SseClient::connect(&gw.http_url("/events?topic=h&topic=i")).await;
+    let mut sse = SseClient::connect_on(connection, &gw.http_url("/events?topic=h&topic=i")).await;
 
     let header = |name: &str| {
         sse.headers()
@@ -51,21 +61,19 @@ async fn headers_retry_first_then_subscribed() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn default_retry_is_2000() {
+async fn default_retry_is_2000(connection: SseConnection) {
     let gw = Gateway::start_default().await;
-    let mut sse = SseClient::connect(&gw.http_url("/events?topic=r")).await;
+    let mut sse = SseClient::connect_on(connection, &gw.http_url("/events?topic=r")).await;
     assert_eq!(sse.next_item().await, Some(SseItem::Retry(2000)));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn heartbeat_comments_at_the_configured_interval() {
+async fn heartbeat_comments_at_the_configured_interval(connection: SseConnection) {
     let config = Config {
         heartbeat_interval: Duration::from_millis(200),
         ..Config::default()
     };
     let gw = Gateway::start(config).await;
-    let mut sse = SseClient::connect(&gw.http_url("/events?topic=hb")).await;
+    let mut sse = SseClient::connect_on(connection, &gw.http_url("/events?topic=hb")).await;
     sse.expect_event("subscribed").await;
     let started = Instant::now();
     let mut heartbeats = 0;
@@ -87,10 +95,9 @@ async fn heartbeat_comments_at_the_configured_interval() {
 
 /// Text full of line breaks and field-like lines arrives as exactly one message event with
 /// exactly that data.
-#[tokio::test(flavor = "multi_thread")]
-async fn content_cannot_break_the_stream() {
+async fn content_cannot_break_the_stream(connection: SseConnection) {
     let gw = Gateway::start_default().await;
-    let mut sse = SseClient::connect(&gw.http_url("/events?topic=safe")).await;
+    let mut sse = SseClient::connect_on(connection, &gw.http_url("/events?topic=safe")).await;
     sse.expect_event("subscribed").await;
     let nasty = "one\rtwo\nthree\r\nfour\n\ndata: fake\nevent: x\nid: 1\n: comment\r\rretry: 1\n";
     let id = publish_text(&gw.http_url("/events?topic=safe"), nasty).await;
@@ -113,10 +120,9 @@ async fn content_cannot_break_the_stream() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn json_with_raw_newlines_stays_on_one_line() {
+async fn json_with_raw_newlines_stays_on_one_line(connection: SseConnection) {
     let gw = Gateway::start_default().await;
-    let mut sse = SseClient::connect(&gw.http_url("/events?topic=j")).await;
+    let mut sse = SseClient::connect_on(connection, &gw.http_url("/events?topic=j")).await;
     sse.expect_event("subscribed").await;
     let body = "{\n  \"a\": [1,\r\n 2],\r  \"b\" :\n\"x y\"\n}\n";
     let response = reqwest::Client::new()
@@ -141,10 +147,9 @@ async fn json_with_raw_newlines_stays_on_one_line() {
 
 /// The `id:` of a message event on a single-topic stream is the message id; a reconnect with
 /// it (`Last-Event-ID`) continues after it.
-#[tokio::test(flavor = "multi_thread")]
-async fn message_id_is_the_cursor() {
+async fn message_id_is_the_cursor(connection: SseConnection) {
     let gw = Gateway::start_default().await;
-    let mut sse = SseClient::connect(&gw.http_url("/events?topic=k")).await;
+    let mut sse = SseClient::connect_on(connection, &gw.http_url("/events?topic=k")).await;
     sse.expect_event("subscribed").await;
     let id = publish(&gw.http_url("/events?topic=k"), &json!(1)).await;
     let event = sse.expect_event("message").await;

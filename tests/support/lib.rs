@@ -23,7 +23,7 @@ pub use endpoint::Endpoint;
 pub use gateway::Gateway;
 pub use http::{PollReply, assert_serving, expect_error, json_body, poll, publish, publish_text};
 pub use nginx::Nginx;
-pub use sse::{SseClient, SseEvent, SseItem};
+pub use sse::{SseClient, SseConnection, SseEvent, SseItem};
 pub use transport::{Subscriber, Transport};
 pub use ws::WsClient;
 

@@ -8,11 +8,24 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::HeaderMap;
-use reqwest::{RequestBuilder, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use reqwest::header::{CONNECTION, HOST, HeaderMap};
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde_json::Value;
+use tokio::net::TcpStream;
 
 use crate::within;
+
+/// The two ways the gateway serves an SSE stream, which clients must not be able to tell
+/// apart (apart from `Connection: close`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseConnection {
+    /// The stream is the first request of a fresh connection: the gateway claims the
+    /// connection and writes the stream itself.
+    Fresh,
+    /// The stream follows another request on a kept-alive connection: hyper serves it.
+    KeptAlive,
+}
 
 /// One thing read from an event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +89,81 @@ impl SseClient {
     /// `GET url`; panics unless the answer is `200`.
     pub async fn connect(url: &str) -> SseClient {
         SseClient::open(reqwest::Client::new().get(url)).await
+    }
+
+    /// `GET url` on a connection of the given kind; panics unless the answer is `200`.
+    pub async fn connect_on(connection: SseConnection, url: &str) -> SseClient {
+        match connection {
+            SseConnection::Fresh => SseClient::connect(url).await,
+            SseConnection::KeptAlive => SseClient::connect_kept_alive(url).await,
+        }
+    }
+
+    /// `GET url` as the second request of a connection, after a `GET /healthz` on it; panics
+    /// unless the answer is `200`, or if it says `Connection: close`, which only a stream on a
+    /// fresh connection does.
+    ///
+    /// A single hyper connection rather than a pooled `reqwest::Client`: a pool may open a new
+    /// connection while the first is still on its way back to it.
+    pub async fn connect_kept_alive(url: &str) -> SseClient {
+        let parsed = Url::parse(url).unwrap_or_else(|e| panic!("bad URL {url}: {e}"));
+        let host = parsed.host_str().expect("a URL with a host");
+        let port = parsed.port_or_known_default().expect("an http URL");
+        let authority = format!("{host}:{port}");
+        let path_and_query = match parsed.query() {
+            Some(query) => format!("{}?{query}", parsed.path()),
+            None => parsed.path().to_owned(),
+        };
+        let stream = within("TCP connect", TcpStream::connect((host, port)))
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {authority}: {e}"));
+        let (mut sender, connection) = within(
+            "HTTP/1.1 handshake",
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+        )
+        .await
+        .expect("HTTP/1.1 handshake");
+        tokio::spawn(connection);
+        let get = |path_and_query: &str| {
+            hyper::Request::get(path_and_query)
+                .header(HOST, authority.as_str())
+                .body(String::new())
+                .expect("a valid request")
+        };
+
+        let health = within("/healthz answer", sender.send_request(get("/healthz")))
+            .await
+            .expect("GET /healthz");
+        let health = reqwest::Response::from(health.map(reqwest::Body::wrap));
+        within("/healthz body", health.bytes())
+            .await
+            .expect("the /healthz body");
+        // Ready again once the connection has finished the first exchange and is kept alive.
+        within("the connection to be ready again", sender.ready())
+            .await
+            .expect("the connection is kept alive after /healthz");
+
+        let response = within(
+            "SSE response headers",
+            sender.send_request(get(&path_and_query)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("SSE request failed: {e}"));
+        let status = response.status();
+        let response = reqwest::Response::from(response.map(reqwest::Body::wrap));
+        if status != StatusCode::OK {
+            let body = within("SSE error body", response.text())
+                .await
+                .unwrap_or_default();
+            panic!("GET {url} after /healthz answered {status} {body}");
+        }
+        let connection = response.headers().get(CONNECTION);
+        assert!(
+            connection.is_none_or(|value| !value.as_bytes().eq_ignore_ascii_case(b"close")),
+            "GET {url} after /healthz was served as on a fresh connection: {:?}",
+            response.headers()
+        );
+        SseClient::from_response(response).await
     }
 
     /// Sends `request` (a GET with whatever headers the test needs); panics unless the
@@ -176,6 +264,31 @@ impl SseClient {
             }
         }
     }
+}
+
+/// Runs each listed test, an `async fn(SseConnection)`, once per [`SseConnection`]: as
+/// `fresh_connection::NAME` and `kept_alive_connection::NAME`, so a failure names its path.
+///
+/// ```text
+/// async fn default_retry_is_2000(connection: SseConnection) { ... }
+/// sse_connection_tests!(default_retry_is_2000, ...);
+/// ```
+#[macro_export]
+macro_rules! sse_connection_tests {
+    ($($name:ident),* $(,)?) => {
+        mod fresh_connection {$(
+            #[::tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                super::$name($crate::SseConnection::Fresh).await;
+            }
+        )*}
+        mod kept_alive_connection {$(
+            #[::tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                super::$name($crate::SseConnection::KeptAlive).await;
+            }
+        )*}
+    };
 }
 
 /// The event-stream parser, fed with chunks cut anywhere.

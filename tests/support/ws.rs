@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{Error, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -37,7 +37,14 @@ impl WsClient {
 
     /// Connects to `url` sending `Origin: origin`; panics if the handshake fails.
     pub async fn connect_with_origin(url: &str, origin: Option<&str>) -> WsClient {
-        match WsClient::try_connect(url, origin).await {
+        let origin = origin.map(|origin| ("origin", origin));
+        WsClient::connect_with(url, origin.as_slice()).await
+    }
+
+    /// Connects to `url` with `headers` (see [`WsClient::try_connect_with`]); panics if the
+    /// handshake fails.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> WsClient {
+        match WsClient::try_connect_with(url, headers).await {
             Ok(client) => client,
             Err(Error::Http(response)) => {
                 let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default());
@@ -52,10 +59,18 @@ impl WsClient {
 
     /// Attempts the handshake; a refusal is `Err(Error::Http(response))`.
     pub async fn try_connect(url: &str, origin: Option<&str>) -> Result<WsClient, Error> {
+        let origin = origin.map(|origin| ("origin", origin));
+        WsClient::try_connect_with(url, origin.as_slice()).await
+    }
+
+    /// Attempts the handshake with `headers` added, each replacing the one of its name that
+    /// the handshake would send (`host` included); a refusal is `Err(Error::Http(response))`.
+    pub async fn try_connect_with(url: &str, headers: &[(&str, &str)]) -> Result<WsClient, Error> {
         let mut request = url.into_client_request()?;
-        if let Some(origin) = origin {
-            let value = HeaderValue::from_str(origin).expect("origin is a valid header value");
-            request.headers_mut().insert("origin", value);
+        for &(name, value) in headers {
+            let value = HeaderValue::from_str(value).expect("a valid header value");
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+            request.headers_mut().insert(name, value);
         }
         let (stream, _response) = within(
             "WebSocket handshake",
@@ -70,8 +85,15 @@ impl WsClient {
 
     /// Asserts that the handshake to `url` is refused; returns the status and JSON body.
     pub async fn expect_refused(url: &str, origin: Option<&str>) -> (u16, Value) {
-        match WsClient::try_connect(url, origin).await {
-            Ok(_) => panic!("WebSocket handshake to {url} (origin {origin:?}) was accepted"),
+        let origin = origin.map(|origin| ("origin", origin));
+        WsClient::expect_refused_with(url, origin.as_slice()).await
+    }
+
+    /// Asserts that the handshake to `url` with `headers` (see [`WsClient::try_connect_with`])
+    /// is refused; returns the status and JSON body.
+    pub async fn expect_refused_with(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        match WsClient::try_connect_with(url, headers).await {
+            Ok(_) => panic!("WebSocket handshake to {url} (with {headers:?}) was accepted"),
             Err(Error::Http(response)) => {
                 let body = response.body().as_deref().unwrap_or_default();
                 let json = serde_json::from_slice(body).unwrap_or_else(|e| {

@@ -1,6 +1,7 @@
-//! The HTTP surface: routes, the origin check, CORS, request logging and JSON errors.
+//! The HTTP surface: routes, the Host and origin checks, CORS, request logging and JSON errors.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -13,6 +14,7 @@ use tower_http::trace::TraceLayer;
 use crate::client_addr::client_ip;
 use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
+use crate::host::{self, HostPolicy};
 use crate::state::AppState;
 use crate::{origin, poll, publish, sse, static_files, ws};
 
@@ -28,11 +30,22 @@ pub fn app(state: AppState) -> Router {
         .merge(http_transports)
         .route_layer(from_fn_with_state(state.clone(), origin::check));
     let trace_state = state.clone();
+    let hosts = HostPolicy::new(&config.allowed_hosts, config.listen);
+    if hosts == HostPolicy::Any && config.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "listening on {} and serving requests for any Host; on a public deployment, set \
+             allowed_hosts to the names clients use, which refuses DNS rebinding",
+            config.listen
+        );
+    }
     Router::new()
         .merge(transports)
-        .route("/healthz", get(health))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(static_files::router(config.static_dir.as_deref()))
+        .layer(from_fn_with_state(Arc::new(hosts), host::check))
+        // Added after the Host check's layer, so not under it: load balancers and orchestrators
+        // probe by address, and it tells a rebinding page nothing but counters.
+        .route("/healthz", get(health).with_state(state))
         .layer(map_response(json_method_not_allowed))
         .layer(
             TraceLayer::new_for_http().make_span_with(move |request: &Request| {

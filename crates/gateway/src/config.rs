@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use switchboard_hub::HubConfig;
 
+use crate::host::HostPattern;
+
 /// Everything `switchboard serve` can be told. Durations are written like `15s`, `500ms`, `1h`.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +139,18 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+
+    /// How long a client has, from connecting, to send its first request head, and a
+    /// kept-alive connection to send its next one; a connection that does not is closed.
+    #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+
+    /// Host names (or IP addresses) clients may reach the gateway by, as in the `Host` header,
+    /// on any port; `*` allows all. Empty: loopback names only (`localhost`, `127.0.0.1`, …)
+    /// when listening on a loopback address, any host otherwise. Refuses DNS rebinding.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<HostPattern>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a CIDR range (`10.0.0.0/8`).
@@ -249,6 +263,7 @@ impl Config {
     fn validated(self) -> Result<Config, ConfigError> {
         let positive = [
             ("heartbeat_interval", self.heartbeat_interval.is_zero()),
+            ("header_timeout", self.header_timeout.is_zero()),
             ("send_queue", self.send_queue == 0),
             ("poll_batch", self.poll_batch == 0),
             (
@@ -310,9 +325,11 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(config.poll_timeout, Duration::from_secs(25));
+        assert_eq!(config.header_timeout, Duration::from_secs(30));
         assert_eq!(config.retention_messages, 1000);
         assert_eq!(config.max_message_bytes, 65536);
         assert!(config.allowed_origins.is_empty());
+        assert!(config.allowed_hosts.is_empty());
     }
 
     #[test]
@@ -322,7 +339,8 @@ mod tests {
         let path = dir.join("switchboard.toml");
         std::fs::write(
             &path,
-            "poll_timeout = \"5s\"\nretention_messages = 7\nallowed_origins = [\"https://a.example\"]\n",
+            "poll_timeout = \"5s\"\nretention_messages = 7\nallowed_origins = [\"https://a.example\"]\n\
+             allowed_hosts = [\"chat.example.com\"]\n",
         )
         .expect("write config");
         let path = path.to_str().expect("utf-8 path");
@@ -332,6 +350,10 @@ mod tests {
         assert_eq!(
             config.allowed_origins,
             vec!["https://a.example".to_string()]
+        );
+        assert_eq!(
+            config.allowed_hosts,
+            vec!["chat.example.com".parse().expect("a host")]
         );
 
         std::fs::write(dir.join("bad.toml"), "no_such_setting = 1\n").expect("write");
@@ -344,10 +366,14 @@ mod tests {
         assert!(load(&["--send-queue", "0"]).is_err());
         assert!(load(&["--poll-timeout", "40s"]).is_err());
         assert!(load(&["--heartbeat-interval", "soon"]).is_err());
+        assert!(load(&["--header-timeout", "0s"]).is_err());
         let proxies = load(&["--trusted-proxies", "10.0.0.0/8,127.0.0.1"]).expect("valid list");
         assert!(proxies.trusts("127.0.0.1".parse().expect("ip")));
         assert!(proxies.trusts("10.1.2.3".parse().expect("ip")));
         assert!(!proxies.trusts("192.168.1.1".parse().expect("ip")));
         assert!(load(&["--trusted-proxies", "10.0.0.0/99"]).is_err());
+        let hosts = load(&["--allowed-hosts", "chat.example.com,10.0.0.5"]).expect("valid list");
+        assert_eq!(hosts.allowed_hosts.len(), 2);
+        assert!(load(&["--allowed-hosts", "https://chat.example.com"]).is_err());
     }
 }

@@ -16,6 +16,7 @@ pub enum ErrorCode {
     UnknownType,
     BadRequest,
     OriginNotAllowed,
+    HostNotAllowed,
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -36,6 +37,7 @@ impl ErrorCode {
             ErrorCode::UnknownType => "unknown_type",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -48,7 +50,7 @@ impl ErrorCode {
 
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::OriginNotAllowed | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -12,7 +12,8 @@
 //! - `ws`, `sse`, `poll`: one file per transport; `publish`: HTTP publishing.
 //! - `encoding`: each transport's encoding of a message, made once and shared.
 //! - `request`: query parameters (topics, cursor, timeout); `error`: every rejection.
-//! - `origin`: the allowlist of origins; `client_addr`: trusted proxies.
+//! - `origin`: the allowlist of origins; `host`: the allowlist of `Host` names (DNS
+//!   rebinding); `client_addr`: trusted proxies.
 //! - `state`: what handlers share, including the connection and socket limits.
 //! - `socket`: an accepted client socket: its place in `max_sockets`, and the write
 //!   deadline that lets go of a client that stops reading.
@@ -24,6 +25,7 @@ pub mod config;
 mod encoding;
 mod error;
 mod heartbeat;
+mod host;
 mod origin;
 mod poll;
 mod publish;
@@ -39,3 +41,4 @@ mod subscription;
 mod ws;
 
 pub use config::Config;
+pub use host::HostPattern;

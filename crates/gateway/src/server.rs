@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +17,7 @@ use switchboard_hub::Hub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -28,10 +30,6 @@ use crate::stream_connection;
 
 /// How often the hub applies age retention and the memory budget, and forgets idle topics.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long a client has to send a request's headers; stops connections that never do from
-/// holding a slot.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest request head: room for a maximal cursor (8 KiB) in the query string and the
 /// same again in `Last-Event-ID`, with ordinary headers.
@@ -62,6 +60,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     fit_sockets_to_open_files_limit(&mut config);
     let grace = config.shutdown_grace;
+    let header_timeout = config.header_timeout;
     let hub = Arc::new(Hub::new(config.hub_config()));
     let token = CancellationToken::new();
     let state = AppState::new(hub.clone(), config, token.clone());
@@ -92,6 +91,7 @@ pub async fn run(
                         peer,
                         router.clone(),
                         token.clone(),
+                        header_timeout,
                     ));
                 }
                 Err(_) => refusals.refuse(stream, peer),
@@ -200,26 +200,50 @@ async fn serve_connection(
     peer: SocketAddr,
     router: Router,
     token: CancellationToken,
+    header_timeout: Duration,
 ) {
+    // One deadline for the first request head, counted from accept, whichever path reads it.
+    let head_deadline = Instant::now() + header_timeout;
     if let Err(e) = socket.stream().set_nodelay(true) {
         tracing::warn!("cannot set TCP_NODELAY: {e}");
     }
+    let claim = stream_connection::claim(socket.stream(), READ_BUFFER_MAX);
     let claimed = tokio::select! {
-        claimed = tokio::time::timeout(HEADER_READ_TIMEOUT, stream_connection::claim(socket.stream(), READ_BUFFER_MAX)) => claimed.ok().flatten(),
+        claimed = tokio::time::timeout_at(head_deadline, claim) => match claimed {
+            Ok(claimed) => claimed,
+            Err(_) => {
+                tracing::debug!(%peer, "no request within {header_timeout:?}; closing");
+                return;
+            }
+        },
         () = token.cancelled() => return,
     };
-    if let Some(head_length) = claimed {
-        stream_connection::serve(socket, head_length, peer, router).await;
+    if let Some(claimed) = claimed {
+        stream_connection::serve(socket, claimed, peer, router).await;
         return;
     }
-    let service = router.map_request(move |request: hyper::Request<Incoming>| {
-        let mut request = request.map(axum::body::Body::new);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request
+    // hyper starts its header timeout afresh for every head (so it also closes kept-alive
+    // connections that stay idle that long); the first head gets only what remains of the
+    // deadline, which `first_head_missed` enforces.
+    let head_received = Arc::new(AtomicBool::new(false));
+    let service = router.map_request({
+        let head_received = head_received.clone();
+        move |request: hyper::Request<Incoming>| {
+            head_received.store(true, Ordering::Relaxed);
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        }
     });
+    let first_head_missed = async {
+        tokio::time::sleep_until(head_deadline).await;
+        if head_received.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(READ_BUFFER_MAX);
     let connection = http
         .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service))
@@ -227,6 +251,10 @@ async fn serve_connection(
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        () = first_head_missed => {
+            tracing::debug!(%peer, "no complete request head within {header_timeout:?}; closing");
+            return;
+        }
         () = token.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await

@@ -6,7 +6,9 @@
 //! the head is parsed here (with `httparse`), run through the same router as every other
 //! request (origin check, CORS, logging, errors are unchanged), and the response is written
 //! directly: head, then chunked body, then the connection closes. Anything else, including a
-//! head that has not fully arrived in the first packet, is left untouched for hyper.
+//! head that has not fully arrived in the first packet and one that hyper would refuse or
+//! whose body it would have to frame, is left untouched for hyper, so that it is answered
+//! exactly as on any other connection.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -14,8 +16,9 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Version, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
@@ -30,9 +33,19 @@ const MAX_HEADERS: usize = 64;
 /// Bytes read at a time to notice that the client has gone (it sends nothing on a stream).
 const PROBE_BYTES: usize = 64;
 
-/// Whether the connection's first bytes are a complete HTTP/1.1 `GET /events` head; if so, its
-/// length. Nothing is consumed either way.
-pub(crate) async fn claim(stream: &TcpStream, max_head: usize) -> Option<usize> {
+/// A request this module serves, converted while it was only peeked at.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    request: Request<Body>,
+    /// The bytes its head takes on the socket, still to be consumed.
+    head_length: usize,
+}
+
+/// The connection's first request, if it is a complete HTTP/1.1 `GET /events` head that
+/// converts to the request hyper would build from it. Nothing is consumed either way, so that
+/// anything else (a partial head, a target `http` refuses, a body to frame) reaches hyper
+/// untouched and is answered exactly as on any other connection.
+pub(crate) async fn claim(stream: &TcpStream, max_head: usize) -> Option<Claimed> {
     let mut prefix = [0u8; CLAIMED_PREFIX.len()];
     let n = stream.peek(&mut prefix).await.ok()?;
     if prefix[..n] != CLAIMED_PREFIX[..] {
@@ -41,24 +54,59 @@ pub(crate) async fn claim(stream: &TcpStream, max_head: usize) -> Option<usize> 
     let mut head = vec![0u8; max_head];
     let n = stream.peek(&mut head).await.ok()?;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(&head[..n]) {
-        Ok(httparse::Status::Complete(length)) if request.version == Some(1) => Some(length),
-        _ => None,
-    }
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_length = match parsed.parse(&head[..n]) {
+        Ok(httparse::Status::Complete(length)) if parsed.version == Some(1) => length,
+        _ => return None,
+    };
+    let request = convert(&parsed)?;
+    Some(Claimed {
+        request,
+        head_length,
+    })
 }
 
-/// Serves the claimed request (`head_length` bytes) and closes the connection.
+/// The bodiless GET that `parsed` describes, or `None` where hyper would do more than build
+/// it: refuse a target or header (`400`), or frame a body (`Content-Length`,
+/// `Transfer-Encoding`), which it also refuses when malformed.
+fn convert(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
+    let uri = Uri::try_from(parsed.path?).ok()?;
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .version(Version::HTTP_11)
+        .body(Body::empty())
+        .ok()?;
+    for header in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            return None;
+        }
+        let value = HeaderValue::from_bytes(header.value).ok()?;
+        request.headers_mut().append(name, value);
+    }
+    Some(request)
+}
+
+/// Serves the claimed request and closes the connection.
 pub(crate) async fn serve(
     mut socket: ClientSocket,
-    head_length: usize,
+    claimed: Claimed,
     peer: SocketAddr,
     router: Router,
 ) {
-    let request = match read_request(&mut socket, head_length, peer).await {
-        Some(request) => request,
-        None => return,
-    };
+    let Claimed {
+        mut request,
+        head_length,
+    } = claimed;
+    // The head was only peeked at; it is in the socket's buffer, so this does not wait.
+    let mut head = vec![0u8; head_length];
+    if let Err(e) = socket.read_exact(&mut head).await {
+        tracing::debug!(%peer, "connection ended before its request was read: {e}");
+        return;
+    }
+    drop(head);
+    request.extensions_mut().insert(ConnectInfo(peer));
     let response = match router.oneshot(request).await {
         Ok(response) => response,
         Err(infallible) => match infallible {},
@@ -66,32 +114,6 @@ pub(crate) async fn serve(
     if let Err(e) = write_response(&mut socket, response).await {
         tracing::debug!(%peer, "stream ended: {e}");
     }
-}
-
-async fn read_request(
-    stream: &mut ClientSocket,
-    head_length: usize,
-    peer: SocketAddr,
-) -> Option<Request<Body>> {
-    use tokio::io::AsyncReadExt;
-    let mut head = vec![0u8; head_length];
-    stream.read_exact(&mut head).await.ok()?;
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    parsed.parse(&head).ok()?;
-    let mut request = Request::builder()
-        .method(Method::GET)
-        .uri(parsed.path?)
-        .version(Version::HTTP_11)
-        .body(Body::empty())
-        .ok()?;
-    for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(header.value).ok()?;
-        request.headers_mut().append(name, value);
-    }
-    request.extensions_mut().insert(ConnectInfo(peer));
-    Some(request)
 }
 
 /// Writes the response: a streamed body chunked, a sized one as it is; then the connection
