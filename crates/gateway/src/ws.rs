@@ -37,6 +37,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close codes the gateway sends (see docs/PROTOCOL.md).
 mod close {
     pub(super) const GOING_AWAY: u16 = 1001;
+    pub(super) const PROTOCOL_ERROR: u16 = 1002;
+    pub(super) const NOT_UTF8: u16 = 1007;
     pub(super) const TOO_BIG: u16 = 1009;
     pub(super) const SLOW_CONSUMER: u16 = 1013;
     pub(super) const HEARTBEAT_TIMEOUT: u16 = 4000;
@@ -163,10 +165,7 @@ impl Session {
                     last_heard = tokio::time::Instant::now();
                     match incoming {
                         None => return None,
-                        Some(Err(e)) => return too_big(&e).then_some(Ending {
-                            code: close::TOO_BIG,
-                            reason: "frame too large",
-                        }),
+                        Some(Err(e)) => return read_failure(&e),
                         // Boxed: client frames are rare next to deliveries, and keeping their
                         // handling out of this loop's state keeps every session small.
                         Some(Ok(WsMessage::Text(text))) => Box::pin(self.handle_frame(text.as_str(), socket)).await,
@@ -449,16 +448,36 @@ where
     socket.send(text_frame(text)).await
 }
 
-/// Whether a read failed because a frame was over the size limit.
-fn too_big(error: &axum::Error) -> bool {
+/// How to close after a failed read, by what the client did wrong; `None` when the connection
+/// itself failed and there is no one to tell. Tungstenite does not close on a read error, so
+/// the session can still send the close frame RFC 6455 asks for.
+fn read_failure(error: &axum::Error) -> Option<Ending> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
-            return true;
+        if let Some(e) = e.downcast_ref::<tungstenite::Error>() {
+            return match e {
+                tungstenite::Error::Capacity(_) => Some(Ending {
+                    code: close::TOO_BIG,
+                    reason: "frame too large",
+                }),
+                tungstenite::Error::Utf8(_) => Some(Ending {
+                    code: close::NOT_UTF8,
+                    reason: "text is not UTF-8",
+                }),
+                // The peer closed the TCP connection: nothing can reach it any more.
+                tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ) => None,
+                tungstenite::Error::Protocol(_) => Some(Ending {
+                    code: close::PROTOCOL_ERROR,
+                    reason: "protocol error",
+                }),
+                _ => None,
+            };
         }
         source = e.source();
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -634,6 +653,44 @@ mod tests {
             r#"{{"type":"publish","topic":"t","data":"{big}","ref":1}}"#
         ));
         assert_eq!(client.next().await["code"], "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn broken_frames_close_with_the_codes_of_rfc_6455() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let cases = [
+            (tungstenite::Error::Utf8("0xff".into()), 1007),
+            (
+                tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient),
+                1002,
+            ),
+            (
+                tungstenite::Error::Protocol(ProtocolError::NonZeroReservedBits),
+                1002,
+            ),
+            (
+                tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+                    size: 2,
+                    max_size: 1,
+                }),
+                1009,
+            ),
+        ];
+        for (error, code) in cases {
+            let mut client = Client::start(&[]);
+            let described = error.to_string();
+            client
+                .send
+                .send(Err(axum::Error::new(error)))
+                .expect("session alive");
+            let close = tokio::time::timeout(Duration::from_secs(2), client.receive.recv())
+                .await
+                .expect("in time");
+            match close {
+                Some(WsMessage::Close(Some(frame))) => assert_eq!(frame.code, code, "{described}"),
+                other => panic!("{described}: expected a close frame, got {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
