@@ -218,7 +218,9 @@ impl Session {
     {
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
-            Err(error) => return send_text(socket, error.frame(None)).await,
+            Err(Refused { error, reference }) => {
+                return send_text(socket, error.frame(reference.as_ref())).await;
+            }
         };
         let reference = frame.reference.clone();
         match self.act(frame, socket).await {
@@ -340,29 +342,55 @@ struct ClientFrame<'a> {
     fields: std::collections::HashMap<String, &'a RawValue>,
 }
 
+/// A frame refused as a whole, with its `ref` when that could be read.
+struct Refused {
+    error: AppError,
+    reference: Option<serde_json::Value>,
+}
+
+impl From<AppError> for Refused {
+    fn from(error: AppError) -> Refused {
+        Refused {
+            error,
+            reference: None,
+        }
+    }
+}
+
 impl<'a> ClientFrame<'a> {
-    fn parse(text: &'a str) -> Result<ClientFrame<'a>, AppError> {
-        let fields: std::collections::HashMap<String, &'a RawValue> = serde_json::from_str(text)
-            .map_err(|e| {
-                if e.is_data() {
-                    AppError::new(ErrorCode::BadRequest, "a frame must be a JSON object")
-                } else {
-                    AppError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
-                }
-            })?;
+    fn parse(text: &'a str) -> Result<ClientFrame<'a>, Refused> {
+        let RawFields {
+            fields,
+            first_repeated,
+            ref_repeated,
+        } = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                AppError::new(ErrorCode::BadRequest, "a frame must be a JSON object")
+            } else {
+                AppError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
+            }
+        })?;
         let reference = match fields.get("ref").map(|raw| serde_json::from_str(raw.get())) {
-            None => None,
+            None => Ok(None),
             Some(Ok(value @ (serde_json::Value::String(_) | serde_json::Value::Number(_)))) => {
-                Some(value)
+                Ok(Some(value))
             }
-            Some(_) => {
-                return Err(AppError::new(
-                    ErrorCode::BadRequest,
-                    "`ref` must be a string or a number",
-                ));
-            }
+            Some(_) => Err(AppError::new(
+                ErrorCode::BadRequest,
+                "`ref` must be a string or a number",
+            )),
         };
-        Ok(ClientFrame { reference, fields })
+        // A repeated key would be read as one of its values, silently: refuse the frame.
+        if let Some(key) = first_repeated {
+            return Err(Refused {
+                error: AppError::new(ErrorCode::BadRequest, format!("duplicate key `{key}`")),
+                reference: reference.ok().flatten().filter(|_| !ref_repeated),
+            });
+        }
+        Ok(ClientFrame {
+            reference: reference?,
+            fields,
+        })
     }
 
     /// The frame's `type`; a missing one is answered like any other bad field, with the `ref`.
@@ -410,6 +438,55 @@ impl<'a> ClientFrame<'a> {
             }
         }
         Ok(topics)
+    }
+}
+
+/// A JSON object's fields as raw JSON, read by hand rather than into a map so that a key given
+/// twice is noticed instead of its last value quietly winning. The first value is kept.
+struct RawFields<'a> {
+    fields: std::collections::HashMap<String, &'a RawValue>,
+    /// The first key seen twice, for the error message.
+    first_repeated: Option<String>,
+    /// Whether `ref` was seen twice, so that no `ref` can be echoed.
+    ref_repeated: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawFieldsVisitor)
+    }
+}
+
+struct RawFieldsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RawFieldsVisitor {
+    type Value = RawFields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawFields {
+            fields: std::collections::HashMap::new(),
+            first_repeated: None,
+            ref_repeated: false,
+        };
+        // Keys are compared unescaped: `"top\u0069c"` is `topic`.
+        while let Some(key) = map.next_key::<String>()? {
+            let value: &'de RawValue = map.next_value()?;
+            match raw.fields.entry(key) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                std::collections::hash_map::Entry::Occupied(entry) => {
+                    raw.ref_repeated |= entry.key() == "ref";
+                    raw.first_repeated
+                        .get_or_insert_with(|| entry.key().clone());
+                }
+            }
+        }
+        Ok(raw)
     }
 }
 
@@ -643,6 +720,53 @@ mod tests {
             client.next().await,
             serde_json::json!({"type": "pong", "ref": "still here"})
         );
+    }
+
+    #[tokio::test]
+    async fn repeated_keys_are_refused_with_the_ref_when_it_is_unambiguous() {
+        use serde_json::{Value, json};
+        let mut client = Client::start(&["a", "b"]);
+        assert_eq!(client.next().await["type"], "subscribed");
+        let cases = [
+            (
+                r#"{"type":"publish","topic":"a","topic":"b","data":1,"ref":"r1"}"#,
+                "topic",
+                json!("r1"),
+            ),
+            // The same key, however it is escaped; `ref` before the repeat.
+            (
+                r#"{"ref":"r2","type":"publish","topic":"a","top\u0069c":"b","data":1}"#,
+                "topic",
+                json!("r2"),
+            ),
+            (
+                r#"{"type":"subscribe","type":"publish","topics":["a"],"topic":"a","data":1,"ref":3}"#,
+                "type",
+                json!(3),
+            ),
+            (
+                r#"{"type":"publish","topic":"a","data":1,"data":2}"#,
+                "data",
+                Value::Null,
+            ),
+            // Which `ref` to echo is ambiguous: none is.
+            (r#"{"type":"ping","ref":"x","ref":"y"}"#, "ref", Value::Null),
+        ];
+        for (frame, key, reference) in cases {
+            client.send(frame);
+            let error = client.next().await;
+            assert_eq!(error["type"], "error", "{frame}: {error}");
+            assert_eq!(error["code"], "bad_request", "{frame}: {error}");
+            assert_eq!(
+                error["message"],
+                format!("duplicate key `{key}`"),
+                "{frame}: {error}"
+            );
+            assert_eq!(error["ref"], reference, "{frame}: {error}");
+        }
+        // Nothing was published: the next frame is the pong, not a message.
+        client.send(r#"{"type":"ping","ref":"end"}"#);
+        assert_eq!(client.next().await, json!({"type": "pong", "ref": "end"}));
     }
 
     #[tokio::test]
