@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::encoding::ws_message;
 use crate::error::{AppError, ErrorCode};
 use crate::publish::too_large;
-use crate::request::QueryParams;
+use crate::request::{QueryParams, distinct_topics};
 use crate::state::AppState;
 use crate::subscription::{Joined, Subscription, reset_json};
 
@@ -257,7 +257,7 @@ impl Session {
                 Ok(send_text(socket, ack.to_string()).await)
             }
             "subscribe" => {
-                let topics = frame.topics()?;
+                let topics = frame.topics(self.state.config.max_topics_per_connection)?;
                 let cursor = frame
                     .optional_string("since")?
                     .map(|c| Cursor::parse(&c))
@@ -267,7 +267,7 @@ impl Session {
                     .await)
             }
             "unsubscribe" => {
-                let topics = frame.topics()?;
+                let topics = frame.topics(self.state.config.max_topics_per_connection)?;
                 self.subscription.leave(&topics);
                 let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
                 let reply = with_ref(
@@ -416,8 +416,9 @@ impl<'a> ClientFrame<'a> {
         self.optional_string(name)?.ok_or_else(|| missing(name))
     }
 
-    /// The `topics` array, validated; empty is `missing_topic`.
-    fn topics(&self) -> Result<Vec<TopicName>, AppError> {
+    /// The `topics` array, validated, without repeats; empty is `missing_topic`, more than
+    /// `max` distinct names `too_many_topics`.
+    fn topics(&self, max: usize) -> Result<Vec<TopicName>, AppError> {
         let raw = self.fields.get("topics").ok_or_else(|| {
             AppError::new(ErrorCode::MissingTopic, "the frame needs a `topics` array")
         })?;
@@ -430,14 +431,7 @@ impl<'a> ClientFrame<'a> {
         if names.is_empty() {
             return Err(AppError::new(ErrorCode::MissingTopic, "`topics` is empty"));
         }
-        let mut topics: Vec<TopicName> = Vec::with_capacity(names.len());
-        for name in names {
-            let topic = TopicName::new(&name)?;
-            if !topics.contains(&topic) {
-                topics.push(topic);
-            }
-        }
-        Ok(topics)
+        distinct_topics(names, max)
     }
 }
 
@@ -767,6 +761,29 @@ mod tests {
         // Nothing was published: the next frame is the pong, not a message.
         client.send(r#"{"type":"ping","ref":"end"}"#);
         assert_eq!(client.next().await, json!({"type": "pong", "ref": "end"}));
+    }
+
+    #[tokio::test]
+    async fn the_topic_limit_wins_over_names_past_it() {
+        let mut client = Client::start(&[]);
+        let max = client.state.config.max_topics_per_connection;
+        // More distinct names than the limit, then one that is no topic at all.
+        let mut names: Vec<String> = (0..=max).map(|i| format!("t{i}")).collect();
+        names.push("a b".into());
+        for kind in ["subscribe", "unsubscribe"] {
+            let frame = serde_json::json!({"type": kind, "topics": names, "ref": kind});
+            client.send(&frame.to_string());
+            let error = client.next().await;
+            assert_eq!(error["code"], "too_many_topics", "{kind}: {error}");
+            assert_eq!(error["ref"], kind, "{error}");
+        }
+        // Repeats do not count towards the limit.
+        let repeats: Vec<String> = (0..10 * max).map(|i| format!("t{}", i % max)).collect();
+        let frame = serde_json::json!({"type": "subscribe", "topics": repeats, "ref": 1});
+        client.send(&frame.to_string());
+        let subscribed = client.next().await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        assert_eq!(subscribed["topics"].as_array().map(Vec::len), Some(max));
     }
 
     #[tokio::test]
