@@ -1,10 +1,25 @@
-//! The `switchboard` binary as a user runs it: the startup line, a live SSE stream, and a clean
-//! exit on SIGTERM that ends the stream.
+//! The `switchboard` binary as a user runs it: the startup line, a live SSE stream, a clean
+//! exit on SIGTERM that ends the stream, and settings refused at start-up.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// Waits up to `limit` for `child` to exit and returns what it wrote; kills it and panics if
+/// it is still running then.
+fn wait_for_exit(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id().to_string();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match exited.recv_timeout(limit) {
+        Ok(output) => output.expect("wait for the binary"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("{what}: the binary was still running after {limit:?}");
+        }
+    }
+}
 
 fn read_until(stream: &mut TcpStream, needle: &str, deadline: Instant) -> String {
     let mut seen = Vec::new();
@@ -68,4 +83,37 @@ fn serves_and_exits_cleanly_on_sigterm() {
     let exit = child.wait().expect("exit status");
     assert!(exit.success(), "exited with {exit}");
     assert!(Instant::now() < deadline);
+}
+
+#[test]
+fn out_of_range_settings_are_refused_at_start_up() {
+    let cases = [
+        (
+            ["--heartbeat-interval", "100000000000s"],
+            None,
+            "heartbeat_interval must be between 1ms and 1h, got 100000000000s",
+        ),
+        (
+            ["--shutdown-grace", "1s"],
+            Some(("SWITCHBOARD_POLL_MAX_TIMEOUT", "1000000h")),
+            "poll_max_timeout must be between 0s and 1h, got 1000000h",
+        ),
+    ];
+    for (args, env, message) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("the binary starts");
+        let output = wait_for_exit(child, Duration::from_secs(10), message);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "it listened: {:?}", output.stdout);
+    }
 }
