@@ -81,6 +81,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "retained_bytes": state.hub.retained_bytes(),
         "published": stats.published.load(load),
         "slow_consumers": stats.slow_consumers.load(load),
+        "log_dropped": crate::logging::dropped_lines(),
         "evicted": {
             "count": stats.evicted_by_count.load(load),
             "age": stats.evicted_by_age.load(load),

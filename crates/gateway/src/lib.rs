@@ -15,6 +15,7 @@
 //! - `origin`: the allowlist of origins; `client_addr`: trusted proxies.
 //! - `state`: what handlers share, including the connection limit.
 //! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
+//! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
 
 mod app;
 mod client_addr;
@@ -22,6 +23,7 @@ pub mod config;
 mod encoding;
 mod error;
 mod heartbeat;
+pub mod logging;
 mod origin;
 mod poll;
 mod publish;
