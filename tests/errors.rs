@@ -291,6 +291,14 @@ async fn ws_missing_topic() {
     ws_rejects(frame, "missing_topic", Some(json!("m4"))).await;
 }
 
+/// A repeated key would otherwise be read as its last value: refused, whatever its value.
+#[tokio::test(flavor = "multi_thread")]
+async fn ws_duplicate_key() {
+    let frame =
+        Message::text(r#"{"type":"publish","topic":"ok","topic":"elsewhere","data":1,"ref":"d"}"#);
+    ws_rejects(frame, "bad_request", Some(json!("d"))).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ws_ref_of_the_wrong_kind() {
     let frame = text(json!({"type": "ping", "ref": ["not", "a", "ref"]}));

@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod gateway;
 pub mod http;
 pub mod nginx;
+pub mod raw_ws;
 pub mod scenarios;
 pub mod sse;
 pub mod stuck;

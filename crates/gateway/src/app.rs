@@ -97,6 +97,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "published": stats.published.load(load),
         "slow_consumers": stats.slow_consumers.load(load),
         "write_timeouts": state.write_deadlines.timed_out(),
+        "log_dropped": crate::logging::dropped_lines(),
         "evicted": {
             "count": stats.evicted_by_count.load(load),
             "age": stats.evicted_by_age.load(load),

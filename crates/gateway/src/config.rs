@@ -260,26 +260,51 @@ impl Config {
         loaded.validated()
     }
 
+    /// Refuses values outside each setting's range (README lists them): too small makes no
+    /// sense, and too large overflows timers and allocations at run time.
     fn validated(self) -> Result<Config, ConfigError> {
-        let positive = [
-            ("heartbeat_interval", self.heartbeat_interval.is_zero()),
-            ("header_timeout", self.header_timeout.is_zero()),
-            ("send_queue", self.send_queue == 0),
-            ("poll_batch", self.poll_batch == 0),
-            (
-                "max_topics_per_connection",
-                self.max_topics_per_connection == 0,
-            ),
-            ("max_message_bytes", self.max_message_bytes == 0),
-            ("send_queue_bytes", self.send_queue_bytes == 0),
-            ("send_queue_total_bytes", self.send_queue_total_bytes == 0),
-            ("poll_batch_bytes", self.poll_batch_bytes == 0),
-            ("write_timeout", self.write_timeout.is_zero()),
-            ("body_timeout", self.body_timeout.is_zero()),
-            ("max_sockets", self.max_sockets == 0),
+        const MS: Duration = Duration::from_millis(1);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        const ZERO: Duration = Duration::ZERO;
+        // One line per setting: name, value, smallest and largest allowed.
+        #[rustfmt::skip]
+        let durations = [
+            ("heartbeat_interval", self.heartbeat_interval, MS, HOUR),
+            ("header_timeout", self.header_timeout, MS, HOUR),
+            ("write_timeout", self.write_timeout, MS, HOUR),
+            ("body_timeout", self.body_timeout, MS, HOUR),
+            ("poll_timeout", self.poll_timeout, ZERO, HOUR),
+            ("poll_max_timeout", self.poll_max_timeout, ZERO, HOUR),
+            ("retention_age", self.retention_age, ZERO, YEAR),
+            ("idle_topic_ttl", self.idle_topic_ttl, ZERO, YEAR),
+            ("sse_retry", self.sse_retry, ZERO, HOUR),
+            ("shutdown_grace", self.shutdown_grace, ZERO, HOUR),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, zero)| *zero) {
-            return Err(ConfigError(format!("{name} must be greater than zero")));
+        for (name, value, min, max) in durations {
+            if !(min..=max).contains(&value) {
+                return Err(out_of_range(name, value, min, max, show_duration));
+            }
+        }
+        #[rustfmt::skip]
+        let sizes = [
+            ("poll_batch", self.poll_batch, 1, 100_000),
+            ("send_queue", self.send_queue, 1, 1_000_000),
+            ("send_queue_bytes", self.send_queue_bytes, 1, 1 << 30),
+            ("send_queue_total_bytes", self.send_queue_total_bytes, 1, 1 << 40),
+            ("poll_batch_bytes", self.poll_batch_bytes, 1, 1 << 30),
+            ("max_sockets", self.max_sockets, 1, 1_000_000),
+            ("max_message_bytes", self.max_message_bytes, 1, 16 << 20),
+            ("max_connections", self.max_connections, 0, 1_000_000),
+            ("max_topics_per_connection", self.max_topics_per_connection, 1, 10_000),
+            ("retention_messages", self.retention_messages, 0, 10_000_000),
+            ("retention_bytes", self.retention_bytes, 0, 1 << 40),
+        ];
+        for (name, value, min, max) in sizes {
+            let value = value as u64;
+            if !(min..=max).contains(&value) {
+                return Err(out_of_range(name, value, min, max, u64::to_string));
+            }
         }
         if self.poll_timeout > self.poll_max_timeout {
             return Err(ConfigError(
@@ -303,6 +328,44 @@ impl Config {
             retention_bytes: self.retention_bytes,
             idle_topic_ttl: self.idle_topic_ttl,
         }
+    }
+}
+
+/// `name must be between MIN and MAX, got VALUE`.
+fn out_of_range<T: Copy>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+    show: fn(&T) -> String,
+) -> ConfigError {
+    ConfigError(format!(
+        "{name} must be between {} and {}, got {}",
+        show(&min),
+        show(&max),
+        show(&value)
+    ))
+}
+
+/// A duration in the largest unit that holds it exactly (`1h`, `365d`, `1500ms`), as the
+/// settings are written.
+fn show_duration(duration: &Duration) -> String {
+    let nanos = duration.as_nanos();
+    let units: [(&str, u128); 6] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ];
+    match units
+        .iter()
+        .find(|(_, size)| nanos % size == 0 && nanos > 0)
+    {
+        Some((unit, size)) => format!("{}{unit}", nanos / size),
+        None if nanos == 0 => "0s".into(),
+        None => format!("{nanos}ns"),
     }
 }
 
@@ -359,6 +422,151 @@ mod tests {
         std::fs::write(dir.join("bad.toml"), "no_such_setting = 1\n").expect("write");
         let bad = load(&["--config", dir.join("bad.toml").to_str().expect("utf-8")]);
         assert!(bad.is_err_and(|e| e.0.contains("unknown setting `no_such_setting`")));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_the_setting_its_value_and_the_range() {
+        let cases = [
+            (
+                "--heartbeat-interval",
+                "100000000000s",
+                "heartbeat_interval must be between 1ms and 1h, got 100000000000s",
+            ),
+            (
+                "--heartbeat-interval",
+                "0s",
+                "heartbeat_interval must be between 1ms and 1h, got 0s",
+            ),
+            (
+                "--poll-timeout",
+                "61m",
+                "poll_timeout must be between 0s and 1h, got 61m",
+            ),
+            (
+                "--poll-max-timeout",
+                "100000000000s",
+                "poll_max_timeout must be between 0s and 1h, got 100000000000s",
+            ),
+            (
+                "--retention-age",
+                "366d",
+                "retention_age must be between 0s and 365d, got 366d",
+            ),
+            (
+                "--idle-topic-ttl",
+                "8761h",
+                "idle_topic_ttl must be between 0s and 365d, got 8761h",
+            ),
+            (
+                "--sse-retry",
+                "3601s",
+                "sse_retry must be between 0s and 1h, got 3601s",
+            ),
+            (
+                "--shutdown-grace",
+                "1h 1ms",
+                "shutdown_grace must be between 0s and 1h, got 3600001ms",
+            ),
+            (
+                "--max-message-bytes",
+                "16777217",
+                "max_message_bytes must be between 1 and 16777216, got 16777217",
+            ),
+            (
+                "--max-message-bytes",
+                "0",
+                "max_message_bytes must be between 1 and 16777216, got 0",
+            ),
+            (
+                "--send-queue",
+                "1000001",
+                "send_queue must be between 1 and 1000000, got 1000001",
+            ),
+            (
+                "--poll-batch",
+                "100001",
+                "poll_batch must be between 1 and 100000, got 100001",
+            ),
+            (
+                "--max-topics-per-connection",
+                "10001",
+                "max_topics_per_connection must be between 1 and 10000, got 10001",
+            ),
+            (
+                "--max-connections",
+                "18446744073709551615",
+                "max_connections must be between 0 and 1000000, got 18446744073709551615",
+            ),
+            (
+                "--retention-messages",
+                "10000001",
+                "retention_messages must be between 0 and 10000000, got 10000001",
+            ),
+            (
+                "--retention-bytes",
+                "1099511627777",
+                "retention_bytes must be between 0 and 1099511627776, got 1099511627777",
+            ),
+        ];
+        for (flag, value, message) in cases {
+            match load(&[flag, value]) {
+                Ok(_) => panic!("{flag} {value} was accepted"),
+                Err(e) => assert_eq!(e.0, message, "{flag} {value}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_edges_of_every_range_are_accepted() {
+        let lowest = [
+            "--heartbeat-interval=1ms",
+            "--poll-timeout=0s",
+            "--poll-max-timeout=0s",
+            "--retention-age=0s",
+            "--idle-topic-ttl=0s",
+            "--sse-retry=0s",
+            "--shutdown-grace=0s",
+            "--max-message-bytes=1",
+            "--send-queue=1",
+            "--poll-batch=1",
+            "--max-topics-per-connection=1",
+            "--max-connections=0",
+            "--retention-messages=0",
+            "--retention-bytes=0",
+        ];
+        let highest = [
+            "--heartbeat-interval=1h",
+            "--poll-timeout=1h",
+            "--poll-max-timeout=1h",
+            "--retention-age=365d",
+            "--idle-topic-ttl=365d",
+            "--sse-retry=1h",
+            "--shutdown-grace=1h",
+            "--max-message-bytes=16777216",
+            "--send-queue=1000000",
+            "--poll-batch=100000",
+            "--max-topics-per-connection=10000",
+            "--max-connections=1000000",
+            "--retention-messages=10000000",
+            "--retention-bytes=1099511627776",
+        ];
+        for args in [&lowest[..], &highest[..]] {
+            if let Err(e) = load(args) {
+                panic!("{args:?} refused: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_is_held_to_the_same_ranges() {
+        let dir = std::env::temp_dir().join(format!("switchboard-ranges-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("switchboard.toml");
+        std::fs::write(&path, "heartbeat_interval = \"2h\"\n").expect("write config");
+        let loaded = load(&["--config", path.to_str().expect("utf-8 path")]);
+        assert!(
+            loaded.is_err_and(|e| e.0 == "heartbeat_interval must be between 1ms and 1h, got 2h"),
+        );
     }
 
     #[test]

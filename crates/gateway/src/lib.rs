@@ -18,6 +18,7 @@
 //! - `socket`: an accepted client socket: its place in `max_sockets`, and the write
 //!   deadline that lets go of a client that stops reading.
 //! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
+//! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
 
 mod app;
 mod client_addr;
@@ -26,6 +27,7 @@ mod encoding;
 mod error;
 mod heartbeat;
 mod host;
+pub mod logging;
 mod origin;
 mod poll;
 mod publish;

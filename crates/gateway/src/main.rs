@@ -1,8 +1,18 @@
 //! The `switchboard` command.
 
+use std::time::Duration;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use switchboard::Config;
+use switchboard::logging::LogSink;
 use tokio::net::TcpListener;
+
+/// Log lines waiting to be written, in bytes, before new ones are dropped: room for bursts
+/// while the output is slow.
+const LOG_QUEUE_BYTES: usize = 256 * 1024;
+
+/// How long the last log lines get to be written when the gateway exits.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
 /// A real-time gateway: one topic hub over WebSocket, Server-Sent Events and long-poll.
 #[derive(Debug, Parser)]
@@ -36,28 +46,38 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // Logs go through a queue to a thread of their own, so that a stderr that is full or
+    // closed cannot stall or crash the gateway (see `switchboard::logging`).
+    let log = match LogSink::start(std::io::stderr(), LOG_QUEUE_BYTES) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the log writer: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log.clone())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
+    let exit = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => match runtime.block_on(serve(config)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                log.push(format!("switchboard: {e}\n").as_bytes());
+                std::process::ExitCode::FAILURE
+            }
+        },
         Err(e) => {
-            eprintln!("switchboard: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchboard: {e}");
+            log.push(format!("switchboard: cannot start the runtime: {e}\n").as_bytes());
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    log.flush(LOG_FLUSH_LIMIT);
+    exit
 }
 
 async fn serve(config: Config) -> std::io::Result<()> {

@@ -1,5 +1,6 @@
 //! Query parameters shared by the three transports: topics, cursor, timeout.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -30,15 +31,7 @@ impl QueryParams {
 
     /// Every `topic` parameter, validated, without repeats, in order.
     pub fn topics(&self, max: usize) -> Result<Vec<TopicName>, AppError> {
-        let mut topics: Vec<TopicName> = Vec::new();
-        for name in self.all("topic") {
-            let topic = TopicName::new(name)?;
-            if !topics.contains(&topic) {
-                topics.push(topic);
-            }
-        }
-        check_topic_count(topics.len(), max)?;
-        Ok(topics)
+        distinct_topics(self.all("topic"), max)
     }
 
     /// At least one topic, for subscribing over HTTP.
@@ -110,6 +103,33 @@ impl QueryParams {
     }
 }
 
+/// `names` validated, without repeats, in order; `too_many_topics` as soon as more than `max`
+/// distinct names are seen. The work is linear in the names read, and no more than the first
+/// `max` + 1 distinct ones are validated, however long the list.
+pub fn distinct_topics<S: AsRef<str>>(
+    names: impl IntoIterator<Item = S>,
+    max: usize,
+) -> Result<Vec<TopicName>, AppError> {
+    let mut seen: HashSet<TopicName> = HashSet::new();
+    let mut topics: Vec<TopicName> = Vec::new();
+    for name in names {
+        let name = name.as_ref();
+        if seen.contains(name) {
+            continue;
+        }
+        if topics.len() == max {
+            return Err(AppError::new(
+                ErrorCode::TooManyTopics,
+                format!("more than {max} topics; at most {max} are allowed on one connection"),
+            ));
+        }
+        let topic = TopicName::new(name)?;
+        seen.insert(topic.clone());
+        topics.push(topic);
+    }
+    Ok(topics)
+}
+
 pub fn check_topic_count(count: usize, max: usize) -> Result<(), AppError> {
     if count > max {
         return Err(AppError::new(
@@ -144,6 +164,48 @@ mod tests {
             params.single_topic().map_err(|e| e.code),
             Err(ErrorCode::BadRequest)
         );
+    }
+
+    #[test]
+    fn distinct_topics_reads_no_more_than_one_name_past_the_limit() {
+        let read = std::cell::Cell::new(0);
+        let names = (0..100_000)
+            .map(|i| format!("t{i}"))
+            .inspect(|_| read.set(read.get() + 1));
+        assert_eq!(
+            distinct_topics(names, 64).map_err(|e| e.code),
+            Err(ErrorCode::TooManyTopics)
+        );
+        assert_eq!(read.get(), 65);
+    }
+
+    #[test]
+    fn the_topic_limit_wins_over_names_past_it() {
+        // 100,000 distinct names and then one that is no topic at all: the limit is reached
+        // long before the bad name, which is never looked at.
+        let mut query: String = (0..100_000).map(|i| format!("topic=t{i}&")).collect();
+        query.push_str("topic=a%20b");
+        let params = QueryParams::parse(Some(&query));
+        assert_eq!(
+            params.topics(64).map_err(|e| e.code),
+            Err(ErrorCode::TooManyTopics)
+        );
+        // Before the limit, a bad name is still a bad name.
+        let params = QueryParams::parse(Some("topic=a&topic=a%20b&topic=c"));
+        assert_eq!(
+            params.topics(2).map_err(|e| e.code),
+            Err(ErrorCode::BadTopic)
+        );
+        // Repeats do not count towards the limit, however many there are.
+        let mut query: String = (0..100_000)
+            .map(|i| format!("topic=t{}&", i % 64))
+            .collect();
+        query.push_str("topic=t0");
+        let topics = QueryParams::parse(Some(&query))
+            .topics(64)
+            .expect("64 topics");
+        assert_eq!(topics.len(), 64);
+        assert_eq!(topics[63].as_str(), "t63");
     }
 
     #[test]

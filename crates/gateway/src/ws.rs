@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::encoding::ws_message;
 use crate::error::{AppError, ErrorCode};
 use crate::publish::too_large;
-use crate::request::QueryParams;
+use crate::request::{QueryParams, distinct_topics};
 use crate::state::AppState;
 use crate::subscription::{Next, Subscription, reset_json};
 
@@ -37,6 +37,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Close codes the gateway sends (see docs/PROTOCOL.md).
 mod close {
     pub(super) const GOING_AWAY: u16 = 1001;
+    pub(super) const PROTOCOL_ERROR: u16 = 1002;
+    pub(super) const NOT_UTF8: u16 = 1007;
     pub(super) const TOO_BIG: u16 = 1009;
     /// A slow consumer, or a broker out of reach: reconnect with the cursor.
     pub(super) const TRY_AGAIN_LATER: u16 = 1013;
@@ -164,10 +166,7 @@ impl Session {
                     last_heard = tokio::time::Instant::now();
                     match incoming {
                         None => return None,
-                        Some(Err(e)) => return too_big(&e).then_some(Ending {
-                            code: close::TOO_BIG,
-                            reason: "frame too large",
-                        }),
+                        Some(Err(e)) => return read_failure(&e),
                         // Boxed: client frames are rare next to deliveries, and keeping their
                         // handling out of this loop's state keeps every session small.
                         Some(Ok(WsMessage::Text(text))) => Box::pin(self.handle_frame(text.as_str(), socket)).await,
@@ -225,7 +224,9 @@ impl Session {
     {
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
-            Err(error) => return send_text(socket, error.frame(None)).await,
+            Err(Refused { error, reference }) => {
+                return send_text(socket, error.frame(reference.as_ref())).await;
+            }
         };
         let reference = frame.reference.clone();
         match self.act(frame, socket).await {
@@ -262,7 +263,7 @@ impl Session {
                 Ok(send_text(socket, ack.to_string()).await)
             }
             "subscribe" => {
-                let topics = frame.topics()?;
+                let topics = frame.topics(self.state.config.max_topics_per_connection)?;
                 let cursor = frame
                     .optional_string("since")?
                     .map(|c| Cursor::parse(&c))
@@ -272,7 +273,7 @@ impl Session {
                     .await)
             }
             "unsubscribe" => {
-                let topics = frame.topics()?;
+                let topics = frame.topics(self.state.config.max_topics_per_connection)?;
                 self.subscription.leave(&topics);
                 let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
                 let reply = with_ref(
@@ -337,29 +338,55 @@ struct ClientFrame<'a> {
     fields: std::collections::HashMap<String, &'a RawValue>,
 }
 
+/// A frame refused as a whole, with its `ref` when that could be read.
+struct Refused {
+    error: AppError,
+    reference: Option<serde_json::Value>,
+}
+
+impl From<AppError> for Refused {
+    fn from(error: AppError) -> Refused {
+        Refused {
+            error,
+            reference: None,
+        }
+    }
+}
+
 impl<'a> ClientFrame<'a> {
-    fn parse(text: &'a str) -> Result<ClientFrame<'a>, AppError> {
-        let fields: std::collections::HashMap<String, &'a RawValue> = serde_json::from_str(text)
-            .map_err(|e| {
-                if e.is_data() {
-                    AppError::new(ErrorCode::BadRequest, "a frame must be a JSON object")
-                } else {
-                    AppError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
-                }
-            })?;
+    fn parse(text: &'a str) -> Result<ClientFrame<'a>, Refused> {
+        let RawFields {
+            fields,
+            first_repeated,
+            ref_repeated,
+        } = serde_json::from_str(text).map_err(|e| {
+            if e.is_data() {
+                AppError::new(ErrorCode::BadRequest, "a frame must be a JSON object")
+            } else {
+                AppError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
+            }
+        })?;
         let reference = match fields.get("ref").map(|raw| serde_json::from_str(raw.get())) {
-            None => None,
+            None => Ok(None),
             Some(Ok(value @ (serde_json::Value::String(_) | serde_json::Value::Number(_)))) => {
-                Some(value)
+                Ok(Some(value))
             }
-            Some(_) => {
-                return Err(AppError::new(
-                    ErrorCode::BadRequest,
-                    "`ref` must be a string or a number",
-                ));
-            }
+            Some(_) => Err(AppError::new(
+                ErrorCode::BadRequest,
+                "`ref` must be a string or a number",
+            )),
         };
-        Ok(ClientFrame { reference, fields })
+        // A repeated key would be read as one of its values, silently: refuse the frame.
+        if let Some(key) = first_repeated {
+            return Err(Refused {
+                error: AppError::new(ErrorCode::BadRequest, format!("duplicate key `{key}`")),
+                reference: reference.ok().flatten().filter(|_| !ref_repeated),
+            });
+        }
+        Ok(ClientFrame {
+            reference: reference?,
+            fields,
+        })
     }
 
     /// The frame's `type`; a missing one is answered like any other bad field, with the `ref`.
@@ -385,8 +412,9 @@ impl<'a> ClientFrame<'a> {
         self.optional_string(name)?.ok_or_else(|| missing(name))
     }
 
-    /// The `topics` array, validated; empty is `missing_topic`.
-    fn topics(&self) -> Result<Vec<TopicName>, AppError> {
+    /// The `topics` array, validated, without repeats; empty is `missing_topic`, more than
+    /// `max` distinct names `too_many_topics`.
+    fn topics(&self, max: usize) -> Result<Vec<TopicName>, AppError> {
         let raw = self.fields.get("topics").ok_or_else(|| {
             AppError::new(ErrorCode::MissingTopic, "the frame needs a `topics` array")
         })?;
@@ -399,14 +427,56 @@ impl<'a> ClientFrame<'a> {
         if names.is_empty() {
             return Err(AppError::new(ErrorCode::MissingTopic, "`topics` is empty"));
         }
-        let mut topics: Vec<TopicName> = Vec::with_capacity(names.len());
-        for name in names {
-            let topic = TopicName::new(&name)?;
-            if !topics.contains(&topic) {
-                topics.push(topic);
+        distinct_topics(names, max)
+    }
+}
+
+/// A JSON object's fields as raw JSON, read by hand rather than into a map so that a key given
+/// twice is noticed instead of its last value quietly winning. The first value is kept.
+struct RawFields<'a> {
+    fields: std::collections::HashMap<String, &'a RawValue>,
+    /// The first key seen twice, for the error message.
+    first_repeated: Option<String>,
+    /// Whether `ref` was seen twice, so that no `ref` can be echoed.
+    ref_repeated: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawFieldsVisitor)
+    }
+}
+
+struct RawFieldsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RawFieldsVisitor {
+    type Value = RawFields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawFields {
+            fields: std::collections::HashMap::new(),
+            first_repeated: None,
+            ref_repeated: false,
+        };
+        // Keys are compared unescaped: `"top\u0069c"` is `topic`.
+        while let Some(key) = map.next_key::<String>()? {
+            let value: &'de RawValue = map.next_value()?;
+            match raw.fields.entry(key) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(value);
+                }
+                std::collections::hash_map::Entry::Occupied(entry) => {
+                    raw.ref_repeated |= entry.key() == "ref";
+                    raw.first_repeated
+                        .get_or_insert_with(|| entry.key().clone());
+                }
             }
         }
-        Ok(topics)
+        Ok(raw)
     }
 }
 
@@ -452,16 +522,36 @@ where
     socket.send(text_frame(text)).await
 }
 
-/// Whether a read failed because a frame was over the size limit.
-fn too_big(error: &axum::Error) -> bool {
+/// How to close after a failed read, by what the client did wrong; `None` when the connection
+/// itself failed and there is no one to tell. Tungstenite does not close on a read error, so
+/// the session can still send the close frame RFC 6455 asks for.
+fn read_failure(error: &axum::Error) -> Option<Ending> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
-            return true;
+        if let Some(e) = e.downcast_ref::<tungstenite::Error>() {
+            return match e {
+                tungstenite::Error::Capacity(_) => Some(Ending {
+                    code: close::TOO_BIG,
+                    reason: "frame too large",
+                }),
+                tungstenite::Error::Utf8(_) => Some(Ending {
+                    code: close::NOT_UTF8,
+                    reason: "text is not UTF-8",
+                }),
+                // The peer closed the TCP connection: nothing can reach it any more.
+                tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ) => None,
+                tungstenite::Error::Protocol(_) => Some(Ending {
+                    code: close::PROTOCOL_ERROR,
+                    reason: "protocol error",
+                }),
+                _ => None,
+            };
         }
         source = e.source();
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -630,6 +720,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn repeated_keys_are_refused_with_the_ref_when_it_is_unambiguous() {
+        use serde_json::{Value, json};
+        let mut client = Client::start(&["a", "b"]);
+        assert_eq!(client.next().await["type"], "subscribed");
+        let cases = [
+            (
+                r#"{"type":"publish","topic":"a","topic":"b","data":1,"ref":"r1"}"#,
+                "topic",
+                json!("r1"),
+            ),
+            // The same key, however it is escaped; `ref` before the repeat.
+            (
+                r#"{"ref":"r2","type":"publish","topic":"a","top\u0069c":"b","data":1}"#,
+                "topic",
+                json!("r2"),
+            ),
+            (
+                r#"{"type":"subscribe","type":"publish","topics":["a"],"topic":"a","data":1,"ref":3}"#,
+                "type",
+                json!(3),
+            ),
+            (
+                r#"{"type":"publish","topic":"a","data":1,"data":2}"#,
+                "data",
+                Value::Null,
+            ),
+            // Which `ref` to echo is ambiguous: none is.
+            (r#"{"type":"ping","ref":"x","ref":"y"}"#, "ref", Value::Null),
+        ];
+        for (frame, key, reference) in cases {
+            client.send(frame);
+            let error = client.next().await;
+            assert_eq!(error["type"], "error", "{frame}: {error}");
+            assert_eq!(error["code"], "bad_request", "{frame}: {error}");
+            assert_eq!(
+                error["message"],
+                format!("duplicate key `{key}`"),
+                "{frame}: {error}"
+            );
+            assert_eq!(error["ref"], reference, "{frame}: {error}");
+        }
+        // Nothing was published: the next frame is the pong, not a message.
+        client.send(r#"{"type":"ping","ref":"end"}"#);
+        assert_eq!(client.next().await, json!({"type": "pong", "ref": "end"}));
+    }
+
+    #[tokio::test]
+    async fn the_topic_limit_wins_over_names_past_it() {
+        let mut client = Client::start(&[]);
+        let max = client.state.config.max_topics_per_connection;
+        // More distinct names than the limit, then one that is no topic at all.
+        let mut names: Vec<String> = (0..=max).map(|i| format!("t{i}")).collect();
+        names.push("a b".into());
+        for kind in ["subscribe", "unsubscribe"] {
+            let frame = serde_json::json!({"type": kind, "topics": names, "ref": kind});
+            client.send(&frame.to_string());
+            let error = client.next().await;
+            assert_eq!(error["code"], "too_many_topics", "{kind}: {error}");
+            assert_eq!(error["ref"], kind, "{error}");
+        }
+        // Repeats do not count towards the limit.
+        let repeats: Vec<String> = (0..10 * max).map(|i| format!("t{}", i % max)).collect();
+        let frame = serde_json::json!({"type": "subscribe", "topics": repeats, "ref": 1});
+        client.send(&frame.to_string());
+        let subscribed = client.next().await;
+        assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+        assert_eq!(subscribed["topics"].as_array().map(Vec::len), Some(max));
+    }
+
+    #[tokio::test]
     async fn oversized_data_is_refused() {
         let mut client = Client::start(&[]);
         let big = "x".repeat(client.state.config.max_message_bytes);
@@ -637,6 +797,44 @@ mod tests {
             r#"{{"type":"publish","topic":"t","data":"{big}","ref":1}}"#
         ));
         assert_eq!(client.next().await["code"], "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn broken_frames_close_with_the_codes_of_rfc_6455() {
+        use tungstenite::error::{CapacityError, ProtocolError};
+        let cases = [
+            (tungstenite::Error::Utf8("0xff".into()), 1007),
+            (
+                tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient),
+                1002,
+            ),
+            (
+                tungstenite::Error::Protocol(ProtocolError::NonZeroReservedBits),
+                1002,
+            ),
+            (
+                tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+                    size: 2,
+                    max_size: 1,
+                }),
+                1009,
+            ),
+        ];
+        for (error, code) in cases {
+            let mut client = Client::start(&[]);
+            let described = error.to_string();
+            client
+                .send
+                .send(Err(axum::Error::new(error)))
+                .expect("session alive");
+            let close = tokio::time::timeout(Duration::from_secs(2), client.receive.recv())
+                .await
+                .expect("in time");
+            match close {
+                Some(WsMessage::Close(Some(frame))) => assert_eq!(frame.code, code, "{described}"),
+                other => panic!("{described}: expected a close frame, got {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
