@@ -135,6 +135,22 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub sse_retry: Duration,
 
+    /// Run on this Redis (or Valkey) instead of the in-memory hub, so that several nodes share
+    /// topics, positions and history: `redis://[user:password@]host:port[/db]`, or
+    /// `rediss://` for TLS.
+    #[arg(long, env = "SWITCHBOARD_REDIS", conflicts_with = "redis_cluster")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+
+    /// Run on a Redis Cluster, reached through these seed nodes (comma-separated
+    /// `redis://host:port` URLs); needs Redis 7 or newer for sharded pub/sub.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+
+    /// Prefix of every Redis key and channel, so that several deployments can share one Redis.
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX", default_value = "sb")]
+    pub redis_prefix: String,
+
     /// On SIGTERM/SIGINT, how long connections get to end before the gateway exits anyway.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -305,6 +321,11 @@ impl Config {
             if !(min..=max).contains(&value) {
                 return Err(out_of_range(name, value, min, max, u64::to_string));
             }
+        }
+        if self.redis.is_some() && !self.redis_cluster.is_empty() {
+            return Err(ConfigError(
+                "give either redis or redis_cluster, not both".into(),
+            ));
         }
         if self.poll_timeout > self.poll_max_timeout {
             return Err(ConfigError(
