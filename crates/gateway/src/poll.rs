@@ -11,7 +11,7 @@ use switchboard_hub::{Message, Page};
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
-use crate::subscription::{Batch, Subscription, reset_json};
+use crate::subscription::{Batch, Next, Subscription, reset_json};
 
 /// `GET /poll?topic=A[&topic=B][&since=C][&timeout=S]`.
 pub async fn poll(
@@ -45,20 +45,29 @@ pub async fn poll(
     if !batch.messages.is_empty() || !batch.resets.is_empty() {
         return Ok(reply(&subscription, batch));
     }
-    tokio::select! {
-        first = subscription.wait() => {
-            if let Some(first) = first {
-                let rest = Page {
-                    messages: page.messages - 1,
-                    bytes: page.bytes.saturating_sub(first.queued_size()),
-                };
-                batch.messages.push(first);
-                let rest = subscription.batch(rest).await?;
-                batch.absorb(rest);
-            }
+    let next = tokio::select! {
+        next = subscription.next() => Some(next),
+        () = tokio::time::sleep(timeout) => None,
+        () = state.shutdown.cancelled() => None,
+    };
+    match next {
+        Some(Next::Message(first)) => {
+            let rest = Page {
+                messages: page.messages - 1,
+                bytes: page.bytes.saturating_sub(first.queued_size()),
+            };
+            batch.messages.push(first);
+            let rest = subscription.batch(rest).await?;
+            batch.absorb(rest);
         }
-        () = tokio::time::sleep(timeout) => {}
-        () = state.shutdown.cancelled() => {}
+        Some(Next::Reset(topic, reason)) => {
+            batch.resets.push((topic, reason));
+            let rest = subscription.batch(page).await?;
+            batch.absorb(rest);
+        }
+        Some(Next::Unavailable(error)) => return Err(error),
+        // An inbox of at least one message overflows only after delivering it.
+        Some(Next::Overflowed) | None => {}
     }
     Ok(reply(&subscription, batch))
 }

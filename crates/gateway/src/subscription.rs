@@ -68,6 +68,8 @@ pub struct Subscription {
     followed: Vec<Followed>,
     /// Retained messages fetched and not delivered yet, oldest first: at most one page.
     backlog: VecDeque<Arc<Message>>,
+    /// Positions found not to hold any more, to tell the client before anything else.
+    resets: VecDeque<(TopicName, ResetReason)>,
     /// Whether the inbox is registered with the topics in `followed`.
     live: bool,
     max_topics: usize,
@@ -84,6 +86,7 @@ impl Subscription {
             inbox: Inbox::new(queue_limits),
             followed: Vec::new(),
             backlog: VecDeque::new(),
+            resets: VecDeque::new(),
             live: false,
             max_topics,
         }
@@ -162,15 +165,17 @@ impl Subscription {
     /// Cancel-safe.
     pub async fn next(&mut self) -> Next {
         loop {
+            if let Some((topic, reason)) = self.resets.pop_front() {
+                return Next::Reset(topic, reason);
+            }
             if let Some(message) = self.next_fetched() {
                 return Next::Message(message);
             }
             if self.is_behind() {
-                match self.fetch_page(BACKLOG_PAGE).await {
-                    Ok(Some((topic, reason))) => return Next::Reset(topic, reason),
-                    Ok(None) => continue,
-                    Err(e) => return Next::Unavailable(e),
+                if let Err(e) = self.fetch_page(BACKLOG_PAGE).await {
+                    return Next::Unavailable(e);
                 }
+                continue;
             }
             match self.inbox.recv().await {
                 Received::Message(message) => {
@@ -185,14 +190,16 @@ impl Subscription {
 
     /// The next message if one is at hand now, for coalescing several into one write.
     pub fn try_next(&mut self) -> Option<Arc<Message>> {
+        // A reset goes out through `next`, before anything after it.
+        if !self.resets.is_empty() {
+            return None;
+        }
         if let Some(message) = self.next_fetched() {
             return Some(message);
         }
         // Live messages wait until the history before them has been sent.
-        if self.is_behind() {
-            return None;
-        }
-        while let Some(message) = self.inbox.try_recv() {
+        while !self.is_behind() && self.resets.is_empty() {
+            let message = self.inbox.try_recv()?;
             if self.record(&message) {
                 return Some(message);
             }
@@ -207,6 +214,7 @@ impl Subscription {
         let mut batch = Batch::default();
         let mut bytes = 0;
         while batch.messages.len() < page.messages && bytes < page.bytes {
+            batch.resets.extend(self.resets.drain(..));
             let message = match self.next_fetched() {
                 Some(message) => message,
                 None if self.is_behind() => {
@@ -214,29 +222,21 @@ impl Subscription {
                         messages: page.messages - batch.messages.len(),
                         bytes: page.bytes - bytes,
                     };
-                    if let Some(reset) = self.fetch_page(remaining).await? {
-                        batch.resets.push(reset);
-                    }
+                    self.fetch_page(remaining).await?;
                     continue;
                 }
                 None => match self.try_next() {
                     Some(message) => message,
-                    None => break,
+                    None if self.resets.is_empty() => break,
+                    None => continue,
                 },
             };
             bytes += message.queued_size();
             batch.messages.push(message);
         }
+        batch.resets.extend(self.resets.drain(..));
         batch.more = !self.backlog.is_empty() || self.is_behind();
         Ok(batch)
-    }
-
-    /// Waits for the next live message (a held poll). Cancel-safe.
-    pub async fn wait(&mut self) -> Option<Arc<Message>> {
-        match self.next().await {
-            Next::Message(message) => Some(message),
-            _ => None,
-        }
     }
 
     fn is_behind(&self) -> bool {
@@ -253,14 +253,11 @@ impl Subscription {
         None
     }
 
-    /// Fetches the next page of the first topic that is behind into the backlog; returns the
-    /// reset to tell if its position could no longer be honoured.
-    async fn fetch_page(
-        &mut self,
-        page: Page,
-    ) -> Result<Option<(TopicName, ResetReason)>, AppError> {
+    /// Fetches the next page of the first topic that is behind into the backlog, with a reset
+    /// to tell first if its position could no longer be honoured.
+    async fn fetch_page(&mut self, page: Page) -> Result<(), AppError> {
         let Some(index) = self.followed.iter().position(|f| f.behind) else {
-            return Ok(None);
+            return Ok(());
         };
         let followed = &self.followed[index];
         let catchup = self
@@ -270,20 +267,39 @@ impl Subscription {
         let followed = &mut self.followed[index];
         followed.behind = catchup.more;
         self.backlog.extend(catchup.messages);
-        Ok(catchup.reset.map(|reason| {
-            followed.position = catchup.start;
-            (followed.topic.clone(), reason)
-        }))
+        // Unchanged unless the position did not hold, or named the topic before it existed.
+        followed.position = catchup.start;
+        if let Some(reason) = catchup.reset {
+            self.resets.push_back((followed.topic.clone(), reason));
+        }
+        Ok(())
     }
 
-    /// Records that `message` is delivered; false if it must not be (topic left, or already
-    /// delivered: a live message that a page of history already carried).
+    /// Records that `message` is delivered; false if it must not be: its topic was left, it
+    /// was delivered already (a live message that a page of history carried), or messages
+    /// before it are missing (a live message that came after a gap, or from a new history of
+    /// its topic). After a gap the topic is behind again, so what is missing is fetched from
+    /// the store, this message with it; a new history is a `history_lost` reset first.
     fn record(&mut self, message: &Message) -> bool {
         let Some(followed) = self.followed.iter_mut().find(|f| f.topic == message.topic) else {
             return false;
         };
         let position = message.position;
-        if position.epoch == followed.position.epoch && position.seq <= followed.position.seq {
+        let current = followed.position;
+        if position.epoch < current.epoch
+            || (position.epoch == current.epoch && position.seq <= current.seq)
+        {
+            return false;
+        }
+        if position.epoch > current.epoch {
+            followed.position = Position { seq: 0, ..position };
+            followed.behind = true;
+            self.resets
+                .push_back((followed.topic.clone(), ResetReason::HistoryLost));
+            return false;
+        }
+        if position.seq > current.seq + 1 {
+            followed.behind = true;
             return false;
         }
         followed.position = position;

@@ -10,9 +10,11 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::inbox::{Delivery, Inbox, InboxSender};
+use crate::fanout::Subscribers;
+use crate::inbox::Inbox;
 use crate::message::{Data, Message};
 use crate::position::{Position, topic_tag};
+use crate::resume::{TopicView, resume};
 use crate::topic::TopicName;
 
 /// How the hub retains history. Every limit applies at once; the strictest wins.
@@ -132,7 +134,7 @@ struct TopicState {
     last_seq: u64,
     /// Contiguous in sequence: the front is the oldest retained message.
     retained: VecDeque<Arc<Message>>,
-    subscribers: Vec<Arc<InboxSender>>,
+    subscribers: Subscribers,
     /// When the topic last had neither subscribers nor retained messages.
     idle_since_ms: Option<u64>,
     /// Set under the lock when the topic leaves the map, so late arrivals look it up again.
@@ -261,7 +263,7 @@ impl Hub {
                                 epoch: self.tick(),
                                 last_seq: 0,
                                 retained: VecDeque::new(),
-                                subscribers: Vec::new(),
+                                subscribers: Subscribers::default(),
                                 idle_since_ms: None,
                                 removed: false,
                             }),
@@ -292,20 +294,10 @@ impl Hub {
                 let message = Message::new(topic.name.clone(), position, time_ms, data);
                 self.retain(state, message.clone(), time_ms);
                 state.idle_since_ms = None;
-                let mut gone = false;
-                for subscriber in &state.subscribers {
-                    match subscriber.deliver(&message) {
-                        Delivery::Queued => {}
-                        Delivery::Overflowed => {
-                            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                            gone = true;
-                        }
-                        Delivery::Gone => gone = true,
-                    }
-                }
-                if gone {
-                    state.subscribers.retain(|s| s.is_open());
-                }
+                let overflowed = state.subscribers.deliver(&message);
+                self.stats
+                    .slow_consumers
+                    .fetch_add(overflowed, Ordering::Relaxed);
                 message
             })
             .unwrap_or_else(|| unreachable!("a topic is always created on publish"));
@@ -365,13 +357,7 @@ impl Hub {
         let joined = self.with_topic(topic, inbox.is_some(), |topic, state| {
             let catchup = self.read(topic, state, from, page);
             if let Some(inbox) = inbox {
-                if !state
-                    .subscribers
-                    .iter()
-                    .any(|s| Arc::as_ptr(s) == inbox.ptr())
-                {
-                    state.subscribers.push(inbox.sender.clone());
-                }
+                state.subscribers.add(inbox);
                 state.idle_since_ms = None;
             }
             catchup
@@ -387,25 +373,13 @@ impl Hub {
         page: Page,
     ) -> Catchup {
         let first = state.first_retained_seq();
-        let horizon = self.horizon(topic.tag).load(Ordering::Acquire);
-        let (after, reset) = match from {
-            None => (state.last_seq, None),
-            Some(p) if p.epoch == state.epoch => {
-                if p.seq > state.last_seq {
-                    (first - 1, Some(ResetReason::HistoryLost))
-                } else if p.seq + 1 < first {
-                    (first - 1, Some(ResetReason::Retention))
-                } else {
-                    (p.seq, None)
-                }
-            }
-            // A position taken while the topic did not exist yet, after the hub last lost
-            // history: the topic was born after it, so its whole history is new to the client.
-            Some(p) if p.seq == 0 && p.epoch >= horizon && p.epoch < state.epoch => {
-                (first - 1, (first > 1).then_some(ResetReason::Retention))
-            }
-            Some(_) => (first - 1, Some(ResetReason::HistoryLost)),
+        let view = TopicView {
+            epoch: state.epoch,
+            first_retained: first,
+            last_seq: state.last_seq,
+            trusted_since: self.horizon(topic.tag).load(Ordering::Acquire),
         };
+        let (after, reset) = resume(from, &view);
         let skip = (after + 1 - first) as usize;
         let available = state.retained.len().saturating_sub(skip);
         let mut messages = Vec::new();
@@ -454,7 +428,7 @@ impl Hub {
     /// Unsubscribes `inbox` from `topic`.
     pub fn leave(&self, topic: &TopicName, inbox: &Inbox) {
         self.with_topic(topic, false, |_, state| {
-            state.subscribers.retain(|s| Arc::as_ptr(s) != inbox.ptr());
+            state.subscribers.remove(inbox);
         });
     }
 
@@ -474,7 +448,7 @@ impl Hub {
         for topic in &topics {
             let mut state = topic.state.lock();
             self.drop_expired(&mut state, now_ms);
-            state.subscribers.retain(|s| s.is_open());
+            state.subscribers.prune();
             if !state.is_idle() {
                 continue;
             }

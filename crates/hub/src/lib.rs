@@ -8,25 +8,31 @@
 //! - [`message`]: validated [`Data`], and the shared [`Message`] with its envelope, encoded
 //!   once, plus a cache for each transport's own encoding.
 //! - [`inbox`]: a connection's bounded queue, fed by every topic it subscribes to.
+//! - [`fanout`]: the subscribers of one topic on this node, and delivery to all of them.
+//! - [`resume`]: the resume rules, one pure function every store uses.
 //! - [`hub`]: the in-memory [`Hub`]: the topic map, retention, resume rules, maintenance.
 //!
 //! The gateway reaches the hub only through the [`Broker`] trait, so that a broker backed by
 //! Redis can later provide sequencing, history and cross-node fan-out behind it.
 
+pub mod fanout;
 pub mod hub;
 pub mod inbox;
 pub mod message;
 pub mod position;
+pub mod resume;
 pub mod topic;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use fanout::Subscribers;
 pub use hub::{Catchup, Hub, HubConfig, HubStats, Page, ResetReason};
 pub use inbox::{Inbox, QueueLimits, Received};
 pub use message::{Data, DataError, Message};
 pub use position::{Cursor, CursorError, Position};
+pub use resume::{TopicView, resume};
 pub use topic::{TopicError, TopicName};
 
 /// A boxed future, so that [`Broker`] can be used as a trait object.
