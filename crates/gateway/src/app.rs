@@ -44,8 +44,9 @@ pub fn app(state: AppState) -> Router {
         .merge(static_files::router(config.static_dir.as_deref()))
         .layer(from_fn_with_state(Arc::new(hosts), host::check))
         // Added after the Host check's layer, so not under it: load balancers and orchestrators
-        // probe by address, and it tells a rebinding page nothing but counters.
-        .route("/healthz", get(health).with_state(state))
+        // probe by address, and they tell a rebinding page nothing but counters.
+        .route("/healthz", get(health).with_state(state.clone()))
+        .route("/readyz", get(ready).with_state(state))
         .layer(map_response(json_method_not_allowed))
         .layer(
             TraceLayer::new_for_http().make_span_with(move |request: &Request| {
@@ -76,7 +77,7 @@ fn request_span(request: &Request, config: &Config) -> tracing::Span {
     }
 }
 
-/// `GET /healthz`.
+/// `GET /healthz`: the process is alive, with its counters and its broker's state.
 async fn health(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
         return (
@@ -85,26 +86,41 @@ async fn health(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    let stats = state.hub.stats();
-    let load = std::sync::atomic::Ordering::Relaxed;
-    Json(serde_json::json!({
+    let broker = state.broker.status();
+    let mut health = serde_json::json!({
         "status": "ok",
+        "broker": broker.kind,
+        "ready": broker.unready.is_none(),
         "connections": state.open_connections(),
         "sockets": state.open_sockets(),
-        "topics": state.hub.topic_count(),
-        "retained_bytes": state.hub.retained_bytes(),
         "queued_bytes": state.queue_limits.queued_bytes(),
-        "published": stats.published.load(load),
-        "slow_consumers": stats.slow_consumers.load(load),
         "write_timeouts": state.write_deadlines.timed_out(),
         "log_dropped": crate::logging::dropped_lines(),
-        "evicted": {
-            "count": stats.evicted_by_count.load(load),
-            "age": stats.evicted_by_age.load(load),
-            "budget": stats.evicted_by_budget.load(load),
-        },
-    }))
-    .into_response()
+    });
+    if let (Some(health), serde_json::Value::Object(details)) =
+        (health.as_object_mut(), broker.details)
+    {
+        health.extend(details);
+    }
+    Json(health).into_response()
+}
+
+/// `GET /readyz`: whether this node can serve now (its broker is reachable, and it is not
+/// shutting down), for load balancers and orchestrators to take it out while it cannot.
+async fn ready(State(state): State<AppState>) -> Response {
+    let unready = if state.shutdown.is_cancelled() {
+        Some("the gateway is shutting down".to_owned())
+    } else {
+        state.broker.status().unready
+    };
+    match unready {
+        None => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unready", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 /// The router answers a wrong method with an empty 405; give it the JSON error body, keeping

@@ -23,7 +23,7 @@ pub enum ErrorCode {
     RequestTimeout,
     TooManyConnections,
     ShuttingDown,
-    Unavailable,
+    BrokerUnavailable,
 }
 
 impl ErrorCode {
@@ -44,7 +44,7 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ShuttingDown => "shutting_down",
-            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::BrokerUnavailable => "broker_unavailable",
         }
     }
 
@@ -55,9 +55,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::TooManyConnections | ErrorCode::ShuttingDown | ErrorCode::Unavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::TooManyConnections
+            | ErrorCode::ShuttingDown
+            | ErrorCode::BrokerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -133,6 +133,6 @@ impl From<DataError> for AppError {
 
 impl From<BrokerError> for AppError {
     fn from(e: BrokerError) -> Self {
-        AppError::new(ErrorCode::Unavailable, e.to_string())
+        AppError::new(ErrorCode::BrokerUnavailable, e.to_string())
     }
 }

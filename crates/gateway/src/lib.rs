@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: settings from flags, environment and a TOML file.
 //! - [`server`]: `run(listener, config, shutdown)`: serving and the graceful drain.
+//! - `broker`: the in-memory hub, or Redis when the configuration names one.
 //! - `stream_connection`: SSE streams on fresh connections, written without hyper's buffers.
 //! - `app`: the routes, origin check, CORS, logging, JSON errors for 404/405.
 //! - `subscription`: the plumbing all three transports share: joining topics from a
@@ -21,6 +22,7 @@
 //! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
 
 mod app;
+mod broker;
 mod client_addr;
 pub mod config;
 mod encoding;

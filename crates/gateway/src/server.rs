@@ -13,7 +13,6 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use switchboard_hub::Hub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -22,14 +21,12 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::app::app;
+use crate::broker;
 use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
 use crate::socket::ClientSocket;
 use crate::state::AppState;
 use crate::stream_connection;
-
-/// How often the hub applies age retention and the memory budget, and forgets idle topics.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The largest request head: room for a maximal cursor (8 KiB) in the query string and the
 /// same again in `Last-Event-ID`, with ordinary headers.
@@ -61,15 +58,14 @@ pub async fn run(
     fit_sockets_to_open_files_limit(&mut config);
     let grace = config.shutdown_grace;
     let header_timeout = config.header_timeout;
-    let hub = Arc::new(Hub::new(config.hub_config()));
+    let running = broker::start(&config).await?;
     let token = CancellationToken::new();
-    let state = AppState::new(hub.clone(), config, token.clone());
+    let state = AppState::new(running.broker.clone(), config, token.clone());
     // Connections and WebSocket sessions alike: shutdown waits for both.
     let tasks = state.tasks.clone();
     let sockets = state.sockets.clone();
     let deadlines = state.write_deadlines.clone();
     let refusals = Arc::new(Refusals::new(state.config.max_sockets));
-    let maintenance = tokio::spawn(async move { hub.maintain(MAINTENANCE_INTERVAL).await });
     let router = app(state);
 
     let signal = token.clone();
@@ -112,7 +108,7 @@ pub async fn run(
             tasks.len()
         );
     }
-    maintenance.abort();
+    drop(running);
     Ok(())
 }
 

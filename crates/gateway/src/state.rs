@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use switchboard_hub::{Broker, Hub, QueueLimits};
+use switchboard_hub::{Broker, QueueLimits};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,8 +17,6 @@ use crate::subscription::Subscription;
 pub struct AppState {
     /// Where messages are published and subscribed; transports see only the trait.
     pub broker: Arc<dyn Broker>,
-    /// The same hub, for its counters.
-    pub hub: Arc<Hub>,
     pub config: Arc<Config>,
     /// Cancelled when the gateway starts shutting down: streams end, polls answer.
     pub shutdown: CancellationToken,
@@ -36,10 +34,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(hub: Arc<Hub>, config: Config, shutdown: CancellationToken) -> AppState {
+    pub fn new(broker: Arc<dyn Broker>, config: Config, shutdown: CancellationToken) -> AppState {
         AppState {
-            broker: hub.clone(),
-            hub,
+            broker,
             connections: Arc::new(Semaphore::new(config.max_connections)),
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
             write_deadlines: Arc::new(WriteDeadlines::new(config.write_timeout, shutdown.clone())),

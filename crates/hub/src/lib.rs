@@ -55,6 +55,17 @@ impl std::fmt::Display for BrokerError {
 
 impl std::error::Error for BrokerError {}
 
+/// What a broker says of itself, for `/healthz` and `/readyz`.
+#[derive(Debug, Clone)]
+pub struct BrokerStatus {
+    /// `memory`, `redis` or `redis-cluster`.
+    pub kind: &'static str,
+    /// Why this node cannot serve now (its store is out of reach), if it cannot.
+    pub unready: Option<String>,
+    /// The broker's own counters.
+    pub details: serde_json::Value,
+}
+
 /// What the transports need from a message store: a position for every published message,
 /// history after a position, and delivery of what follows into a connection's [`Inbox`].
 ///
@@ -79,6 +90,9 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
 
     /// Stops delivering `topic` to `inbox`.
     fn leave(&self, topic: &TopicName, inbox: &Inbox);
+
+    /// Whether the broker can serve, and its counters.
+    fn status(&self) -> BrokerStatus;
 }
 
 impl Broker for Hub {
@@ -104,5 +118,25 @@ impl Broker for Hub {
 
     fn leave(&self, topic: &TopicName, inbox: &Inbox) {
         Hub::leave(self, topic, inbox);
+    }
+
+    fn status(&self) -> BrokerStatus {
+        let stats = self.stats();
+        let load = std::sync::atomic::Ordering::Relaxed;
+        BrokerStatus {
+            kind: "memory",
+            unready: None,
+            details: serde_json::json!({
+                "topics": self.topic_count(),
+                "retained_bytes": self.retained_bytes(),
+                "published": stats.published.load(load),
+                "slow_consumers": stats.slow_consumers.load(load),
+                "evicted": {
+                    "count": stats.evicted_by_count.load(load),
+                    "age": stats.evicted_by_age.load(load),
+                    "budget": stats.evicted_by_budget.load(load),
+                },
+            }),
+        }
     }
 }

@@ -39,6 +39,12 @@ impl Data {
         Ok(Data(minify(raw.get())))
     }
 
+    /// Data that was validated when it entered a gateway and comes back from a message store
+    /// exactly as it was stored.
+    pub fn from_stored(json: String) -> Data {
+        Data(json)
+    }
+
     /// Data that is a JSON string holding `text`.
     pub fn from_text(text: &str) -> Data {
         Data(serde_json::Value::from(text).to_string())

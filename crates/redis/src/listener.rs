@@ -1,0 +1,165 @@
+//! The one task that takes messages from the channels and delivers them to this node's
+//! subscribers, in order, filling any gap from the streams first; and that re-reads every live
+//! topic after the pub/sub connection comes back, when it fell behind, and periodically (what
+//! nothing else would catch: a message lost with none after it).
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fred::prelude::*;
+use switchboard_hub::{Data, Message, Position};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::Inner;
+use crate::local::LocalTopic;
+use crate::scripts;
+
+/// How often every live topic's position is checked against Redis.
+const POSITION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Messages fetched from a stream at a time when filling a gap.
+const CATCH_UP_PAGE: usize = 256;
+
+pub(crate) async fn run(inner: Weak<Inner>) {
+    let (mut messages, mut reconnects) = match inner.upgrade() {
+        Some(inner) => (
+            inner.subscriber.message_rx(),
+            inner.subscriber.reconnect_rx(),
+        ),
+        None => return,
+    };
+    let mut check = tokio::time::interval(POSITION_CHECK_INTERVAL);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        enum Event {
+            Message(fred::types::Message),
+            Resync,
+        }
+        let event = tokio::select! {
+            received = messages.recv() => match received {
+                Ok(message) => Event::Message(message),
+                Err(RecvError::Lagged(skipped)) => {
+                    tracing::warn!("fell {skipped} Redis messages behind; re-reading live topics");
+                    Event::Resync
+                }
+                Err(RecvError::Closed) => return,
+            },
+            reconnected = reconnects.recv() => match reconnected {
+                Ok(_) | Err(RecvError::Lagged(_)) => Event::Resync,
+                Err(RecvError::Closed) => return,
+            },
+            _ = check.tick() => Event::Resync,
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        match event {
+            Event::Message(message) => handle(&inner, message).await,
+            Event::Resync => resync(&inner).await,
+        }
+    }
+}
+
+async fn handle(inner: &Inner, message: fred::types::Message) {
+    let Some(topic) = inner.keys.topic_of_channel(&message.channel) else {
+        return;
+    };
+    let local = inner.topics.lock().get(&topic).cloned();
+    let Some(local) = local else { return };
+    let Some(payload) = message.value.as_str() else {
+        return;
+    };
+    let Some(message) = scripts::parse_payload(topic, local.tag, &payload) else {
+        tracing::warn!("malformed message on Redis channel {}", message.channel);
+        return;
+    };
+    if local.has_gap_before(&message) {
+        catch_up(inner, &local).await;
+    }
+    deliver(inner, &local, &message);
+}
+
+fn deliver(inner: &Inner, local: &LocalTopic, message: &std::sync::Arc<Message>) {
+    let overflowed = local.deliver(message);
+    inner
+        .stats
+        .slow_consumers
+        .fetch_add(overflowed, Ordering::Relaxed);
+}
+
+/// Delivers what the stream holds after the last position delivered here.
+async fn catch_up(inner: &Inner, local: &LocalTopic) {
+    loop {
+        let Some((epoch, seq)) = local.last() else {
+            return;
+        };
+        let mut read = match inner.read(&local.name, seq, CATCH_UP_PAGE).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!("cannot recover topic {} from Redis: {e}", local.name);
+                return;
+            }
+        };
+        if read.epoch != epoch {
+            // A new history: all of it is new here.
+            read = match inner.read(&local.name, 0, CATCH_UP_PAGE).await {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!("cannot recover topic {} from Redis: {e}", local.name);
+                    return;
+                }
+            };
+        }
+        let Some(&(through, _, _)) = read.entries.last() else {
+            return;
+        };
+        let count = read.entries.len() as u64;
+        for (seq, time, data) in read.entries {
+            let position = Position {
+                tag: local.tag,
+                epoch: read.epoch,
+                seq,
+            };
+            let message =
+                Message::new(local.name.clone(), position, time, &Data::from_stored(data));
+            deliver(inner, local, &message);
+        }
+        inner.stats.recovered.fetch_add(count, Ordering::Relaxed);
+        if through >= read.last {
+            return;
+        }
+    }
+}
+
+/// Checks every live topic against Redis and delivers what this node missed.
+async fn resync(inner: &Inner) {
+    let topics = inner.live_topics();
+    if topics.is_empty() {
+        return;
+    }
+    inner.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+    for local in topics {
+        let reply: Result<Value, _> = scripts::CHECK
+            .evalsha_with_reload(
+                &inner.client,
+                vec![inner.keys.meta(&local.name)],
+                vec![inner.meta_ttl_ms().to_string()],
+            )
+            .await;
+        let current = match reply.and_then(scripts::parse_check) {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::debug!("cannot check topic {} in Redis: {e}", local.name);
+                return;
+            }
+        };
+        let behind = match (current, local.last()) {
+            (Some((epoch, last)), Some((known, seq))) => {
+                epoch > known || (epoch == known && last > seq)
+            }
+            _ => false,
+        };
+        if behind {
+            catch_up(inner, &local).await;
+        }
+    }
+}
