@@ -1,10 +1,15 @@
 //! The Redis harness itself (`tests/support/redis.rs`): real `redis-server`s on free ports that
 //! start, answer, die with `kill -9`, come back with or without their data, and form a cluster.
-//! The multi-node tests rely on each of these behaving as its name says.
+//! The multi-node tests rely on each of these behaving as its name says. So do the node helpers
+//! (`tests/support/nodes.rs`): several gateways on one Redis, stopped and restarted one at a time.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchboard_e2e::{RedisCluster, RedisOptions, RedisServer, within};
+use switchboard_e2e::{
+    Endpoint, NodeProcess, Nodes, RedisCluster, RedisOptions, RedisServer, assert_serving,
+    switchboard_bin, within,
+};
 
 #[tokio::test]
 async fn a_server_answers_on_its_port_and_kill9_stops_it() {
@@ -28,11 +33,10 @@ async fn a_server_answers_on_its_port_and_kill9_stops_it() {
 
     redis.kill9();
     assert!(!redis.is_running());
-    let refused = within("connect to a killed Redis", async {
-        tokio::net::TcpStream::connect(redis.addr()).await
-    })
-    .await;
-    assert!(refused.is_err(), "the port still accepts connections");
+    assert!(
+        refuses_connections(redis.addr()).await,
+        "a killed Redis still listens"
+    );
     assert!(redis.try_cli(&["PING"]).await.is_err());
 }
 
@@ -129,6 +133,12 @@ async fn a_cluster_comes_up_and_serves_keys_in_every_slot_range() {
             .expect("DBSIZE is a number");
         assert!(held > 0, "node on port {} holds no key", node.port());
     }
+
+    let nodes = Nodes::on_cluster(&cluster, 2).await;
+    for index in 0..nodes.len() {
+        assert_eq!(nodes.config(index).redis_cluster, cluster.urls());
+        assert_eq!(nodes.config(index).redis, None);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -150,6 +160,73 @@ async fn a_killed_cluster_node_comes_back_with_its_data() {
     cluster.node_mut(owner).restart().await;
     cluster.wait_ok().await;
     assert_eq!(cluster.cli(&["GET", "survivor"]).await, "yes");
+}
+
+// --- Gateway nodes ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_share_one_redis_and_stop_and_restart_one_at_a_time() {
+    let redis = RedisServer::start(RedisOptions::new()).await;
+    let mut nodes = Nodes::on_redis(&redis, 3).await;
+    assert_eq!(nodes.len(), 3);
+    let addrs = nodes.addrs();
+    assert!(
+        addrs[0] != addrs[1] && addrs[1] != addrs[2] && addrs[0] != addrs[2],
+        "a port each: {addrs:?}"
+    );
+    for index in 0..3 {
+        assert_eq!(nodes.config(index).redis, Some(redis.url()));
+        assert_serving(&nodes.node(index).base()).await;
+    }
+
+    nodes.stop(1).await;
+    assert!(!nodes.is_running(1));
+    assert!(
+        refuses_connections(nodes.addr(1)).await,
+        "node 1 still listens"
+    );
+    assert_eq!(nodes.running().count(), 2);
+    assert_serving(&nodes.node(0).base()).await;
+    assert_serving(&nodes.node(2).base()).await;
+
+    nodes.restart(1).await;
+    assert_eq!(nodes.node(1).addr(), addrs[1], "back on its port");
+    assert_serving(&nodes.node(1).base()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_process_serves_dies_with_kill9_and_comes_back_on_its_port() {
+    let redis = RedisServer::start(RedisOptions::new()).await;
+    let mut node = NodeProcess::start(
+        switchboard_bin!(),
+        &["--redis", &redis.url(), "--shutdown-grace", "2s"],
+    )
+    .await;
+    let addr = node.addr();
+    assert_ne!(addr.port(), 0);
+    assert_serving(&node.base()).await;
+
+    node.kill9();
+    assert!(!node.is_running());
+    assert!(
+        refuses_connections(addr).await,
+        "a killed node still listens"
+    );
+
+    node.restart().await;
+    assert_eq!(node.addr(), addr, "back on its port");
+    assert_serving(&node.base()).await;
+
+    node.sigterm();
+    let exit = node.exit_within(Duration::from_secs(10)).await;
+    assert!(exit.success(), "SIGTERM: exited with {exit}");
+    assert!(node.log().contains("SIGTERM"), "the log: {}", node.log());
+}
+
+async fn refuses_connections(addr: SocketAddr) -> bool {
+    within("a connection attempt", tokio::net::TcpStream::connect(addr))
+        .await
+        .is_err()
 }
 
 /// Cluster start-up has bounds of its own ([`switchboard_e2e::redis::START_LIMIT`] per step);
