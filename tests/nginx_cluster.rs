@@ -113,6 +113,60 @@ fn rewriting_puts_local_nodes_in_the_upstream() {
     );
 }
 
+/// `deploy/docker-compose.yml` runs the cluster site file as is, so the two must agree: its
+/// services are the nodes the upstream names, on the port the image listens on, and the proxy
+/// the nodes trust is nginx's address. (Docker is not on the test machines: this reads the text.)
+#[test]
+fn compose_file_runs_the_nodes_the_cluster_site_file_names() {
+    let read = |file: &str| {
+        let path = format!("{}/../deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    };
+    let compose = read("docker-compose.yml");
+    let dockerfile = read("Dockerfile");
+    let value_of = |key: &str| -> Vec<String> {
+        compose
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix(key))
+            .map(|value| value.trim().to_owned())
+            .collect()
+    };
+
+    let site = nginx::cluster_site_file();
+    let nodes: Vec<String> = directive_values(&site, "server")
+        .into_iter()
+        .filter(|value| value != "{")
+        .collect();
+    for node in &nodes {
+        let address = node.split_whitespace().next().unwrap_or_default();
+        let (name, port) = address
+            .split_once(':')
+            .unwrap_or_else(|| panic!("node {node:?} has no port"));
+        assert!(
+            compose
+                .lines()
+                .any(|line| line == format!("  {name}: *gateway")),
+            "no gateway service {name:?} in docker-compose.yml"
+        );
+        assert!(
+            dockerfile.contains(&format!("SWITCHBOARD_LISTEN=0.0.0.0:{port}")),
+            "the image does not listen on port {port}"
+        );
+    }
+    assert_eq!(
+        compose.matches(": *gateway").count(),
+        nodes.len(),
+        "every gateway service is in the upstream"
+    );
+    assert!(compose.contains("./nginx-cluster.conf:/etc/nginx/conf.d/default.conf:ro"));
+    assert_eq!(
+        value_of("SWITCHBOARD_TRUSTED_PROXIES:"),
+        value_of("ipv4_address:"),
+        "the nodes trust nginx's address"
+    );
+    assert!(compose.contains(r#"command: ["serve", "--redis", "redis://redis:6379"]"#));
+}
+
 /// Six publishes through nginx land two on each node.
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_take_turns_on_every_node() {
