@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use switchboard::Config;
 use switchboard_e2e::Transport::{Poll, Sse, Ws};
-use switchboard_e2e::nginx::{self, Nginx};
+use switchboard_e2e::nginx::{self, Nginx, directive_values};
 use switchboard_e2e::scenarios::{carry_cursor, publish_to, resume_on};
 use switchboard_e2e::{
     Endpoint, Gateway, SseClient, SseItem, WsClient, any_to_any_tests, assert_envelope,
@@ -76,53 +76,58 @@ fn nginx_size(text: &str) -> Option<usize> {
     number.parse::<usize>().ok().map(|n| n * factor)
 }
 
-/// The values of every `directive` in the site file (comments skipped).
-fn directive_values(site: &str, directive: &str) -> Vec<String> {
-    site.lines()
-        .map(|line| line.split('#').next().unwrap_or_default())
-        .filter_map(|code| {
-            let mut words = code.split_whitespace();
-            (words.next() == Some(directive)).then(|| {
-                words
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .trim_end_matches(';')
-                    .to_owned()
-            })
-        })
-        .collect()
-}
-
 /// The shipped timeouts and body size fit the gateway's defaults: nginx must not time out a
 /// stream between two heartbeats, nor a held poll, and must let every legal message through.
+/// Both site files: one gateway (`nginx.conf`) and several (`nginx-cluster.conf`).
 #[test]
-fn site_file_fits_the_gateway_defaults() {
-    let site = nginx::site_file();
+fn site_files_fit_the_gateway_defaults() {
+    for (name, site) in [
+        (nginx::SITE_FILE, nginx::site_file()),
+        (nginx::CLUSTER_SITE_FILE, nginx::cluster_site_file()),
+    ] {
+        site_file_fits_the_gateway_defaults(name, &site);
+    }
+}
+
+fn site_file_fits_the_gateway_defaults(name: &str, site: &str) {
     let defaults = Config::default();
 
-    let timeouts = directive_values(&site, "proxy_read_timeout");
-    assert_eq!(timeouts.len(), 1, "one proxy_read_timeout: {timeouts:?}");
-    let read_timeout = nginx_duration(&timeouts[0])
-        .unwrap_or_else(|| panic!("proxy_read_timeout {:?} is not a duration", timeouts[0]));
+    let timeouts = directive_values(site, "proxy_read_timeout");
+    assert_eq!(
+        timeouts.len(),
+        1,
+        "{name}: one proxy_read_timeout: {timeouts:?}"
+    );
+    let read_timeout = nginx_duration(&timeouts[0]).unwrap_or_else(|| {
+        panic!(
+            "{name}: proxy_read_timeout {:?} is not a duration",
+            timeouts[0]
+        )
+    });
     assert!(
         read_timeout > defaults.heartbeat_interval * 2,
-        "proxy_read_timeout {read_timeout:?} must leave room for a late heartbeat \
+        "{name}: proxy_read_timeout {read_timeout:?} must leave room for a late heartbeat \
          (heartbeat_interval {:?})",
         defaults.heartbeat_interval
     );
     assert!(
         read_timeout >= defaults.poll_max_timeout + Duration::from_secs(10),
-        "proxy_read_timeout {read_timeout:?} must exceed poll_max_timeout {:?} with a margin",
+        "{name}: proxy_read_timeout {read_timeout:?} must exceed poll_max_timeout {:?} with a \
+         margin",
         defaults.poll_max_timeout
     );
 
-    let sizes = directive_values(&site, "client_max_body_size");
-    assert_eq!(sizes.len(), 1, "one client_max_body_size: {sizes:?}");
+    let sizes = directive_values(site, "client_max_body_size");
+    assert_eq!(
+        sizes.len(),
+        1,
+        "{name}: one client_max_body_size: {sizes:?}"
+    );
     let body = nginx_size(&sizes[0])
-        .unwrap_or_else(|| panic!("client_max_body_size {:?} is not a size", sizes[0]));
+        .unwrap_or_else(|| panic!("{name}: client_max_body_size {:?} is not a size", sizes[0]));
     assert!(
         body > defaults.max_message_bytes && body <= 4 * defaults.max_message_bytes,
-        "client_max_body_size {body} should sit a little above max_message_bytes {}",
+        "{name}: client_max_body_size {body} should sit a little above max_message_bytes {}",
         defaults.max_message_bytes
     );
 
@@ -140,12 +145,12 @@ fn site_file_fits_the_gateway_defaults() {
         ("proxy_buffering", "off"),
         ("gzip", "off"),
     ] {
-        let values = directive_values(&site, directive);
+        let values = directive_values(site, directive);
         assert!(
             values
                 .iter()
                 .any(|v| v.split_whitespace().eq(value.split_whitespace())),
-            "{directive} {value}; missing from the site file (has {values:?})"
+            "{name}: {directive} {value}; missing from the site file (has {values:?})"
         );
     }
 }

@@ -30,10 +30,16 @@ impl Endpoint for Gateway {
 impl Gateway {
     /// Binds `127.0.0.1:0` and runs `switchboard::server::run` with `config` on it.
     /// The listener is bound before this returns, so clients can connect at once.
-    pub async fn start(mut config: Config) -> Gateway {
-        let listener = TcpListener::bind("127.0.0.1:0")
+    pub async fn start(config: Config) -> Gateway {
+        Gateway::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// [`start`](Self::start) on `addr`: a node restarted where its clients (or a proxy) expect
+    /// it. Panics if `addr` is taken.
+    pub async fn start_on(addr: SocketAddr, mut config: Config) -> Gateway {
+        let listener = TcpListener::bind(addr)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().expect("listener address");
         config.listen = addr;
         let shutdown_grace = config.shutdown_grace;

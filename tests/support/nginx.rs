@@ -1,9 +1,10 @@
 //! A real nginx in front of a gateway, configured with the shipped site file
-//! `deploy/nginx.conf`.
+//! `deploy/nginx.conf`, or in front of several with `deploy/nginx-cluster.conf`.
 //!
 //! The site file is used as is, except for three values the test must choose: the `listen` port
 //! (a free loopback port instead of 80), the upstream `server` (the gateway's port instead of
-//! 8080) and, when asked, the `proxy_read_timeout` (so that idle timeouts take seconds). What
+//! 8080; for the cluster file, one line per node in place of its `server` lines) and, when
+//! asked, the `proxy_read_timeout` (so that idle timeouts take seconds). What
 //! nginx needs to run unprivileged in a temporary prefix (pid file, logs, temp paths, one
 //! process) lives in a small main configuration that includes it, as `nginx.conf` does
 //! `conf.d/*.conf` on Debian.
@@ -15,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::process::free_port;
 use crate::{Endpoint, TIMEOUT};
 
 /// Where Debian's `nginx` package installs the server.
@@ -36,9 +38,36 @@ pub fn nginx_bin() -> PathBuf {
     path
 }
 
+/// The shipped site file for several nodes, `deploy/nginx-cluster.conf`.
+pub const CLUSTER_SITE_FILE: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nginx-cluster.conf");
+
 /// The text of `deploy/nginx.conf`.
 pub fn site_file() -> String {
     std::fs::read_to_string(SITE_FILE).unwrap_or_else(|e| panic!("cannot read {SITE_FILE}: {e}"))
+}
+
+/// The text of `deploy/nginx-cluster.conf`.
+pub fn cluster_site_file() -> String {
+    std::fs::read_to_string(CLUSTER_SITE_FILE)
+        .unwrap_or_else(|e| panic!("cannot read {CLUSTER_SITE_FILE}: {e}"))
+}
+
+/// The values of every `directive` in `site` (comments skipped), without the final `;`.
+pub fn directive_values(site: &str, directive: &str) -> Vec<String> {
+    site.lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .filter_map(|code| {
+            let mut words = code.split_whitespace();
+            (words.next() == Some(directive)).then(|| {
+                words
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .trim_end_matches(';')
+                    .to_owned()
+            })
+        })
+        .collect()
 }
 
 /// `site` with its one `listen 80` on `127.0.0.1:listen_port`, its one upstream
@@ -60,13 +89,7 @@ pub fn rewrite_site(
         let rewritten = match words.as_slice() {
             ["listen", port, rest @ ..] if port.trim_end_matches(';') == "80" => {
                 listens += 1;
-                let rest = if rest.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}", rest.join(" "))
-                };
-                let end = if port.ends_with(';') { ";" } else { "" };
-                Some(format!("listen 127.0.0.1:{listen_port}{end}{rest}"))
+                Some(rewrite_listen(port, rest, listen_port))
             }
             ["server", "127.0.0.1:8080;"] => {
                 servers += 1;
@@ -74,7 +97,7 @@ pub fn rewrite_site(
             }
             ["proxy_read_timeout", _] => {
                 timeouts += 1;
-                read_timeout.map(|t| format!("proxy_read_timeout {}ms;", t.as_millis()))
+                read_timeout.map(rewrite_read_timeout)
             }
             _ => None,
         };
@@ -90,6 +113,108 @@ pub fn rewrite_site(
          one `proxy_read_timeout` (listen, server, timeout counts)"
     );
     out
+}
+
+/// `site` (the cluster site file) with its one `listen 80` on `127.0.0.1:listen_port`, the
+/// `server` lines of its one `upstream` block replaced by one `server 127.0.0.1:PORT` per port
+/// of `upstream_ports` (with the parameters the file gives its nodes, `max_fails=…` and the
+/// like) and, if given, its one `proxy_read_timeout` set to `read_timeout`. Panics if the file
+/// does not have exactly one of each, or gives its nodes different parameters.
+pub fn rewrite_cluster_site(
+    site: &str,
+    listen_port: u16,
+    upstream_ports: &[u16],
+    read_timeout: Option<Duration>,
+) -> String {
+    assert!(!upstream_ports.is_empty(), "nginx needs at least one node");
+    let (mut listens, mut upstreams, mut timeouts) = (0, 0, 0);
+    let mut in_upstream = false;
+    let mut node_parameters: Option<Vec<String>> = None;
+    let mut out = String::with_capacity(site.len());
+    for line in site.lines() {
+        let code = line.split('#').next().unwrap_or_default();
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let words: Vec<&str> = code.split_whitespace().collect();
+        match words.as_slice() {
+            ["upstream", _, "{"] => {
+                upstreams += 1;
+                in_upstream = true;
+            }
+            ["}"] => in_upstream = false,
+            _ => {}
+        }
+        let rewritten = match words.as_slice() {
+            ["listen", port, rest @ ..] if port.trim_end_matches(';') == "80" => {
+                listens += 1;
+                Some(rewrite_listen(port, rest, listen_port))
+            }
+            ["server", _node, parameters @ ..] if in_upstream => {
+                let parameters: Vec<String> = parameters
+                    .iter()
+                    .map(|p| p.trim_end_matches(';').to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                match &node_parameters {
+                    // The first node's line: every local node in its place.
+                    None => {
+                        let mut nodes = String::new();
+                        for (n, port) in upstream_ports.iter().enumerate() {
+                            let separator = if n == 0 { "" } else { "\n" };
+                            let parameters: String =
+                                parameters.iter().map(|p| format!(" {p}")).collect();
+                            write!(
+                                nodes,
+                                "{separator}{indent}server 127.0.0.1:{port}{parameters};"
+                            )
+                            .expect("write to a String");
+                        }
+                        node_parameters = Some(parameters);
+                        writeln!(out, "{nodes}").expect("write to a String");
+                        continue;
+                    }
+                    Some(first) => {
+                        assert_eq!(
+                            first, &parameters,
+                            "{CLUSTER_SITE_FILE}: every node's `server` line should have the \
+                             same parameters"
+                        );
+                        continue;
+                    }
+                }
+            }
+            ["proxy_read_timeout", _] => {
+                timeouts += 1;
+                read_timeout.map(rewrite_read_timeout)
+            }
+            _ => None,
+        };
+        match rewritten {
+            Some(text) => writeln!(out, "{indent}{text}").expect("write to a String"),
+            None => writeln!(out, "{line}").expect("write to a String"),
+        }
+    }
+    assert_eq!(
+        (listens, upstreams, node_parameters.is_some(), timeouts),
+        (1, 1, true, 1),
+        "{CLUSTER_SITE_FILE} must have exactly one `listen 80 ...;`, one `upstream NAME {{` with \
+         `server` lines and one `proxy_read_timeout` (listen, upstream, servers, timeout)"
+    );
+    out
+}
+
+/// `listen 127.0.0.1:PORT` in place of `listen 80` (`port` is `80` or `80;`, `rest` what follows).
+fn rewrite_listen(port: &str, rest: &[&str], listen_port: u16) -> String {
+    let rest = if rest.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", rest.join(" "))
+    };
+    let end = if port.ends_with(';') { ";" } else { "" };
+    format!("listen 127.0.0.1:{listen_port}{end}{rest}")
+}
+
+fn rewrite_read_timeout(read_timeout: Duration) -> String {
+    format!("proxy_read_timeout {}ms;", read_timeout.as_millis())
 }
 
 /// The main configuration around the site file: what a Debian `nginx.conf` provides, in a
@@ -151,8 +276,21 @@ impl Nginx {
     }
 
     async fn start_with(upstream: SocketAddr, read_timeout: Option<Duration>) -> Nginx {
-        let bin = nginx_bin();
         let site = site_file();
+        Nginx::start_site(|port| rewrite_site(&site, port, upstream.port(), read_timeout)).await
+    }
+
+    /// nginx with `deploy/nginx-cluster.conf`, in front of the gateway nodes at `upstreams`, with
+    /// the site file's own timeouts.
+    pub async fn start_cluster(upstreams: &[SocketAddr]) -> Nginx {
+        let site = cluster_site_file();
+        let ports: Vec<u16> = upstreams.iter().map(SocketAddr::port).collect();
+        Nginx::start_site(|port| rewrite_cluster_site(&site, port, &ports, None)).await
+    }
+
+    /// Starts nginx with the site `site_on(port)` listening on a free `port`.
+    async fn start_site(site_on: impl Fn(u16) -> String) -> Nginx {
+        let bin = nginx_bin();
         // A free port can be taken between probing and nginx binding it: try a few.
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -164,8 +302,7 @@ impl Nginx {
             ));
             std::fs::create_dir_all(&dir)
                 .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-            let site = rewrite_site(&site, port, upstream.port(), read_timeout);
-            write(&dir.join("switchboard.conf"), &site);
+            write(&dir.join("switchboard.conf"), &site_on(port));
             write(&dir.join("nginx.conf"), &main_config(&dir));
             let child = Command::new(&bin)
                 .arg("-p")
@@ -256,10 +393,4 @@ impl Drop for Nginx {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
 }
