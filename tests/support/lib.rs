@@ -1,5 +1,7 @@
 //! Support for Switchboard's end-to-end tests: an in-process gateway and small, real clients
-//! for each transport. Every wait is bounded by [`TIMEOUT`], so a failing test fails, never hangs.
+//! for each transport; for several nodes, real Redis servers and clusters ([`redis`]) and
+//! gateways sharing them ([`nodes`]). Every wait is bounded (by [`TIMEOUT`] unless it says
+//! otherwise), so a failing test fails, never hangs.
 //!
 //! Clients take URLs, not a [`Gateway`], so that a test can point them at anything that speaks
 //! the protocol (a proxy in front of the gateway, for instance).
