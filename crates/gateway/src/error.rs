@@ -5,6 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use switchboard_hub::{BrokerError, CursorError, DataError, TopicError};
 
+use crate::wire::frames::{Reference, ServerFrame};
+use crate::wire::objects::{ErrorBody, ErrorDetail, to_json};
+
 /// The stable error codes of `docs/PROTOCOL.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -27,6 +30,51 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for the test that holds docs/PROTOCOL.md to them.
+    #[cfg(test)]
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::BadTopic,
+        ErrorCode::MissingTopic,
+        ErrorCode::TooManyTopics,
+        ErrorCode::BadCursor,
+        ErrorCode::BadJson,
+        ErrorCode::UnknownType,
+        ErrorCode::BadRequest,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::HostNotAllowed,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::TooManyConnections,
+        ErrorCode::ShuttingDown,
+        ErrorCode::BrokerUnavailable,
+    ];
+
+    /// Where the code stands in [`ErrorCode::ALL`]; exhaustive, so that a new code cannot be
+    /// left out of it.
+    #[cfg(test)]
+    pub fn index(self) -> usize {
+        match self {
+            ErrorCode::BadTopic => 0,
+            ErrorCode::MissingTopic => 1,
+            ErrorCode::TooManyTopics => 2,
+            ErrorCode::BadCursor => 3,
+            ErrorCode::BadJson => 4,
+            ErrorCode::UnknownType => 5,
+            ErrorCode::BadRequest => 6,
+            ErrorCode::OriginNotAllowed => 7,
+            ErrorCode::HostNotAllowed => 8,
+            ErrorCode::NotFound => 9,
+            ErrorCode::MethodNotAllowed => 10,
+            ErrorCode::PayloadTooLarge => 11,
+            ErrorCode::RequestTimeout => 12,
+            ErrorCode::TooManyConnections => 13,
+            ErrorCode::ShuttingDown => 14,
+            ErrorCode::BrokerUnavailable => 15,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadTopic => "bad_topic",
@@ -79,26 +127,37 @@ impl AppError {
     }
 
     /// The JSON body: `{"error":{"code":…,"message":…}}`.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}})
+    pub fn body(&self) -> String {
+        to_json(&ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str(),
+                message: &self.message,
+            },
+        })
     }
 
     /// The WebSocket frame: `{"type":"error","ref":…,"code":…,"message":…}`.
-    pub fn frame(&self, reference: Option<&serde_json::Value>) -> String {
-        let mut frame = serde_json::Map::new();
-        frame.insert("type".into(), "error".into());
-        if let Some(reference) = reference {
-            frame.insert("ref".into(), reference.clone());
+    pub fn frame(&self, reference: Option<&Reference>) -> String {
+        ServerFrame::Error {
+            reference,
+            code: self.code.as_str(),
+            message: &self.message,
         }
-        frame.insert("code".into(), self.code.as_str().into());
-        frame.insert("message".into(), self.message.clone().into());
-        serde_json::Value::Object(frame).to_string()
+        .text()
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let mut response = (self.code.status(), axum::Json(self.body())).into_response();
+        let mut response = (
+            self.code.status(),
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            self.body(),
+        )
+            .into_response();
         // The rest of the request may still be on its way: the connection cannot be reused.
         if matches!(
             self.code,

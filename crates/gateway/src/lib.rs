@@ -11,7 +11,8 @@
 //! - `subscription`: the plumbing all three transports share: joining topics from a
 //!   cursor, the connection's inbox, delivered positions.
 //! - `ws`, `sse`, `poll`: one file per transport; `publish`: HTTP publishing.
-//! - `encoding`: each transport's encoding of a message, made once and shared.
+//! - `wire`: every byte format the gateway writes (WebSocket frames, SSE events, poll
+//!   replies, error bodies, each transport's encoding of a message), in one place.
 //! - `request`: query parameters (topics, cursor, timeout); `error`: every rejection.
 //! - `origin`: the allowlist of origins; `host`: the allowlist of `Host` names (DNS
 //!   rebinding); `client_addr`: trusted proxies.
@@ -25,13 +26,14 @@ mod app;
 mod broker;
 mod client_addr;
 pub mod config;
-mod encoding;
 mod error;
 mod heartbeat;
 mod host;
 pub mod logging;
 mod origin;
 mod poll;
+#[cfg(test)]
+mod protocol_doc;
 mod publish;
 mod request;
 pub mod server;
@@ -42,6 +44,7 @@ mod state;
 mod static_files;
 mod stream_connection;
 mod subscription;
+mod wire;
 mod ws;
 
 pub use config::Config;

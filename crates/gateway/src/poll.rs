@@ -1,17 +1,15 @@
 //! Long-poll: `GET /poll`. No server-side session: the cursor carries all the state.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, BytesMut};
-use switchboard_hub::{Message, Page};
+use switchboard_hub::Page;
 
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
-use crate::subscription::{Batch, Next, Subscription, reset_json};
+use crate::subscription::{Batch, Next, Subscription};
+use crate::wire;
 
 /// `GET /poll?topic=A[&topic=B][&since=C][&timeout=S]`.
 pub async fn poll(
@@ -72,34 +70,16 @@ pub async fn poll(
     Ok(reply(&subscription, batch))
 }
 
-/// `{"messages":[…],"cursor":…,"positions":{…},"reset":[…],"more":…}`, with each envelope
-/// copied in as the bytes it was encoded to at publish time.
+/// The reply: `batch` and where the subscription now stands.
 fn reply(subscription: &Subscription, batch: Batch) -> Response {
-    let messages: &[Arc<Message>] = &batch.messages;
-    let size: usize = messages.iter().map(|m| m.envelope().len() + 1).sum();
-    let mut body = BytesMut::with_capacity(size + 256);
-    body.put_slice(b"{\"messages\":[");
-    for (i, message) in messages.iter().enumerate() {
-        if i > 0 {
-            body.put_u8(b',');
-        }
-        body.put_slice(message.envelope());
-    }
-    let resets: Vec<_> = batch
-        .resets
-        .iter()
-        .map(|(t, r)| reset_json(t, *r))
-        .collect();
-    let rest = serde_json::json!({
-        "cursor": subscription.cursor(),
-        "positions": subscription.positions_json(),
-        "reset": resets,
-        "more": batch.more,
-    })
-    .to_string();
-    body.put_slice(b"],");
-    body.put_slice(&rest.as_bytes()[1..]);
-    let mut response = body.freeze().into_response();
+    let body = wire::poll::reply(
+        &batch.messages,
+        &subscription.cursor(),
+        &subscription.positions(),
+        &batch.resets,
+        batch.more,
+    );
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -8,16 +8,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_hub::{Message, ResetReason, TopicName};
+use switchboard_hub::Message;
 
-use crate::encoding::{sse_event, sse_event_with_id};
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
-use crate::subscription::{Next, Subscription, reset_json};
-
-/// The comment sent every heartbeat interval, so that proxies and clients see a live stream.
-const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+use crate::subscription::{Next, Subscription};
+use crate::wire::sse;
 
 /// Messages at hand are written together up to about this size, so one huge write does not
 /// hold the connection's memory.
@@ -37,19 +34,14 @@ pub async fn subscribe(
     let resets = subscription.join(&topics, cursor.as_ref(), true).await?;
 
     let mut prelude = BytesMut::new();
-    prelude.put_slice(format!("retry: {}\n\n", state.config.sse_retry.as_millis()).as_bytes());
+    sse::put_retry(&mut prelude, state.config.sse_retry);
     for (topic, reason) in &resets {
-        put_reset(&mut prelude, topic, *reason);
+        sse::put_reset(&mut prelude, topic, *reason);
     }
-    let subscribed = serde_json::json!({
-        "topics": subscription.topics_json(),
-        "positions": subscription.positions_json(),
-    });
-    put_event(
+    sse::put_subscribed(
         &mut prelude,
-        "subscribed",
-        Some(&subscription.cursor()),
-        &subscribed.to_string(),
+        &subscription.cursor(),
+        &subscription.positions(),
     );
     let single_topic = topics.len() == 1;
     tracing::info!(topics = topics.len(), "sse stream opened");
@@ -70,11 +62,11 @@ pub async fn subscribe(
                     }
                     Next::Reset(topic, reason) => {
                         let mut event = BytesMut::new();
-                        put_reset(&mut event, &topic, reason);
+                        sse::put_reset(&mut event, &topic, reason);
                         yield Ok(event.freeze());
                     }
                     Next::Overflowed => {
-                        yield Ok(Bytes::from_static(b": slow consumer: reconnect with Last-Event-ID\n\n"));
+                        yield Ok(Bytes::from_static(sse::SLOW_CONSUMER));
                         break;
                     }
                     Next::Unavailable(error) => {
@@ -82,7 +74,7 @@ pub async fn subscribe(
                         break;
                     }
                 },
-                _ = heartbeat.tick() => yield Ok(Bytes::from_static(HEARTBEAT)),
+                _ = heartbeat.tick() => yield Ok(Bytes::from_static(sse::HEARTBEAT)),
             }
         }
     };
@@ -98,20 +90,14 @@ pub async fn subscribe(
     Ok(response)
 }
 
-/// One message as an SSE event. On a single-topic stream the shared encoding is used as it is;
-/// otherwise the `id:` is the cursor over all the stream's topics.
+/// One message as an SSE event: on a stream over several topics, its `id:` is the stream's
+/// cursor, which recording the message has just moved.
 fn event_bytes(subscription: &Subscription, message: &Message, single_topic: bool) -> Bytes {
     if single_topic {
-        return sse_event_with_id(message);
+        sse::message_event(message, None)
+    } else {
+        sse::message_event(message, Some(&subscription.cursor()))
     }
-    let event = sse_event(message);
-    let cursor = subscription.cursor();
-    let mut framed = BytesMut::with_capacity(cursor.len() + 5 + event.len());
-    framed.put_slice(b"id: ");
-    framed.put_slice(cursor.as_bytes());
-    framed.put_u8(b'\n');
-    framed.put_slice(&event);
-    framed.freeze()
 }
 
 /// The message, and every other one already queued, as one write.
@@ -130,23 +116,4 @@ fn coalesce(subscription: &mut Subscription, first: Arc<Message>, single_topic: 
         chunk.put_slice(&event_bytes(subscription, &message, single_topic));
     }
     chunk.freeze()
-}
-
-/// Appends a `reset` event.
-fn put_reset(out: &mut BytesMut, topic: &TopicName, reason: ResetReason) {
-    put_event(out, "reset", None, &reset_json(topic, reason).to_string());
-}
-
-/// Appends an event whose data is one line of JSON.
-fn put_event(out: &mut BytesMut, event: &str, id: Option<&str>, json: &str) {
-    if let Some(id) = id {
-        out.put_slice(b"id: ");
-        out.put_slice(id.as_bytes());
-        out.put_u8(b'\n');
-    }
-    out.put_slice(b"event: ");
-    out.put_slice(event.as_bytes());
-    out.put_slice(b"\ndata: ");
-    out.put_slice(json.as_bytes());
-    out.put_slice(b"\n\n");
 }

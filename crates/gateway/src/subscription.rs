@@ -312,19 +312,11 @@ impl Subscription {
         Cursor::from_positions(positions).to_string()
     }
 
-    /// `{"topic": "position", ...}` for every followed topic.
-    pub fn positions_json(&self) -> serde_json::Map<String, serde_json::Value> {
+    /// Every followed topic with its position, in the order they were joined.
+    pub fn positions(&self) -> Vec<(TopicName, Position)> {
         self.followed
             .iter()
-            .map(|f| (f.topic.to_string(), f.position.to_string().into()))
-            .collect()
-    }
-
-    /// The followed topics as a JSON array of names.
-    pub fn topics_json(&self) -> serde_json::Value {
-        self.followed
-            .iter()
-            .map(|f| serde_json::Value::from(f.topic.as_str()))
+            .map(|f| (f.topic.clone(), f.position))
             .collect()
     }
 }
@@ -334,9 +326,4 @@ impl Drop for Subscription {
         let topics: Vec<TopicName> = self.followed.iter().map(|f| f.topic.clone()).collect();
         self.leave(&topics);
     }
-}
-
-/// The reset object every transport sends: `{"topic":…,"reason":…}`.
-pub fn reset_json(topic: &TopicName, reason: ResetReason) -> serde_json::Value {
-    serde_json::json!({"topic": topic.as_str(), "reason": reason.as_str()})
 }

@@ -1,7 +1,8 @@
 //! Published data and the messages the hub hands to subscribers.
 
 use std::any::Any;
-use std::sync::atomic::AtomicUsize;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -81,9 +82,39 @@ fn minify(json: &str) -> String {
     out
 }
 
-/// How many transport encodings a message can cache. Transports pick their slots; the hub does
-/// not know what the encodings are.
-pub const ENCODING_SLOTS: usize = 3;
+/// How many transport encodings a message can cache; encodings beyond these are made each
+/// time they are asked for.
+pub const ENCODING_SLOTS: usize = 4;
+
+/// Slots handed out so far.
+static SLOTS_TAKEN: AtomicUsize = AtomicUsize::new(0);
+
+/// A place in every message for one encoding of type `T`. Each slot is created once (held in
+/// a `static`) and gets an index no other slot has, so two encodings can never share one, and
+/// what a slot holds is always a `T`.
+#[derive(Debug)]
+pub struct EncodingSlot<T> {
+    /// `None` when every slot was taken: the encoding is then not cached.
+    index: Option<usize>,
+    _holds: PhantomData<fn() -> T>,
+}
+
+impl<T> EncodingSlot<T> {
+    /// A new slot; use it in a `static` (`LazyLock`), once per encoding.
+    pub fn new() -> EncodingSlot<T> {
+        let index = SLOTS_TAKEN.fetch_add(1, Ordering::Relaxed);
+        EncodingSlot {
+            index: (index < ENCODING_SLOTS).then_some(index),
+            _holds: PhantomData,
+        }
+    }
+}
+
+impl<T> Default for EncodingSlot<T> {
+    fn default() -> Self {
+        EncodingSlot::new()
+    }
+}
 
 /// One published message, shared by every subscriber that receives it.
 #[derive(Debug)]
@@ -145,15 +176,18 @@ impl Message {
     }
 
     /// The encoding cached in `slot`, made by `encode` the first time it is asked for.
-    pub fn encoded<T>(&self, slot: usize, encode: impl Fn(&Message) -> T) -> T
+    pub fn encoded<T>(&self, slot: &EncodingSlot<T>, encode: impl Fn(&Message) -> T) -> T
     where
         T: Clone + Send + Sync + 'static,
     {
-        let cached = self.encodings[slot].get_or_init(|| Box::new(encode(self)));
+        let Some(index) = slot.index else {
+            return encode(self);
+        };
+        let cached = self.encodings[index].get_or_init(|| Box::new(encode(self)));
         match cached.downcast_ref::<T>() {
             Some(encoding) => encoding.clone(),
-            // Two transports claimed one slot: a bug, but still a correct answer.
-            None => encode(self),
+            // A slot only ever holds its own type.
+            None => unreachable!("an encoding slot holds another type"),
         }
     }
 
@@ -228,16 +262,18 @@ mod tests {
             seq: 1,
         };
         let message = Message::new(topic, position, 0, &Data::from_text("x"));
+        let frames = EncodingSlot::new();
+        let texts = EncodingSlot::new();
         let calls = std::cell::Cell::new(0);
         for _ in 0..3 {
-            let frame = message.encoded(0, |_| {
+            let frame = message.encoded(&frames, |_| {
                 calls.set(calls.get() + 1);
                 Bytes::from_static(b"frame")
             });
             assert_eq!(&frame[..], b"frame");
         }
         assert_eq!(calls.get(), 1);
-        let text: String = message.encoded(1, |m| m.id().to_string());
+        let text: String = message.encoded(&texts, |m| m.id().to_string());
         assert_eq!(text, "1-1-1");
     }
 }

@@ -1,18 +1,23 @@
 //! Each transport's encoding of a message, made once per message and shared by every
-//! subscriber on that transport (the cache lives in the message).
+//! subscriber on that transport (the cache lives in the message, one typed slot each).
+
+use std::sync::LazyLock;
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use switchboard_hub::Message;
+use switchboard_hub::message::EncodingSlot;
 
-const WS_MESSAGE: usize = 0;
-const SSE_EVENT: usize = 1;
-const SSE_EVENT_WITH_ID: usize = 2;
+use super::sse::put_event;
+
+static WS_MESSAGE: LazyLock<EncodingSlot<Utf8Bytes>> = LazyLock::new(EncodingSlot::new);
+static SSE_EVENT: LazyLock<EncodingSlot<Bytes>> = LazyLock::new(EncodingSlot::new);
+static SSE_EVENT_WITH_ID: LazyLock<EncodingSlot<Bytes>> = LazyLock::new(EncodingSlot::new);
 
 /// The WebSocket frame text: the envelope with `"type":"message"` in front.
 /// Cached as the frame type the socket takes, so sending it is a reference-count increment.
 pub fn ws_message(message: &Message) -> Utf8Bytes {
-    message.encoded(WS_MESSAGE, |m| {
+    message.encoded(&WS_MESSAGE, |m| {
         let envelope = std::str::from_utf8(m.envelope()).unwrap_or_default();
         let mut frame = String::with_capacity(envelope.len() + 17);
         frame.push_str("{\"type\":\"message\",");
@@ -21,30 +26,22 @@ pub fn ws_message(message: &Message) -> Utf8Bytes {
     })
 }
 
-/// `event: message` and `data:` lines, without `id:`, for streams whose id is a cursor over
-/// several topics.
+/// `event: message` and `data:`, without `id:`, for streams whose id is a cursor over several
+/// topics.
 pub fn sse_event(message: &Message) -> Bytes {
-    message.encoded(SSE_EVENT, |m| {
-        let envelope = m.envelope();
-        let mut event = BytesMut::with_capacity(envelope.len() + 24);
-        event.put_slice(b"event: message\ndata: ");
-        event.put_slice(envelope);
-        event.put_slice(b"\n\n");
-        event.freeze()
-    })
+    message.encoded(&SSE_EVENT, |m| event(m, None))
 }
 
 /// The whole SSE event with the message id as `id:`, for single-topic streams.
 pub fn sse_event_with_id(message: &Message) -> Bytes {
-    message.encoded(SSE_EVENT_WITH_ID, |m| {
-        let event = sse_event(m);
-        let mut framed = BytesMut::with_capacity(event.len() + m.id().len() + 5);
-        framed.put_slice(b"id: ");
-        framed.put_slice(m.id().as_bytes());
-        framed.put_u8(b'\n');
-        framed.put_slice(&event);
-        framed.freeze()
-    })
+    message.encoded(&SSE_EVENT_WITH_ID, |m| event(m, Some(m.id())))
+}
+
+fn event(message: &Message, id: Option<&str>) -> Bytes {
+    let envelope = std::str::from_utf8(message.envelope()).unwrap_or_default();
+    let mut out = BytesMut::with_capacity(envelope.len() + 48);
+    put_event(&mut out, "message", id, envelope);
+    out.freeze()
 }
 
 #[cfg(test)]
@@ -72,6 +69,10 @@ mod tests {
         assert_eq!(
             &sse_event_with_id(&message)[..],
             b"id: 1-2-3\nevent: message\ndata: {\"topic\":\"t\",\"id\":\"1-2-3\",\"data\":\"x\",\"time\":9}\n\n"
+        );
+        assert_eq!(
+            &sse_event(&message)[..],
+            b"event: message\ndata: {\"topic\":\"t\",\"id\":\"1-2-3\",\"data\":\"x\",\"time\":9}\n\n"
         );
     }
 }

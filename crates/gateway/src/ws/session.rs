@@ -1,83 +1,25 @@
-//! WebSocket: `GET /ws`. One task per connection reads client frames, delivers messages and
-//! sends heartbeats; everything ends together.
+//! One WebSocket connection's loop: client frames, deliveries, heartbeats, and how it ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocketUpgrade};
-use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use serde_json::value::RawValue;
-use switchboard_hub::{Cursor, Data, ResetReason, TopicName};
+use switchboard_hub::{Cursor, Data, Message, TopicName};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::encoding::ws_message;
+use super::client_frame::{ClientFrame, Refused, missing};
+use super::close;
 use crate::error::{AppError, ErrorCode};
 use crate::publish::too_large;
-use crate::request::{QueryParams, distinct_topics};
 use crate::state::AppState;
-use crate::subscription::{Next, Subscription, reset_json};
-
-/// Room for a frame's own fields (`type`, `topic`, `ref`) on top of the data limit.
-const FRAME_OVERHEAD: usize = 1024;
-
-/// Bytes read from the socket at a time. Tungstenite's default is 128 KiB per connection, and
-/// it clears the whole buffer before each read; client frames are small, and memory per idle
-/// connection matters more.
-const READ_BUFFER: usize = 1024;
-
-/// Messages are written once this many bytes are buffered, or at the end of a batch.
-const WRITE_BUFFER: usize = 16 * 1024;
+use crate::subscription::{Next, Subscription};
+use crate::wire::encodings::ws_message;
+use crate::wire::frames::{self, Reference, ServerFrame};
+use crate::wire::objects::ResetObject;
 
 /// A slow reader gets this long to take a close frame before it is cut off.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Close codes the gateway sends (see docs/PROTOCOL.md).
-mod close {
-    pub(super) const GOING_AWAY: u16 = 1001;
-    pub(super) const PROTOCOL_ERROR: u16 = 1002;
-    pub(super) const NOT_UTF8: u16 = 1007;
-    pub(super) const TOO_BIG: u16 = 1009;
-    /// A slow consumer, or a broker out of reach: reconnect with the cursor.
-    pub(super) const TRY_AGAIN_LATER: u16 = 1013;
-    pub(super) const HEARTBEAT_TIMEOUT: u16 = 4000;
-}
-
-/// `GET /ws[?topic=A&topic=B][&since=C]`. The query is checked before the upgrade, so a bad
-/// topic or cursor is an HTTP 400 rather than a socket that opens and closes.
-pub async fn upgrade(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, AppError> {
-    let upgrade = upgrade.map_err(|e| {
-        AppError::new(
-            ErrorCode::BadRequest,
-            format!("GET /ws needs a WebSocket upgrade: {e}"),
-        )
-    })?;
-    let params = QueryParams::parse(uri.query());
-    let topics = params.topics(state.config.max_topics_per_connection)?;
-    let cursor = params.cursor(&headers)?;
-    let permit = state.open_connection()?;
-    tracing::info!(topics = topics.len(), "websocket opened");
-    let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
-    let tasks = state.tasks.clone();
-    Ok(upgrade
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(frame_limit)
-        .max_frame_size(frame_limit)
-        .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                let session = Session::new(state, permit);
-                session.run(socket, topics, cursor).await;
-            })
-        }))
-}
 
 /// How a session ended, and what to tell the client.
 struct Ending {
@@ -180,7 +122,9 @@ impl Session {
                 }
                 next = self.subscription.next() => match next {
                     Next::Message(message) => self.deliver(message, socket).await,
-                    Next::Reset(topic, reason) => send_text(socket, reset_frame(&topic, reason)).await,
+                    Next::Reset(topic, reason) => {
+                        send_text(socket, ServerFrame::Reset(ResetObject::new(&topic, reason)).text()).await
+                    }
                     Next::Overflowed => {
                         return Some(Ending { code: close::TRY_AGAIN_LATER, reason: "slow consumer" });
                     }
@@ -203,11 +147,7 @@ impl Session {
     }
 
     /// Sends a live message and whatever else is already queued, in one write.
-    async fn deliver<S>(
-        &mut self,
-        first: std::sync::Arc<switchboard_hub::Message>,
-        socket: &mut S,
-    ) -> SendResult
+    async fn deliver<S>(&mut self, first: Arc<Message>, socket: &mut S) -> SendResult
     where
         S: Sink<WsMessage, Error = axum::Error> + Unpin,
     {
@@ -256,11 +196,12 @@ impl Session {
                 }
                 let data = Data::from_json(data.get().as_bytes())?;
                 let message = self.state.broker.publish(&topic, &data).await?;
-                let ack = with_ref(
-                    serde_json::json!({"type": "ack", "topic": topic.as_str(), "id": message.id()}),
-                    reference,
-                );
-                Ok(send_text(socket, ack.to_string()).await)
+                let ack = ServerFrame::Ack {
+                    reference: reference.as_ref(),
+                    topic: topic.as_str(),
+                    id: message.id(),
+                };
+                Ok(send_text(socket, ack.text()).await)
             }
             "subscribe" => {
                 let topics = frame.topics(self.state.config.max_topics_per_connection)?;
@@ -275,16 +216,17 @@ impl Session {
             "unsubscribe" => {
                 let topics = frame.topics(self.state.config.max_topics_per_connection)?;
                 self.subscription.leave(&topics);
-                let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
-                let reply = with_ref(
-                    serde_json::json!({"type": "unsubscribed", "topics": names}),
-                    reference,
-                );
-                Ok(send_text(socket, reply.to_string()).await)
+                let reply = ServerFrame::Unsubscribed {
+                    reference: reference.as_ref(),
+                    topics: topics.iter().map(|t| t.as_str()).collect(),
+                };
+                Ok(send_text(socket, reply.text()).await)
             }
             "ping" => {
-                let pong = with_ref(serde_json::json!({"type": "pong"}), reference);
-                Ok(send_text(socket, pong.to_string()).await)
+                let pong = ServerFrame::Pong {
+                    reference: reference.as_ref(),
+                };
+                Ok(send_text(socket, pong.text()).await)
             }
             other => Err(AppError::new(
                 ErrorCode::UnknownType,
@@ -301,7 +243,7 @@ impl Session {
         &mut self,
         topics: &[TopicName],
         cursor: Option<&Cursor>,
-        reference: Option<serde_json::Value>,
+        reference: Option<Reference>,
         socket: &mut S,
     ) -> SendResult
     where
@@ -314,204 +256,22 @@ impl Session {
             }
         };
         for (topic, reason) in &resets {
-            socket.feed(text_frame(reset_frame(topic, *reason))).await?;
+            let reset = ServerFrame::Reset(ResetObject::new(topic, *reason));
+            socket.feed(text_frame(reset.text())).await?;
         }
-        let positions = self.subscription.positions_json();
-        let positions: serde_json::Map<_, _> = positions
-            .into_iter()
-            .filter(|(name, _)| topics.iter().any(|t| t.as_str() == name))
-            .collect();
-        let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
-        let subscribed =
-            serde_json::json!({"type": "subscribed", "topics": names, "positions": positions});
-        socket
-            .feed(text_frame(with_ref(subscribed, reference).to_string()))
-            .await?;
+        let mut positions = self.subscription.positions();
+        positions.retain(|(followed, _)| topics.contains(followed));
+        let subscribed = frames::subscribed(reference.as_ref(), &positions);
+        socket.feed(text_frame(subscribed.text())).await?;
         socket.flush().await
     }
-}
-
-/// A client frame, with its fields kept as raw JSON until each is needed, so that `data` is
-/// taken exactly as sent and `ref` survives errors in the other fields.
-struct ClientFrame<'a> {
-    reference: Option<serde_json::Value>,
-    fields: std::collections::HashMap<String, &'a RawValue>,
-}
-
-/// A frame refused as a whole, with its `ref` when that could be read.
-struct Refused {
-    error: AppError,
-    reference: Option<serde_json::Value>,
-}
-
-impl From<AppError> for Refused {
-    fn from(error: AppError) -> Refused {
-        Refused {
-            error,
-            reference: None,
-        }
-    }
-}
-
-impl<'a> ClientFrame<'a> {
-    fn parse(text: &'a str) -> Result<ClientFrame<'a>, Refused> {
-        let RawFields {
-            fields,
-            first_repeated,
-            ref_repeated,
-        } = serde_json::from_str(text).map_err(|e| {
-            if e.is_data() {
-                AppError::new(ErrorCode::BadRequest, "a frame must be a JSON object")
-            } else {
-                AppError::new(ErrorCode::BadJson, format!("frame is not valid JSON: {e}"))
-            }
-        })?;
-        let reference = match fields.get("ref").map(|raw| serde_json::from_str(raw.get())) {
-            None => Ok(None),
-            Some(Ok(value @ (serde_json::Value::String(_) | serde_json::Value::Number(_)))) => {
-                Ok(Some(value))
-            }
-            Some(_) => Err(AppError::new(
-                ErrorCode::BadRequest,
-                "`ref` must be a string or a number",
-            )),
-        };
-        // A repeated key would be read as one of its values, silently: refuse the frame.
-        if let Some(key) = first_repeated {
-            return Err(Refused {
-                error: AppError::new(ErrorCode::BadRequest, format!("duplicate key `{key}`")),
-                reference: reference.ok().flatten().filter(|_| !ref_repeated),
-            });
-        }
-        Ok(ClientFrame {
-            reference: reference?,
-            fields,
-        })
-    }
-
-    /// The frame's `type`; a missing one is answered like any other bad field, with the `ref`.
-    fn kind(&self) -> Result<String, AppError> {
-        self.string("type").map_err(|e| AppError {
-            code: ErrorCode::BadRequest,
-            ..e
-        })
-    }
-
-    fn optional_string(&self, name: &str) -> Result<Option<String>, AppError> {
-        self.fields
-            .get(name)
-            .map(|raw| {
-                serde_json::from_str::<String>(raw.get()).map_err(|_| {
-                    AppError::new(ErrorCode::BadRequest, format!("`{name}` must be a string"))
-                })
-            })
-            .transpose()
-    }
-
-    fn string(&self, name: &str) -> Result<String, AppError> {
-        self.optional_string(name)?.ok_or_else(|| missing(name))
-    }
-
-    /// The `topics` array, validated, without repeats; empty is `missing_topic`, more than
-    /// `max` distinct names `too_many_topics`.
-    fn topics(&self, max: usize) -> Result<Vec<TopicName>, AppError> {
-        let raw = self.fields.get("topics").ok_or_else(|| {
-            AppError::new(ErrorCode::MissingTopic, "the frame needs a `topics` array")
-        })?;
-        let names: Vec<String> = serde_json::from_str(raw.get()).map_err(|_| {
-            AppError::new(
-                ErrorCode::BadRequest,
-                "`topics` must be an array of strings",
-            )
-        })?;
-        if names.is_empty() {
-            return Err(AppError::new(ErrorCode::MissingTopic, "`topics` is empty"));
-        }
-        distinct_topics(names, max)
-    }
-}
-
-/// A JSON object's fields as raw JSON, read by hand rather than into a map so that a key given
-/// twice is noticed instead of its last value quietly winning. The first value is kept.
-struct RawFields<'a> {
-    fields: std::collections::HashMap<String, &'a RawValue>,
-    /// The first key seen twice, for the error message.
-    first_repeated: Option<String>,
-    /// Whether `ref` was seen twice, so that no `ref` can be echoed.
-    ref_repeated: bool,
-}
-
-impl<'de> serde::Deserialize<'de> for RawFields<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(RawFieldsVisitor)
-    }
-}
-
-struct RawFieldsVisitor;
-
-impl<'de> serde::de::Visitor<'de> for RawFieldsVisitor {
-    type Value = RawFields<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut raw = RawFields {
-            fields: std::collections::HashMap::new(),
-            first_repeated: None,
-            ref_repeated: false,
-        };
-        // Keys are compared unescaped: `"top\u0069c"` is `topic`.
-        while let Some(key) = map.next_key::<String>()? {
-            let value: &'de RawValue = map.next_value()?;
-            match raw.fields.entry(key) {
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    entry.insert(value);
-                }
-                std::collections::hash_map::Entry::Occupied(entry) => {
-                    raw.ref_repeated |= entry.key() == "ref";
-                    raw.first_repeated
-                        .get_or_insert_with(|| entry.key().clone());
-                }
-            }
-        }
-        Ok(raw)
-    }
-}
-
-fn missing(field: &str) -> AppError {
-    if field == "topic" {
-        return AppError::new(ErrorCode::MissingTopic, "the frame needs a `topic`");
-    }
-    AppError::new(ErrorCode::BadRequest, format!("the frame needs `{field}`"))
-}
-
-/// Puts `ref` right after `type`, where people reading frames look for it.
-fn with_ref(frame: serde_json::Value, reference: Option<serde_json::Value>) -> serde_json::Value {
-    let (Some(reference), serde_json::Value::Object(fields)) = (reference, &frame) else {
-        return frame;
-    };
-    let mut fields = fields.clone().into_iter();
-    let mut ordered = serde_json::Map::new();
-    ordered.extend(fields.next());
-    ordered.insert("ref".into(), reference);
-    ordered.extend(fields);
-    serde_json::Value::Object(ordered)
-}
-
-/// `{"topic":…,"reason":…,"type":"reset"}`.
-fn reset_frame(topic: &TopicName, reason: ResetReason) -> String {
-    let mut reset = reset_json(topic, reason);
-    reset["type"] = "reset".into();
-    reset.to_string()
 }
 
 fn text_frame(text: String) -> WsMessage {
     WsMessage::Text(Utf8Bytes::from(text))
 }
 
-fn message_frame(message: &switchboard_hub::Message) -> WsMessage {
+fn message_frame(message: &Message) -> WsMessage {
     WsMessage::Text(ws_message(message))
 }
 

@@ -1,0 +1,90 @@
+//! WebSocket: `GET /ws`. One task per connection reads client frames, delivers messages and
+//! sends heartbeats; everything ends together.
+//!
+//! - this file: the upgrade, and the close codes;
+//! - `session`: the connection's loop;
+//! - `client_frame`: reading what the client sends.
+//!
+//! What the server sends is in [`crate::wire`].
+
+mod client_frame;
+mod session;
+
+pub use session::Session;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+
+use crate::error::{AppError, ErrorCode};
+use crate::request::QueryParams;
+use crate::state::AppState;
+
+/// Room for a frame's own fields (`type`, `topic`, `ref`) on top of the data limit.
+const FRAME_OVERHEAD: usize = 1024;
+
+/// Bytes read from the socket at a time. Tungstenite's default is 128 KiB per connection, and
+/// it clears the whole buffer before each read; client frames are small, and memory per idle
+/// connection matters more.
+const READ_BUFFER: usize = 1024;
+
+/// Messages are written once this many bytes are buffered, or at the end of a batch.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// Close codes the gateway sends (see docs/PROTOCOL.md).
+pub(crate) mod close {
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    pub(crate) const NOT_UTF8: u16 = 1007;
+    pub(crate) const TOO_BIG: u16 = 1009;
+    /// A slow consumer, or a broker out of reach: reconnect with the cursor.
+    pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
+    pub(crate) const HEARTBEAT_TIMEOUT: u16 = 4000;
+
+    /// Every code above, for the test that holds docs/PROTOCOL.md to them.
+    #[cfg(test)]
+    pub(crate) const ALL: [u16; 6] = [
+        GOING_AWAY,
+        PROTOCOL_ERROR,
+        NOT_UTF8,
+        TOO_BIG,
+        TRY_AGAIN_LATER,
+        HEARTBEAT_TIMEOUT,
+    ];
+}
+
+/// `GET /ws[?topic=A&topic=B][&since=C]`. The query is checked before the upgrade, so a bad
+/// topic or cursor is an HTTP 400 rather than a socket that opens and closes.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    let upgrade = upgrade.map_err(|e| {
+        AppError::new(
+            ErrorCode::BadRequest,
+            format!("GET /ws needs a WebSocket upgrade: {e}"),
+        )
+    })?;
+    let params = QueryParams::parse(uri.query());
+    let topics = params.topics(state.config.max_topics_per_connection)?;
+    let cursor = params.cursor(&headers)?;
+    let permit = state.open_connection()?;
+    tracing::info!(topics = topics.len(), "websocket opened");
+    let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
+    let tasks = state.tasks.clone();
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
+        .on_upgrade(move |socket| {
+            tasks.track_future(async move {
+                let session = Session::new(state, permit);
+                session.run(socket, topics, cursor).await;
+            })
+        }))
+}
