@@ -80,4 +80,35 @@ expect '"data":{"text":"hi from websocat"}'
 run 5 "echo '{\"type\":\"publish\",\"topic\":\"chat\",\"data\":\"one-shot\",\"ref\":\"r1\"}' | websocat -n1 'ws://127.0.0.1:8080/ws'"
 expect '{"type":"ack","ref":"r1","topic":"chat","id":"'
 
+# Several nodes on one Redis: published on the first, followed on the second.
+redis="redis-server --port 6380 --save '' &"
+node1="target/release/switchboard serve --listen 127.0.0.1:8081 --redis redis://127.0.0.1:6380 &"
+node2="target/release/switchboard serve --listen 127.0.0.1:8082 --redis redis://127.0.0.1:6380 &"
+for command in "$redis" "$node1" "$node2"; do in_readme "$command"; done
+for port in 6380 8081 8082; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is taken; the README's example needs it"; fi
+done
+setsid bash -c "$redis $node1 $node2 wait" >"$work/nodes.out" 2>&1 &
+nodes=$!
+stop_nodes() { kill -TERM -- "-$nodes" 2>/dev/null || true; wait "$nodes" 2>/dev/null || true; }
+trap 'stop_nodes; cleanup' EXIT
+for port in 8081 8082; do
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/readyz" && break
+    sleep 0.1
+  done
+  curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" || { cat "$work/nodes.out" >&2; fail "node on $port is not ready"; }
+done
+follow="curl -N 'http://127.0.0.1:8082/events?topic=chat'"
+in_readme "$follow"
+timeout 4 bash -c "$follow" >"$work/sse" 2>/dev/null &
+follower=$!
+for _ in $(seq 1 50); do grep -q "event: subscribed" "$work/sse" && break; sleep 0.1; done
+run 5 "curl -d 'from node one' 'http://127.0.0.1:8081/events?topic=chat'"
+expect '"topic":"chat"'
+wait "$follower" || true
+cp "$work/sse" "$work/out"
+expect '"data":"from node one"'
+stop_nodes
+
 echo "readme.sh: every README example works verbatim"
