@@ -301,7 +301,9 @@ impl Inner {
             trusted_since: read.epoch,
         };
         let (after, reset) = resume(from, &view);
-        if count > 0 && after != hint.max(read.first.saturating_sub(1)) {
+        // Read again only when the resume rules start elsewhere than the first read did (a
+        // position of another epoch); a subscription from now needs no messages.
+        if count > 0 && from.is_some() && after != hint.max(read.first.saturating_sub(1)) {
             read = self
                 .read(topic, after, count)
                 .await

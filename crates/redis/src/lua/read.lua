@@ -6,7 +6,7 @@
 -- ARGV[4] meta TTL in ms (0: none)
 -- Returns {epoch, last, first, {{id, {'d', data, 't', time}}, ...}}.
 local meta, history = KEYS[1], KEYS[2]
-local after, count, max_age = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local count, max_age = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 local seconds, micros = redis_now()
 local epoch = epoch_of(meta, history, seconds, micros, tonumber(ARGV[4]))
@@ -19,6 +19,7 @@ if #head > 0 then
 end
 local entries = {}
 if count > 0 then
-  entries = redis.call('XRANGE', history, '(' .. after .. '-0', '+', 'COUNT', count)
+  -- The sequence as given: Lua would print a large number in exponent form.
+  entries = redis.call('XRANGE', history, '(' .. ARGV[1] .. '-0', '+', 'COUNT', count)
 end
 return {epoch, last, first, entries}
