@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use std::io::Write;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use switchboard::Config;
 use switchboard::logging::LogSink;
@@ -85,6 +87,11 @@ async fn serve(config: Config) -> std::io::Result<()> {
         std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
     })?;
     // One line on stdout, for people and for scripts that started it on port 0.
-    println!("switchboard listening on http://{}", listener.local_addr()?);
+    // Written, not printed: a closed stdout must not stop the gateway.
+    let _ = writeln!(
+        std::io::stdout(),
+        "switchboard listening on http://{}",
+        listener.local_addr()?
+    );
     switchboard::server::run(listener, config, switchboard::shutdown::signal()).await
 }

@@ -68,10 +68,12 @@ pub async fn run(
     let refusals = Arc::new(Refusals::new(state.config.max_sockets));
     let router = app(state);
 
-    let signal = token.clone();
+    // Cancelled when the shutdown future completes, and also if it panics: a failing signal
+    // handler must leave a gateway that stops, not one that can never stop.
+    let cancel_on_exit = token.clone().drop_guard();
     tokio::spawn(async move {
+        let _cancel_on_exit = cancel_on_exit;
         shutdown.await;
-        signal.cancel();
     });
     loop {
         let accepted = tokio::select! {
