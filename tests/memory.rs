@@ -3,28 +3,16 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use switchboard::Config;
-use switchboard_e2e::stuck::{StuckClient, resident_bytes, wait_for_health};
-use switchboard_e2e::{Endpoint, Gateway, TIMEOUT, poll, publish, within};
+use switchboard_e2e::stuck::{
+    LARGE_MESSAGE_PAD, StuckClient, publish_large, resident_bytes, wait_for_health,
+};
+use switchboard_e2e::{Endpoint, Gateway, TIMEOUT, poll, within};
 
-/// Large messages: a few hundred fill a retention budget of tens of MiB.
-const PAD: usize = 60_000;
 const MIB: usize = 1024 * 1024;
 
 /// The tests of this file measure the whole process: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn publish_many(gw: &Gateway, topic: &str, count: usize) {
-    let pad = "x".repeat(PAD);
-    for n in 0..count {
-        publish(
-            &gw.http_url(&format!("/events?topic={topic}")),
-            &json!({"n": n, "pad": pad}),
-        )
-        .await;
-    }
-}
 
 /// Waits until the gateway has started answering `client` (its first bytes have arrived).
 async fn answered(client: &mut StuckClient) {
@@ -55,7 +43,7 @@ async fn stuck_subscribers_resuming_from_old_cursors_do_not_pin_evicted_history(
     };
     let gw = Gateway::start(config).await;
     let start = poll(&gw.http_url("/poll?topic=s&timeout=0")).await.cursor;
-    publish_many(&gw, "s", 600).await;
+    publish_large(&gw, "s", 600).await;
     let before = resident_bytes();
 
     let mut clients = Vec::new();
@@ -75,7 +63,7 @@ async fn stuck_subscribers_resuming_from_old_cursors_do_not_pin_evicted_history(
     })
     .await;
     // A whole new history: without pins, the old one is freed as this one is retained.
-    publish_many(&gw, "s", 600).await;
+    publish_large(&gw, "s", 600).await;
     let health = wait_for_health(&gw.base(), TIMEOUT, "the old history evicted", |h| {
         h["evicted"]["budget"].as_u64().unwrap_or(0) >= 600
     })
@@ -99,13 +87,13 @@ async fn unread_poll_replies_are_bounded_in_bytes_and_count_as_sockets() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let gw = Gateway::start_default().await;
     let start = poll(&gw.http_url("/poll?topic=s&timeout=0")).await.cursor;
-    publish_many(&gw, "s", 1000).await;
+    publish_large(&gw, "s", 1000).await;
 
     let reply = poll(&gw.http_url(&format!("/poll?topic=s&since={start}&timeout=0"))).await;
     let bytes: usize = reply.messages.iter().map(|m| m.to_string().len()).sum();
     assert!(reply.more, "more messages wait");
     assert!(
-        bytes <= Config::default().poll_batch_bytes + PAD + 1024,
+        bytes <= Config::default().poll_batch_bytes + LARGE_MESSAGE_PAD + 1024,
         "a reply of {bytes} bytes"
     );
     assert!(

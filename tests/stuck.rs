@@ -3,13 +3,9 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use switchboard::Config;
-use switchboard_e2e::stuck::{StuckClient, health, wait_for_health};
-use switchboard_e2e::{Endpoint, Gateway, TIMEOUT, publish, within};
-
-/// Large messages, so that a few fill any socket buffer.
-const PAD: usize = 60_000;
+use switchboard_e2e::stuck::{StuckClient, health, publish_large, wait_for_health};
+use switchboard_e2e::{Endpoint, Gateway, TIMEOUT, within};
 
 /// Queues that never overflow here: what ends a stuck client must be the write deadline.
 fn deep_queues(write_timeout: Duration) -> Config {
@@ -19,19 +15,6 @@ fn deep_queues(write_timeout: Duration) -> Config {
         send_queue_bytes: 1 << 30,
         send_queue_total_bytes: 1 << 30,
         ..Config::default()
-    }
-}
-
-/// Publishes large messages to `topic` until the gateway reports that `stuck` streams are
-/// open, and then enough more to fill their socket buffers many times over.
-async fn flood(gw: &Gateway, topic: &str, count: usize) {
-    let pad = "x".repeat(PAD);
-    for n in 0..count {
-        publish(
-            &gw.http_url(&format!("/events?topic={topic}")),
-            &json!({"n": n, "pad": pad}),
-        )
-        .await;
     }
 }
 
@@ -49,7 +32,7 @@ async fn reader_of_nothing_is_dropped(open: impl AsyncFnOnce(&Gateway) -> StuckC
     let _client = open(&gw).await;
     wait_for_connections(&gw, 1).await;
     // 200 × 60 kB: far more than the socket buffers on both sides hold.
-    flood(&gw, "s", 200).await;
+    publish_large(&gw, "s", 200).await;
     // Its socket closed too: the one left is the health check's own (earlier checks' sockets
     // close as the gateway notices them go).
     let after = wait_for_health(&gw.base(), TIMEOUT, "the stuck client dropped", |h| {
@@ -99,7 +82,7 @@ async fn shutdown_does_not_wait_for_clients_that_read_nothing() {
     let _ws = StuckClient::websocket(gw.addr(), "/ws?topic=s").await;
     let _sse = StuckClient::get(gw.addr(), "/events?topic=s").await;
     wait_for_connections(&gw, 2).await;
-    flood(&gw, "s", 200).await;
+    publish_large(&gw, "s", 200).await;
     let stuck = health(&gw.base()).await;
     assert_eq!(stuck["connections"], 2, "both still open: {stuck}");
     // The grace period is ten minutes and the write deadline an hour: only a shutdown that

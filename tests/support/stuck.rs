@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::within;
+use crate::{Endpoint, publish, within};
 
 /// The receive buffer a stuck client asks for: the kernel rounds it up a little, and it fills
 /// after a few kilobytes.
@@ -61,6 +61,22 @@ impl StuckClient {
     /// The socket, for tests that finally read from it.
     pub fn stream(&mut self) -> &mut TcpStream {
         &mut self.stream
+    }
+}
+
+/// The padding of [`publish_large`]'s messages: a few hundred fill any socket buffer or a
+/// retention budget of tens of MiB.
+pub const LARGE_MESSAGE_PAD: usize = 60_000;
+
+/// Publishes `count` messages `{"n":N,"pad":"xxx…"}` of about 60 kB to `topic` at `at`.
+pub async fn publish_large(at: &impl Endpoint, topic: &str, count: usize) {
+    let pad = "x".repeat(LARGE_MESSAGE_PAD);
+    for n in 0..count {
+        publish(
+            &at.http_url(&format!("/events?topic={topic}")),
+            &serde_json::json!({"n": n, "pad": pad}),
+        )
+        .await;
     }
 }
 
