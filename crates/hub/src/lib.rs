@@ -10,7 +10,9 @@
 //! - [`inbox`]: a connection's bounded queue, fed by every topic it subscribes to.
 //! - [`fanout`]: the subscribers of one topic on this node, and delivery to all of them.
 //! - [`resume`]: the resume rules, one pure function every store uses.
-//! - [`hub`]: the in-memory [`Hub`]: the topic map, retention, resume rules, maintenance.
+//! - [`hub`]: the in-memory [`Hub`]: the topic map, publishing and joining (`hub/mod.rs`);
+//!   retention by count, age and memory budget (`hub/retention.rs`); the periodic sweep,
+//!   forgetting idle topics and the horizons (`hub/maintenance.rs`).
 //!
 //! The gateway reaches the hub only through the [`Broker`] trait, so that a broker backed by
 //! Redis can later provide sequencing, history and cross-node fan-out behind it.

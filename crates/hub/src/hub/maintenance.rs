@@ -1,0 +1,173 @@
+//! Maintenance: the periodic sweep (age retention, the memory budget, forgetting idle topics)
+//! and the horizons, which remember that a forgotten topic's history is gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Hub, Topic};
+
+/// Buckets of topic tags, each with its own horizon: 32 KiB, and a forgotten topic resets
+/// the starting positions of about one topic in 4,096 that did not exist yet.
+pub(super) const HORIZON_BUCKETS: usize = 4096;
+
+/// Per bucket of topic tags: no history older than this clock value is known any more for
+/// those topics (the hub started then, or forgot one of them that had messages). A starting
+/// position of an unknown topic older than its bucket's horizon gets a reset. One value per
+/// bucket rather than one for the hub, so that forgetting a topic does not cast doubt on every
+/// other one; rather than one per topic, so that it stays bounded.
+#[derive(Debug)]
+pub(super) struct Horizons(Box<[AtomicU64]>);
+
+impl Horizons {
+    /// Every bucket trusted since `start`.
+    pub(super) fn new(start: u64) -> Horizons {
+        Horizons(
+            (0..HORIZON_BUCKETS)
+                .map(|_| AtomicU64::new(start))
+                .collect(),
+        )
+    }
+
+    /// Since when the topics with `tag` have lost nothing.
+    pub(super) fn of(&self, tag: u64) -> u64 {
+        self.bucket(tag).load(Ordering::Acquire)
+    }
+
+    /// Records that a topic with `tag` lost its history at `now`.
+    fn lost(&self, tag: u64, now: u64) {
+        self.bucket(tag).fetch_max(now, Ordering::AcqRel);
+    }
+
+    fn bucket(&self, tag: u64) -> &AtomicU64 {
+        &self.0[(tag % HORIZON_BUCKETS as u64) as usize]
+    }
+}
+
+impl Hub {
+    /// Applies age retention and the memory budget, and forgets topics idle for longer than
+    /// `idle_topic_ttl`. Cheap enough to run every second.
+    pub fn sweep(&self) {
+        self.sweep_at(super::now_ms());
+    }
+
+    pub(super) fn sweep_at(&self, now_ms: u64) {
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        let idle_ttl = self.config.idle_topic_ttl.as_millis() as u64;
+        for topic in &topics {
+            let mut state = topic.state.lock();
+            self.drop_expired(&mut state, now_ms);
+            state.subscribers.prune();
+            if !state.is_idle() {
+                continue;
+            }
+            let idle_since = *state.idle_since_ms.get_or_insert(now_ms);
+            if now_ms.saturating_sub(idle_since) >= idle_ttl {
+                state.removed = true;
+                // Any position of the forgotten history must now get a reset; a topic that
+                // never had a message had no history to lose.
+                if state.last_seq > 0 {
+                    self.horizons.lost(topic.tag, self.tick());
+                }
+                self.topics
+                    .remove_if(&topic.name, |_, t| Arc::ptr_eq(t, topic));
+                self.stats.topics_forgotten.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.enforce_budget(&topics);
+    }
+
+    /// Sweeps every `interval`, and at once whenever a publish goes over the memory budget.
+    /// Runs until the returned future is dropped.
+    pub async fn maintain(&self, interval: Duration) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.over_budget.notified() => {}
+            }
+            self.sweep();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::HORIZON_BUCKETS;
+    use crate::hub::tests::{hub_with, seqs, text, topic};
+    use crate::hub::{HubConfig, Page, ResetReason, now_ms};
+    use crate::inbox::{Inbox, QueueLimits};
+    use crate::position::{Position, topic_tag};
+
+    #[test]
+    fn forgotten_topic_history_is_reported() {
+        let hub = hub_with(HubConfig {
+            idle_topic_ttl: Duration::ZERO,
+            ..HubConfig::default()
+        });
+        let news = topic("news");
+        let start = hub.join(&news, None, None, Page::ALL);
+        let message = hub.publish(&news, &text("gone soon"));
+        // Age the message out and forget the idle topic.
+        hub.sweep_at(now_ms() + hub.config.retention_age.as_millis() as u64 + 1);
+        hub.sweep_at(now_ms() + hub.config.retention_age.as_millis() as u64 + 2);
+        assert_eq!(hub.topic_count(), 0);
+        hub.publish(&news, &text("new history"));
+        for from in [start.start, message.position] {
+            let catchup = hub.join(&news, Some(from), None, Page::ALL);
+            assert_eq!(catchup.reset, Some(ResetReason::HistoryLost), "from {from}");
+            assert_eq!(seqs(&catchup.messages), vec![1]);
+        }
+    }
+
+    #[test]
+    fn forgetting_a_topic_does_not_reset_the_starting_positions_of_others() {
+        let hub = hub_with(HubConfig {
+            idle_topic_ttl: Duration::ZERO,
+            ..HubConfig::default()
+        });
+        let (quiet, busy) = (topic("quiet"), topic("busy"));
+        assert_ne!(
+            topic_tag(&quiet) % HORIZON_BUCKETS as u64,
+            topic_tag(&busy) % HORIZON_BUCKETS as u64,
+            "the test needs topics in different buckets"
+        );
+        let start = hub.join(&quiet, None, None, Page::NONE).start;
+        let message = hub.publish(&busy, &text("soon forgotten"));
+        // Age the message out, then forget the idle topic.
+        let later = message.time_ms + hub.config.retention_age.as_millis() as u64 + 1;
+        hub.sweep_at(later);
+        hub.sweep_at(later + 1);
+        assert_eq!(hub.stats().topics_forgotten.load(Ordering::Relaxed), 1);
+        hub.publish(&quiet, &text("first"));
+        let catchup = hub.join(&quiet, Some(start), None, Page::ALL);
+        assert_eq!(catchup.reset, None, "nothing of `quiet` was ever lost");
+        assert_eq!(seqs(&catchup.messages), vec![1]);
+    }
+
+    #[test]
+    fn forgetting_a_topic_that_never_had_a_message_loses_nothing() {
+        let hub = hub_with(HubConfig {
+            idle_topic_ttl: Duration::ZERO,
+            ..HubConfig::default()
+        });
+        let empty = topic("empty");
+        let mut inbox = Inbox::new(QueueLimits::messages(1));
+        let start = hub.join(&empty, None, Some(&inbox), Page::NONE).start;
+        hub.leave(&empty, &inbox);
+        hub.sweep_at(now_ms());
+        hub.sweep_at(now_ms() + 1);
+        assert_eq!(hub.topic_count(), 0);
+        hub.publish(&empty, &text("first"));
+        let catchup = hub.join(&empty, Some(Position { seq: 0, ..start }), None, Page::ALL);
+        assert_eq!(catchup.reset, None);
+        assert_eq!(seqs(&catchup.messages), vec![1]);
+        assert!(inbox.try_recv().is_none());
+    }
+}
