@@ -2,22 +2,27 @@
 //! subscribers.
 //!
 //! - `mod.rs`: the [`Hub`], its topic map, and publishing, joining and leaving;
+//! - `clock.rs`: the time it reads (a [`Clock`], injectable for tests) and its epochs;
 //! - `retention.rs`: which messages are kept, by count, age and memory budget;
 //! - `maintenance.rs`: the periodic sweep, forgetting idle topics, and the horizons that
 //!   remember what forgetting lost.
 
+mod clock;
 mod maintenance;
 mod retention;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+pub use self::clock::{Clock, ManualClock, SystemClock};
+
+use self::clock::Ticks;
 use self::maintenance::Horizons;
 use crate::fanout::Subscribers;
 use crate::inbox::Inbox;
@@ -167,9 +172,8 @@ impl TopicState {
 pub struct Hub {
     topics: DashMap<TopicName, Arc<Topic>>,
     config: HubConfig,
-    /// The last epoch handed out, in microseconds since the Unix epoch; strictly increasing so
-    /// a topic that is forgotten and created again always gets a new epoch.
-    clock: AtomicU64,
+    /// The time, and the clock values that epochs are made of.
+    ticks: Ticks,
     /// Since when each bucket of topics has lost no history.
     horizons: Horizons,
     retained_bytes: AtomicUsize,
@@ -178,29 +182,22 @@ pub struct Hub {
     stats: HubStats,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 impl Hub {
+    /// A hub on the system clock.
     pub fn new(config: HubConfig) -> Hub {
-        // Strictly after every clock value an earlier hub could have handed out by now, so
-        // that even a position taken in the same microsecond belongs to the past.
-        let start = now_micros() + 1;
-        let clock = AtomicU64::new(start);
+        Hub::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A hub that reads the time from `clock`: tests give it a [`ManualClock`].
+    pub fn with_clock(config: HubConfig, clock: Arc<dyn Clock>) -> Hub {
+        let ticks = Ticks::new(clock);
+        // Nothing of any topic is lost before the hub starts.
+        let horizons = Horizons::new(ticks.now());
         Hub {
             topics: DashMap::new(),
             config,
-            clock,
-            horizons: Horizons::new(start),
+            ticks,
+            horizons,
             retained_bytes: AtomicUsize::new(0),
             over_budget: Notify::new(),
             stats: HubStats::default(),
@@ -217,23 +214,6 @@ impl Hub {
 
     pub fn retained_bytes(&self) -> usize {
         self.retained_bytes.load(Ordering::Relaxed)
-    }
-
-    /// A new clock value, greater than every one before.
-    fn tick(&self) -> u64 {
-        let now = now_micros();
-        let previous = self
-            .clock
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-                Some(now.max(last + 1))
-            })
-            .unwrap_or(0);
-        now.max(previous + 1)
-    }
-
-    /// The clock now, without taking a new value.
-    fn clock_now(&self) -> u64 {
-        now_micros().max(self.clock.load(Ordering::Acquire))
     }
 
     /// Runs `f` on the topic's locked state, creating the topic when `create` is set.
@@ -254,7 +234,7 @@ impl Hub {
                             name: name.clone(),
                             tag: topic_tag(name),
                             state: Mutex::new(TopicState {
-                                epoch: self.tick(),
+                                epoch: self.ticks.tick(),
                                 last_seq: 0,
                                 retained: VecDeque::new(),
                                 subscribers: Subscribers::default(),
@@ -276,7 +256,7 @@ impl Hub {
     /// Gives `data` the next position in `topic`, retains it and queues it for every
     /// subscriber.
     pub fn publish(&self, topic: &TopicName, data: &Data) -> Arc<Message> {
-        let time_ms = now_ms();
+        let time_ms = self.ticks.now_ms();
         let message = self
             .with_topic(topic, true, |topic, state| {
                 state.last_seq += 1;
@@ -367,7 +347,7 @@ impl Hub {
         let horizon = self.horizons.of(tag);
         let now = Position {
             tag,
-            epoch: self.clock_now(),
+            epoch: self.ticks.now(),
             seq: 0,
         };
         let (start, reset) = match from {

@@ -89,12 +89,14 @@ mod tests {
     use std::time::Duration;
 
     use crate::hub::tests::{hub_with, seqs, text, topic};
-    use crate::hub::{Hub, HubConfig, Page, ResetReason};
+    use crate::hub::{Hub, HubConfig, ManualClock, Page, ResetReason};
     use crate::position::Position;
+
+    const MS: Duration = Duration::from_millis(1);
 
     #[test]
     fn position_older_than_retention_is_reset_then_oldest_retained_follows() {
-        let hub = hub_with(HubConfig {
+        let (hub, _) = hub_with(HubConfig {
             retention_messages: 3,
             ..HubConfig::default()
         });
@@ -111,10 +113,18 @@ mod tests {
 
     #[test]
     fn age_retention_drops_old_messages() {
-        let hub = Hub::new(HubConfig::default());
+        let (hub, clock) = hub_with(HubConfig::default());
         let chat = topic("chat");
         let first = hub.publish(&chat, &text("1"));
-        hub.sweep_at(first.time_ms + hub.config.retention_age.as_millis() as u64 + 1);
+        clock.advance(hub.config.retention_age);
+        hub.sweep();
+        assert_eq!(
+            hub.stats().evicted_by_age.load(Ordering::Relaxed),
+            0,
+            "a message exactly as old as the limit is kept"
+        );
+        clock.advance(MS);
+        hub.sweep();
         assert_eq!(hub.retained_bytes(), 0);
         assert_eq!(hub.stats().evicted_by_age.load(Ordering::Relaxed), 1);
         let catchup = hub.join(
@@ -130,24 +140,44 @@ mod tests {
     }
 
     #[test]
+    fn age_retention_applies_at_publish_too() {
+        let (hub, clock) = hub_with(HubConfig {
+            retention_age: Duration::from_secs(10),
+            ..HubConfig::default()
+        });
+        let chat = topic("chat");
+        hub.publish(&chat, &text("old"));
+        clock.advance(Duration::from_secs(10) + MS);
+        hub.publish(&chat, &text("new"));
+        assert_eq!(hub.stats().evicted_by_age.load(Ordering::Relaxed), 1);
+        let start = Position {
+            seq: 0,
+            ..hub.join(&chat, None, None, Page::NONE).start
+        };
+        let retained = hub.join(&chat, Some(start), None, Page::ALL);
+        assert_eq!(seqs(&retained.messages), vec![2]);
+    }
+
+    #[test]
     fn memory_budget_evicts_the_oldest_messages_of_the_hub() {
         let (a, b) = (topic("a"), topic("b"));
-        let sizes_of = |hub: &Hub| {
+        let sizes_of = |hub: &Hub, clock: &ManualClock| {
             let mut sizes = Vec::new();
             for name in [&a, &b, &a, &b] {
                 sizes.push(hub.publish(name, &text("x")).retained_size());
                 // Distinct publish times make "oldest" unambiguous.
-                std::thread::sleep(Duration::from_millis(2));
+                clock.advance(MS);
             }
             sizes
         };
-        let sizes = sizes_of(&Hub::new(HubConfig::default()));
+        let (unbounded, clock) = hub_with(HubConfig::default());
+        let sizes = sizes_of(&unbounded, &clock);
         let budget = sizes[1..].iter().sum();
-        let hub = hub_with(HubConfig {
+        let (hub, clock) = hub_with(HubConfig {
             retention_bytes: budget,
             ..HubConfig::default()
         });
-        sizes_of(&hub);
+        sizes_of(&hub, &clock);
         assert!(hub.retained_bytes() > budget);
         hub.sweep();
         assert_eq!(hub.retained_bytes(), budget);

@@ -16,8 +16,10 @@ pub(super) fn seqs(messages: &[Arc<Message>]) -> Vec<u64> {
     messages.iter().map(|m| m.position.seq).collect()
 }
 
-pub(super) fn hub_with(config: HubConfig) -> Hub {
-    Hub::new(config)
+/// A hub with `config` on a clock that moves only when the test advances it.
+pub(super) fn hub_with(config: HubConfig) -> (Hub, Arc<ManualClock>) {
+    let clock = ManualClock::new();
+    (Hub::with_clock(config, clock.clone()), clock)
 }
 
 #[test]
