@@ -9,7 +9,7 @@
 //!   once, plus a cache for each transport's own encoding.
 //! - [`inbox`]: a connection's bounded queue, fed by every topic it subscribes to.
 //! - [`fanout`]: the subscribers of one topic on this node, and delivery to all of them.
-//! - [`resume`]: the resume rules, one pure function every store uses.
+//! - [`resume`](mod@resume): the resume rules, one pure function every store uses.
 //! - [`hub`]: the in-memory [`Hub`]: the topic map, publishing and joining (`hub/mod.rs`);
 //!   the time it reads, a [`Clock`] that tests replace (`hub/clock.rs`); retention by count,
 //!   age and memory budget (`hub/retention.rs`); the periodic sweep, forgetting idle topics
