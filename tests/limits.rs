@@ -6,6 +6,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::json;
 use switchboard::Config;
 use switchboard_e2e::http::assert_serving;
+use switchboard_e2e::stuck::wait_for_connections;
 use switchboard_e2e::{
     Endpoint, Gateway, SseClient, WsClient, assert_envelope, expect_error, poll, publish, within,
     within_for,
@@ -52,34 +53,14 @@ async fn max_connections_counts_ws_sse_and_held_polls() {
 
     // Closing a WebSocket frees a slot (the gateway notices the close asynchronously).
     ws.close().await;
-    let mut sse2 = within("a slot freed by the closed WebSocket", async {
-        loop {
-            let response = client
-                .get(gw.http_url("/events?topic=a"))
-                .send()
-                .await
-                .expect("GET");
-            if response.status() == StatusCode::OK {
-                break SseClient::from_response(response).await;
-            }
-            expect_error(response, 503, "too_many_connections").await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    wait_for_connections(&gw.base(), 1, "the closed WebSocket's slot to be freed").await;
+    let mut sse2 = SseClient::connect(&gw.http_url("/events?topic=a")).await;
     sse2.expect_event("subscribed").await;
 
     // Dropping an SSE stream frees a slot too.
     drop(sse);
-    let mut ws2 = within("a slot freed by the dropped SSE stream", async {
-        loop {
-            match WsClient::try_connect(&gw.ws_url("/ws?topic=a"), None).await {
-                Ok(ws) => break ws,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    })
-    .await;
+    wait_for_connections(&gw.base(), 1, "the dropped SSE stream's slot to be freed").await;
+    let mut ws2 = WsClient::connect(&gw.ws_url("/ws?topic=a")).await;
     assert_eq!(ws2.next().await["type"], "subscribed");
 }
 

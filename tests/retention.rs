@@ -7,9 +7,13 @@ use serde_json::{Value, json};
 use switchboard::Config;
 use switchboard_e2e::stuck::wait_for_health;
 use switchboard_e2e::{
-    Endpoint, Gateway, SseClient, SseItem, TIMEOUT, WsClient, assert_envelope, assert_reset,
-    data_of, poll, publish, within,
+    Endpoint, Gateway, SseClient, SseItem, TIMEOUT, WsClient, assert_envelope, assert_reset, poll,
+    publish,
 };
+
+/// The hub's maintenance interval in tests that wait for messages to age out or topics to be
+/// forgotten: each sweep a few milliseconds apart rather than a second.
+const SWEEP_OFTEN: Duration = Duration::from_millis(10);
 
 /// A gateway retaining 5 messages per topic, with messages 1..=10 published to `t`.
 /// Returns it, the id of message 1 and the retained messages 6..=10.
@@ -204,24 +208,17 @@ async fn retention_bytes_budget_resets() {
 async fn retention_age_resets() {
     let config = Config {
         retention_age: Duration::from_millis(200),
+        maintenance_interval: SWEEP_OFTEN,
         ..Config::default()
     };
     let gw = Gateway::start(config).await;
     let first = publish(&gw.http_url("/events?topic=t"), &json!(1)).await;
     publish(&gw.http_url("/events?topic=t"), &json!(2)).await;
-    // Eviction by age has no event to wait on: poll until it shows.
-    let url = gw.http_url(&format!("/poll?topic=t&since={first}&timeout=0"));
-    let reply = within("message 2 to age out", async {
-        loop {
-            let reply = poll(&url).await;
-            if !reply.reset.is_empty() {
-                break reply;
-            }
-            assert_eq!(data_of(&reply.messages), [json!(2)], "{reply:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    wait_for_health(&gw.base(), TIMEOUT, "both messages to age out", |h| {
+        h["evicted"]["age"] == 2
     })
     .await;
+    let reply = poll(&gw.http_url(&format!("/poll?topic=t&since={first}&timeout=0"))).await;
     assert_eq!(reply.reset.len(), 1, "{reply:?}");
     assert_reset(&reply.reset[0], "t", "retention");
     assert!(reply.messages.is_empty(), "{reply:?}");
@@ -240,6 +237,7 @@ async fn forgotten_topic_is_history_lost() {
     let config = Config {
         retention_age: Duration::from_millis(100),
         idle_topic_ttl: Duration::from_millis(200),
+        maintenance_interval: SWEEP_OFTEN,
         ..Config::default()
     };
     let gw = Gateway::start(config).await;
@@ -261,6 +259,7 @@ async fn forgetting_a_topic_does_not_reset_the_starting_positions_of_others() {
     let config = Config {
         retention_age: Duration::from_millis(100),
         idle_topic_ttl: Duration::from_millis(200),
+        maintenance_interval: SWEEP_OFTEN,
         ..Config::default()
     };
     let gw = Gateway::start(config).await;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard::Config;
+use switchboard_e2e::stuck::wait_for_connections;
 use switchboard_e2e::ws::Closed;
 use switchboard_e2e::{Endpoint, Gateway, SseClient, SseItem, WsClient, poll, publish};
 
@@ -24,8 +25,8 @@ async fn open_connections_are_ended_cleanly() {
     let cursor = poll(&gw.http_url("/poll?topic=s&timeout=0")).await.cursor;
     let held_url = gw.http_url(&format!("/poll?topic=s&since={cursor}&timeout=4"));
     let held = tokio::spawn(async move { poll(&held_url).await });
-    // No event tells that the poll is held; let it get there.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The WebSocket, the SSE stream and the held poll.
+    wait_for_connections(&gw.base(), 3, "the poll to be held").await;
     let id = publish(&gw.http_url("/events?topic=s"), &json!("before")).await;
     let held_reply = held.await.expect("poll task");
     assert_eq!(held_reply.messages.len(), 1, "{held_reply:?}");
@@ -37,7 +38,9 @@ async fn open_connections_are_ended_cleanly() {
     let held = tokio::spawn(async move { poll(&held_url).await });
     assert_eq!(ws.message().await["id"], json!(id));
     assert_eq!(sse.message().await["id"], json!(id));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first poll let go of its slot before it answered; the second is held once it has
+    // taken one.
+    wait_for_connections(&gw.base(), 3, "the second poll to be held").await;
 
     let (took, (frames, closed), items, reply) =
         tokio::join!(gw.shutdown(), ws.read_to_close(), sse.read_to_end(), held);

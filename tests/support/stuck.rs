@@ -114,6 +114,12 @@ pub async fn wait_for_health(
     })
 }
 
+/// Waits (at most [`TIMEOUT`](crate::TIMEOUT)) until `/healthz` counts `count` open streams:
+/// WebSockets, SSE streams and held polls. A held poll gives no other sign that it is held.
+pub async fn wait_for_connections(base: &str, count: u64, what: &str) -> Value {
+    wait_for_health(base, crate::TIMEOUT, what, |h| h["connections"] == count).await
+}
+
 /// This process's resident memory, in bytes (the gateway under test runs in it).
 pub fn resident_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

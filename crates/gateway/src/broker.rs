@@ -10,10 +10,6 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 
-/// How often the in-memory hub applies age retention and the memory budget, and forgets idle
-/// topics.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
-
 /// How long start-up waits for Redis before serving anyway (not ready until it is reached).
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
@@ -41,8 +37,8 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
         (None, true) => {
             let hub = Arc::new(Hub::new(config.hub_config()));
             let maintained = hub.clone();
-            let maintenance =
-                tokio::spawn(async move { maintained.maintain(MAINTENANCE_INTERVAL).await });
+            let interval = config.maintenance_interval;
+            let maintenance = tokio::spawn(async move { maintained.maintain(interval).await });
             return Ok(Running {
                 broker: hub,
                 maintenance: Some(maintenance),

@@ -121,6 +121,12 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub idle_topic_ttl: Duration,
 
+    /// How often the in-memory hub drops messages past `retention_age`, enforces
+    /// `retention_bytes` and forgets idle topics (a publish over the budget also starts it).
+    #[arg(long, env = "SWITCHBOARD_MAINTENANCE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+
     /// Origins (like `https://app.example.com`) whose pages may connect; `*` allows all.
     /// Empty: same-origin pages and non-browser clients only.
     #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -294,6 +300,7 @@ impl Config {
             ("poll_max_timeout", self.poll_max_timeout, ZERO, HOUR),
             ("retention_age", self.retention_age, ZERO, YEAR),
             ("idle_topic_ttl", self.idle_topic_ttl, ZERO, YEAR),
+            ("maintenance_interval", self.maintenance_interval, MS, HOUR),
             ("sse_retry", self.sse_retry, ZERO, HOUR),
             ("shutdown_grace", self.shutdown_grace, ZERO, HOUR),
         ];
@@ -411,6 +418,7 @@ mod tests {
         assert_eq!(config.poll_timeout, Duration::from_secs(25));
         assert_eq!(config.header_timeout, Duration::from_secs(30));
         assert_eq!(config.retention_messages, 1000);
+        assert_eq!(config.maintenance_interval, Duration::from_secs(1));
         assert_eq!(config.max_message_bytes, 65536);
         assert!(config.allowed_origins.is_empty());
         assert!(config.allowed_hosts.is_empty());
@@ -479,6 +487,16 @@ mod tests {
                 "idle_topic_ttl must be between 0s and 365d, got 8761h",
             ),
             (
+                "--maintenance-interval",
+                "0s",
+                "maintenance_interval must be between 1ms and 1h, got 0s",
+            ),
+            (
+                "--maintenance-interval",
+                "61m",
+                "maintenance_interval must be between 1ms and 1h, got 61m",
+            ),
+            (
                 "--sse-retry",
                 "3601s",
                 "sse_retry must be between 0s and 1h, got 3601s",
@@ -545,6 +563,7 @@ mod tests {
             "--poll-max-timeout=0s",
             "--retention-age=0s",
             "--idle-topic-ttl=0s",
+            "--maintenance-interval=1ms",
             "--sse-retry=0s",
             "--shutdown-grace=0s",
             "--max-message-bytes=1",
@@ -561,6 +580,7 @@ mod tests {
             "--poll-max-timeout=1h",
             "--retention-age=365d",
             "--idle-topic-ttl=365d",
+            "--maintenance-interval=1h",
             "--sse-retry=1h",
             "--shutdown-grace=1h",
             "--max-message-bytes=16777216",

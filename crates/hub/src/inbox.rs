@@ -21,7 +21,9 @@ use crate::message::Message;
 const RETAINED_SLOTS: usize = 16;
 
 /// How much the inboxes may hold, one by one and all together. One per gateway, shared by
-/// every inbox.
+/// every inbox: every inbox a message can reach must share the same one, because the message
+/// is counted in the limits of whichever inbox takes it first and given back to those of
+/// whichever lets it go last.
 #[derive(Debug)]
 pub struct QueueLimits {
     /// Most messages one inbox holds before its connection counts as a slow consumer.
@@ -222,3 +224,6 @@ impl Drop for Inbox {
         queue.bytes = 0;
     }
 }
+
+#[cfg(test)]
+mod stress;

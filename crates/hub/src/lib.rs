@@ -9,8 +9,11 @@
 //!   once, plus a cache for each transport's own encoding.
 //! - [`inbox`]: a connection's bounded queue, fed by every topic it subscribes to.
 //! - [`fanout`]: the subscribers of one topic on this node, and delivery to all of them.
-//! - [`resume`]: the resume rules, one pure function every store uses.
-//! - [`hub`]: the in-memory [`Hub`]: the topic map, retention, resume rules, maintenance.
+//! - [`resume`](mod@resume): the resume rules, one pure function every store uses.
+//! - [`hub`]: the in-memory [`Hub`]: the topic map, publishing and joining (`hub/mod.rs`);
+//!   the time it reads, a [`Clock`] that tests replace (`hub/clock.rs`); retention by count,
+//!   age and memory budget (`hub/retention.rs`); the periodic sweep, forgetting idle topics
+//!   and the horizons (`hub/maintenance.rs`).
 //!
 //! The gateway reaches the hub only through the [`Broker`] trait, so that a broker backed by
 //! Redis can later provide sequencing, history and cross-node fan-out behind it.
@@ -28,7 +31,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use fanout::Subscribers;
-pub use hub::{Catchup, Hub, HubConfig, HubStats, Page, ResetReason};
+pub use hub::{
+    Catchup, Clock, Hub, HubConfig, HubStats, ManualClock, Page, ResetReason, SystemClock,
+};
 pub use inbox::{Inbox, QueueLimits, Received};
 pub use message::{Data, DataError, Message};
 pub use position::{Cursor, CursorError, Position};

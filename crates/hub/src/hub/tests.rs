@@ -1,20 +1,25 @@
+//! Publishing, joining and delivery; the helpers are shared with the tests of retention and
+//! maintenance.
+
 use super::*;
 use crate::inbox::{QueueLimits, Received};
 
-fn topic(name: &str) -> TopicName {
+pub(super) fn topic(name: &str) -> TopicName {
     TopicName::new(name).expect("valid topic")
 }
 
-fn text(s: &str) -> Data {
+pub(super) fn text(s: &str) -> Data {
     Data::from_text(s)
 }
 
-fn seqs(messages: &[Arc<Message>]) -> Vec<u64> {
+pub(super) fn seqs(messages: &[Arc<Message>]) -> Vec<u64> {
     messages.iter().map(|m| m.position.seq).collect()
 }
 
-fn hub_with(config: HubConfig) -> Hub {
-    Hub::new(config)
+/// A hub with `config` on a clock that moves only when the test advances it.
+pub(super) fn hub_with(config: HubConfig) -> (Hub, Arc<ManualClock>) {
+    let clock = ManualClock::new();
+    (Hub::with_clock(config, clock.clone()), clock)
 }
 
 #[test]
@@ -60,23 +65,6 @@ fn no_position_starts_now() {
 }
 
 #[test]
-fn position_older_than_retention_is_reset_then_oldest_retained_follows() {
-    let hub = hub_with(HubConfig {
-        retention_messages: 3,
-        ..HubConfig::default()
-    });
-    let chat = topic("chat");
-    let first = hub.publish(&chat, &text("1"));
-    for i in 2..=6 {
-        hub.publish(&chat, &text(&i.to_string()));
-    }
-    let catchup = hub.join(&chat, Some(first.position), None, Page::ALL);
-    assert_eq!(catchup.reset, Some(ResetReason::Retention));
-    assert_eq!(seqs(&catchup.messages), vec![4, 5, 6]);
-    assert_eq!(hub.stats().evicted_by_count.load(Ordering::Relaxed), 3);
-}
-
-#[test]
 fn position_of_another_history_is_reset() {
     let old_hub = Hub::new(HubConfig::default());
     let chat = topic("chat");
@@ -117,83 +105,6 @@ fn starting_position_of_an_unknown_topic_covers_its_first_messages() {
     let catchup = hub.join(&news, Some(start.start), None, Page::ALL);
     assert_eq!(catchup.reset, None);
     assert_eq!(seqs(&catchup.messages), vec![1, 2]);
-}
-
-#[test]
-fn forgotten_topic_history_is_reported() {
-    let hub = hub_with(HubConfig {
-        idle_topic_ttl: Duration::ZERO,
-        ..HubConfig::default()
-    });
-    let news = topic("news");
-    let start = hub.join(&news, None, None, Page::ALL);
-    let message = hub.publish(&news, &text("gone soon"));
-    // Age the message out and forget the idle topic.
-    hub.sweep_at(now_ms() + hub.config.retention_age.as_millis() as u64 + 1);
-    hub.sweep_at(now_ms() + hub.config.retention_age.as_millis() as u64 + 2);
-    assert_eq!(hub.topic_count(), 0);
-    hub.publish(&news, &text("new history"));
-    for from in [start.start, message.position] {
-        let catchup = hub.join(&news, Some(from), None, Page::ALL);
-        assert_eq!(catchup.reset, Some(ResetReason::HistoryLost), "from {from}");
-        assert_eq!(seqs(&catchup.messages), vec![1]);
-    }
-}
-
-#[test]
-fn age_retention_drops_old_messages() {
-    let hub = Hub::new(HubConfig::default());
-    let chat = topic("chat");
-    let first = hub.publish(&chat, &text("1"));
-    hub.sweep_at(first.time_ms + hub.config.retention_age.as_millis() as u64 + 1);
-    assert_eq!(hub.retained_bytes(), 0);
-    assert_eq!(hub.stats().evicted_by_age.load(Ordering::Relaxed), 1);
-    let catchup = hub.join(
-        &chat,
-        Some(Position {
-            seq: 0,
-            ..first.position
-        }),
-        None,
-        Page::ALL,
-    );
-    assert_eq!(catchup.reset, Some(ResetReason::Retention));
-}
-
-#[test]
-fn memory_budget_evicts_the_oldest_messages_of_the_hub() {
-    let (a, b) = (topic("a"), topic("b"));
-    let sizes_of = |hub: &Hub| {
-        let mut sizes = Vec::new();
-        for name in [&a, &b, &a, &b] {
-            sizes.push(hub.publish(name, &text("x")).retained_size());
-            // Distinct publish times make "oldest" unambiguous.
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        sizes
-    };
-    let sizes = sizes_of(&Hub::new(HubConfig::default()));
-    let budget = sizes[1..].iter().sum();
-    let hub = hub_with(HubConfig {
-        retention_bytes: budget,
-        ..HubConfig::default()
-    });
-    sizes_of(&hub);
-    assert!(hub.retained_bytes() > budget);
-    hub.sweep();
-    assert_eq!(hub.retained_bytes(), budget);
-    assert_eq!(hub.stats().evicted_by_budget.load(Ordering::Relaxed), 1);
-    let start_of_a = Position {
-        seq: 0,
-        ..hub.join(&a, None, None, Page::NONE).start
-    };
-    let retained_a = hub.join(&a, Some(start_of_a), None, Page::messages(10));
-    assert_eq!(
-        seqs(&retained_a.messages),
-        vec![2],
-        "the oldest message of the hub went first"
-    );
-    assert_eq!(retained_a.reset, Some(ResetReason::Retention));
 }
 
 #[tokio::test]
@@ -308,51 +219,6 @@ fn a_page_stops_at_its_bytes_but_always_holds_one_message() {
     let none = hub.join(&chat, from, None, Page::NONE);
     assert!(none.messages.is_empty());
     assert!(none.more, "NONE still says that messages follow");
-}
-
-#[test]
-fn forgetting_a_topic_does_not_reset_the_starting_positions_of_others() {
-    let hub = hub_with(HubConfig {
-        idle_topic_ttl: Duration::ZERO,
-        ..HubConfig::default()
-    });
-    let (quiet, busy) = (topic("quiet"), topic("busy"));
-    assert_ne!(
-        topic_tag(&quiet) % HORIZON_BUCKETS as u64,
-        topic_tag(&busy) % HORIZON_BUCKETS as u64,
-        "the test needs topics in different buckets"
-    );
-    let start = hub.join(&quiet, None, None, Page::NONE).start;
-    let message = hub.publish(&busy, &text("soon forgotten"));
-    // Age the message out, then forget the idle topic.
-    let later = message.time_ms + hub.config.retention_age.as_millis() as u64 + 1;
-    hub.sweep_at(later);
-    hub.sweep_at(later + 1);
-    assert_eq!(hub.stats().topics_forgotten.load(Ordering::Relaxed), 1);
-    hub.publish(&quiet, &text("first"));
-    let catchup = hub.join(&quiet, Some(start), None, Page::ALL);
-    assert_eq!(catchup.reset, None, "nothing of `quiet` was ever lost");
-    assert_eq!(seqs(&catchup.messages), vec![1]);
-}
-
-#[test]
-fn forgetting_a_topic_that_never_had_a_message_loses_nothing() {
-    let hub = hub_with(HubConfig {
-        idle_topic_ttl: Duration::ZERO,
-        ..HubConfig::default()
-    });
-    let empty = topic("empty");
-    let mut inbox = Inbox::new(QueueLimits::messages(1));
-    let start = hub.join(&empty, None, Some(&inbox), Page::NONE).start;
-    hub.leave(&empty, &inbox);
-    hub.sweep_at(now_ms());
-    hub.sweep_at(now_ms() + 1);
-    assert_eq!(hub.topic_count(), 0);
-    hub.publish(&empty, &text("first"));
-    let catchup = hub.join(&empty, Some(Position { seq: 0, ..start }), None, Page::ALL);
-    assert_eq!(catchup.reset, None);
-    assert_eq!(seqs(&catchup.messages), vec![1]);
-    assert!(inbox.try_recv().is_none());
 }
 
 #[tokio::test]

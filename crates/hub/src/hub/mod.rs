@@ -1,15 +1,29 @@
 //! The in-memory hub: one map of topics, each with its sequence, retained history and
 //! subscribers.
+//!
+//! - `mod.rs`: the [`Hub`], its topic map, and publishing, joining and leaving;
+//! - `clock.rs`: the time it reads (a [`Clock`], injectable for tests) and its epochs;
+//! - `retention.rs`: which messages are kept, by count, age and memory budget;
+//! - `maintenance.rs`: the periodic sweep, forgetting idle topics, and the horizons that
+//!   remember what forgetting lost.
 
-use std::collections::{BinaryHeap, VecDeque};
+mod clock;
+mod maintenance;
+mod retention;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+pub use self::clock::{Clock, ManualClock, SystemClock};
+
+use self::clock::Ticks;
+use self::maintenance::Horizons;
 use crate::fanout::Subscribers;
 use crate::inbox::Inbox;
 use crate::message::{Data, Message};
@@ -158,59 +172,36 @@ impl TopicState {
 pub struct Hub {
     topics: DashMap<TopicName, Arc<Topic>>,
     config: HubConfig,
-    /// The last epoch handed out, in microseconds since the Unix epoch; strictly increasing so
-    /// a topic that is forgotten and created again always gets a new epoch.
-    clock: AtomicU64,
-    /// Per bucket of topic tags: no history older than this clock value is known any more for
-    /// those topics (the hub started then, or forgot one of them that had messages). A
-    /// starting position of an unknown topic older than its bucket's horizon gets a reset. One
-    /// value per bucket rather than one for the hub, so that forgetting a topic does not cast
-    /// doubt on every other one; rather than one per topic, so that it stays bounded.
-    horizons: Box<[AtomicU64]>,
+    /// The time, and the clock values that epochs are made of.
+    ticks: Ticks,
+    /// Since when each bucket of topics has lost no history.
+    horizons: Horizons,
     retained_bytes: AtomicUsize,
     /// Wakes maintenance when a publish takes the hub over its memory budget.
     over_budget: Notify,
     stats: HubStats,
 }
 
-/// Buckets of topic tags, each with its own horizon: 32 KiB, and a forgotten topic resets
-/// the starting positions of about one topic in 4,096 that did not exist yet.
-const HORIZON_BUCKETS: usize = 4096;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 impl Hub {
+    /// A hub on the system clock.
     pub fn new(config: HubConfig) -> Hub {
-        // Strictly after every clock value an earlier hub could have handed out by now, so
-        // that even a position taken in the same microsecond belongs to the past.
-        let start = now_micros() + 1;
-        let clock = AtomicU64::new(start);
+        Hub::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A hub that reads the time from `clock`: tests give it a [`ManualClock`].
+    pub fn with_clock(config: HubConfig, clock: Arc<dyn Clock>) -> Hub {
+        let ticks = Ticks::new(clock);
+        // Nothing of any topic is lost before the hub starts.
+        let horizons = Horizons::new(ticks.now());
         Hub {
             topics: DashMap::new(),
             config,
-            clock,
-            horizons: (0..HORIZON_BUCKETS)
-                .map(|_| AtomicU64::new(start))
-                .collect(),
+            ticks,
+            horizons,
             retained_bytes: AtomicUsize::new(0),
             over_budget: Notify::new(),
             stats: HubStats::default(),
         }
-    }
-
-    /// The horizon of the bucket of topics with `tag`.
-    fn horizon(&self, tag: u64) -> &AtomicU64 {
-        &self.horizons[(tag % HORIZON_BUCKETS as u64) as usize]
     }
 
     pub fn stats(&self) -> &HubStats {
@@ -223,23 +214,6 @@ impl Hub {
 
     pub fn retained_bytes(&self) -> usize {
         self.retained_bytes.load(Ordering::Relaxed)
-    }
-
-    /// A new clock value, greater than every one before.
-    fn tick(&self) -> u64 {
-        let now = now_micros();
-        let previous = self
-            .clock
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-                Some(now.max(last + 1))
-            })
-            .unwrap_or(0);
-        now.max(previous + 1)
-    }
-
-    /// The clock now, without taking a new value.
-    fn clock_now(&self) -> u64 {
-        now_micros().max(self.clock.load(Ordering::Acquire))
     }
 
     /// Runs `f` on the topic's locked state, creating the topic when `create` is set.
@@ -260,7 +234,7 @@ impl Hub {
                             name: name.clone(),
                             tag: topic_tag(name),
                             state: Mutex::new(TopicState {
-                                epoch: self.tick(),
+                                epoch: self.ticks.tick(),
                                 last_seq: 0,
                                 retained: VecDeque::new(),
                                 subscribers: Subscribers::default(),
@@ -282,7 +256,7 @@ impl Hub {
     /// Gives `data` the next position in `topic`, retains it and queues it for every
     /// subscriber.
     pub fn publish(&self, topic: &TopicName, data: &Data) -> Arc<Message> {
-        let time_ms = now_ms();
+        let time_ms = self.ticks.now_ms();
         let message = self
             .with_topic(topic, true, |topic, state| {
                 state.last_seq += 1;
@@ -302,46 +276,10 @@ impl Hub {
             })
             .unwrap_or_else(|| unreachable!("a topic is always created on publish"));
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        if self.retained_bytes() > self.config.retention_bytes {
+        if self.is_over_budget() {
             self.over_budget.notify_one();
         }
         message
-    }
-
-    fn retain(&self, state: &mut TopicState, message: Arc<Message>, now_ms: u64) {
-        if self.config.retention_messages == 0 {
-            return;
-        }
-        self.retained_bytes
-            .fetch_add(message.retained_size(), Ordering::Relaxed);
-        state.retained.push_back(message);
-        while state.retained.len() > self.config.retention_messages {
-            self.drop_oldest(state);
-            self.stats.evicted_by_count.fetch_add(1, Ordering::Relaxed);
-        }
-        self.drop_expired(state, now_ms);
-    }
-
-    fn drop_oldest(&self, state: &mut TopicState) -> Option<Arc<Message>> {
-        let message = state.retained.pop_front()?;
-        self.retained_bytes
-            .fetch_sub(message.retained_size(), Ordering::Relaxed);
-        Some(message)
-    }
-
-    fn drop_expired(&self, state: &mut TopicState, now_ms: u64) {
-        let max_age = self.config.retention_age.as_millis() as u64;
-        if max_age == 0 {
-            return;
-        }
-        while state
-            .retained
-            .front()
-            .is_some_and(|m| m.time_ms + max_age < now_ms)
-        {
-            self.drop_oldest(state);
-            self.stats.evicted_by_age.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// Reads the retained messages after `from` (at most a `page`) and, with an `inbox`,
@@ -377,7 +315,7 @@ impl Hub {
             epoch: state.epoch,
             first_retained: first,
             last_seq: state.last_seq,
-            trusted_since: self.horizon(topic.tag).load(Ordering::Acquire),
+            trusted_since: self.horizons.of(topic.tag),
         };
         let (after, reset) = resume(from, &view);
         let skip = (after + 1 - first) as usize;
@@ -406,10 +344,10 @@ impl Hub {
     /// A read of a topic the hub does not know: nothing retained, no subscribers.
     fn read_unknown(&self, topic: &TopicName, from: Option<Position>) -> Catchup {
         let tag = topic_tag(topic);
-        let horizon = self.horizon(tag).load(Ordering::Acquire);
+        let horizon = self.horizons.of(tag);
         let now = Position {
             tag,
-            epoch: self.clock_now(),
+            epoch: self.ticks.now(),
             seq: 0,
         };
         let (start, reset) = match from {
@@ -430,80 +368,6 @@ impl Hub {
         self.with_topic(topic, false, |_, state| {
             state.subscribers.remove(inbox);
         });
-    }
-
-    /// Applies age retention and the memory budget, and forgets topics idle for longer than
-    /// `idle_topic_ttl`. Cheap enough to run every second.
-    pub fn sweep(&self) {
-        self.sweep_at(now_ms());
-    }
-
-    fn sweep_at(&self, now_ms: u64) {
-        let topics: Vec<Arc<Topic>> = self
-            .topics
-            .iter()
-            .map(|entry| entry.value().clone())
-            .collect();
-        let idle_ttl = self.config.idle_topic_ttl.as_millis() as u64;
-        for topic in &topics {
-            let mut state = topic.state.lock();
-            self.drop_expired(&mut state, now_ms);
-            state.subscribers.prune();
-            if !state.is_idle() {
-                continue;
-            }
-            let idle_since = *state.idle_since_ms.get_or_insert(now_ms);
-            if now_ms.saturating_sub(idle_since) >= idle_ttl {
-                state.removed = true;
-                // Any position of the forgotten history must now get a reset; a topic that
-                // never had a message had no history to lose.
-                if state.last_seq > 0 {
-                    self.horizon(topic.tag)
-                        .fetch_max(self.tick(), Ordering::AcqRel);
-                }
-                self.topics
-                    .remove_if(&topic.name, |_, t| Arc::ptr_eq(t, topic));
-                self.stats.topics_forgotten.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.enforce_budget(&topics);
-    }
-
-    /// Drops the oldest retained messages of the whole hub until it is within its budget.
-    fn enforce_budget(&self, topics: &[Arc<Topic>]) {
-        if self.retained_bytes() <= self.config.retention_bytes {
-            return;
-        }
-        let oldest = |topic: &Topic| topic.state.lock().retained.front().map(|m| m.time_ms);
-        let mut heap: BinaryHeap<std::cmp::Reverse<(u64, usize)>> = topics
-            .iter()
-            .enumerate()
-            .filter_map(|(i, topic)| oldest(topic).map(|time| std::cmp::Reverse((time, i))))
-            .collect();
-        while self.retained_bytes() > self.config.retention_bytes {
-            let Some(std::cmp::Reverse((_, i))) = heap.pop() else {
-                break;
-            };
-            let mut state = topics[i].state.lock();
-            if self.drop_oldest(&mut state).is_some() {
-                self.stats.evicted_by_budget.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Some(next) = state.retained.front() {
-                heap.push(std::cmp::Reverse((next.time_ms, i)));
-            }
-        }
-    }
-
-    /// Sweeps every `interval`, and at once whenever a publish goes over the memory budget.
-    /// Runs until the returned future is dropped.
-    pub async fn maintain(&self, interval: Duration) {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = self.over_budget.notified() => {}
-            }
-            self.sweep();
-        }
     }
 }
 
