@@ -41,7 +41,7 @@ async function startRedis() {
     const keep = (d) => { output = (output + d).slice(-20000); };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
-    const spawnError = new Promise((resolve, reject) => child.once('error', (e) => reject(new Error(`cannot run ${REDIS_SERVER}: ${e.message}`))));
+    const spawnError = new Promise((resolve, reject) => child.once('error', (e) => reject(new Error(`cannot run ${REDIS_SERVER} (${e.message}): install Debian's redis-server package, or set REDIS_SERVER`))));
     child.once('exit', () => running.delete(child));
     try {
       await Promise.race([waitListening(port, child, { details: () => output }), spawnError]);
