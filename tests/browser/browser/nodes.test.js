@@ -100,7 +100,8 @@ for (const transport of ['ws', 'sse', 'poll', 'auto']) {
       // The client is back, through nginx, on a surviving node.
       await nodeHoldingTheClient(survivors, 15000);
       await established(page, 15000);
-      // The page publishes through nginx, which passes over the dead node.
+      // The page publishes too: over its WebSocket, or with a POST through nginx, which passes
+      // over the dead node (a refused connection: the POST was never sent, so it may be resent).
       const own = await pagePublish(page, topics[0], { own: true });
       assert.ok(own.id, `the page's publish through nginx: ${JSON.stringify(own)}`);
       sent.push({ topic: topics[0], id: own.id });
