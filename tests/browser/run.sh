@@ -15,6 +15,13 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y chromium
 fi
 
+# And nginx and redis-server from Debian, for the multi-node test (browser/nodes.test.js): the
+# project's installer keeps their packages from starting them as services.
+if [ ! -x "${NGINX:-/usr/sbin/nginx}" ] || ! command -v "${REDIS_SERVER:-redis-server}" >/dev/null; then
+  echo "run.sh: installing nginx and redis-server" >&2
+  "$repo/scripts/install-test-deps.sh"
+fi
+
 # 2. The pinned npm packages, reinstalled when package-lock.json changed since the last install.
 lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1)"
 stamp="node_modules/.switchboard-lock-sha256"

@@ -44,6 +44,8 @@ function startGateway(args = [], { timeoutMs = 20000 } = {}) {
         child,
         stderr: () => stderr,
         stop: () => stopChild(child),
+        kill: () => killChild(child),
+        health: () => health(url),
       });
     };
     child.stdout.on('data', onData);
@@ -63,6 +65,23 @@ function stopChild(child, graceMs = 5000) {
   });
 }
 
+// SIGKILL, as a crashed or lost node: no close frames, no shutdown. Resolves once it has exited.
+function killChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGKILL');
+  });
+}
+
+// The gateway's GET /healthz body (its `connections` counter: open WebSockets, SSE streams and
+// held polls).
+async function health(baseUrl) {
+  const res = await fetch(`${baseUrl}/healthz`);
+  if (res.status !== 200) throw new Error(`GET ${baseUrl}/healthz: ${res.status}`);
+  return res.json();
+}
+
 // Publishes over HTTP, as any non-browser client would.
 async function publish(baseUrl, topic, data) {
   const res = await fetch(`${baseUrl}/events?topic=${encodeURIComponent(topic)}`, {
@@ -75,4 +94,4 @@ async function publish(baseUrl, topic, data) {
   return body.id;
 }
 
-module.exports = { REPO, startGateway, publish, binary };
+module.exports = { REPO, startGateway, publish, health, binary };
