@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
+use crate::error::{Error, Result};
 use crate::stats::{Shared, Tracker};
 use crate::{payload, rawhttp};
 use tokio::io::AsyncWriteExt;
@@ -119,7 +120,7 @@ pub(crate) async fn subscriber(ctx: Rc<Ctx>, sub: Rc<Sub>, transport: Transport)
         Transport::Poll | Transport::PollMultipart => poll(&ctx, &sub, transport).await,
     };
     if let Err(e) = res {
-        ctx.shared.error(e);
+        ctx.shared.error(e.to_string());
     }
     if !ctx.shared.stopping.get() {
         ctx.shared.dropped.set(ctx.shared.dropped.get() + 1);
@@ -158,17 +159,17 @@ impl Drop for Connecting<'_> {
 
 /// Waits for a connection set-up slot, then dials. The slot is held until the permit is
 /// dropped, so a caller can keep it until its subscription is set up.
-async fn dial<'a>(ctx: &'a Ctx, what: &str) -> Result<(SemaphorePermit<'a>, TcpStream), String> {
+async fn dial<'a>(ctx: &'a Ctx, what: &str) -> Result<(SemaphorePermit<'a>, TcpStream)> {
     let permit = ctx
         .connect_sem
         .acquire()
         .await
-        .map_err(|_| "semaphore closed")?;
+        .map_err(|_| Error::Setup("semaphore closed".into()))?;
     let stream = ctx
         .dialer
         .connect()
         .await
-        .map_err(|e| format!("{what} connect: {}", e.kind()))?;
+        .map_err(|e| Error::net(format!("{what} connect"), e))?;
     Ok((permit, stream))
 }
 
@@ -180,19 +181,19 @@ async fn open_stream(
     path: &str,
     headers: &str,
     status: u16,
-) -> Result<(TcpStream, rawhttp::Head, Vec<u8>), String> {
+) -> Result<(TcpStream, rawhttp::Head, Vec<u8>)> {
     let (permit, mut s) = dial(ctx, what).await?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n", ctx.host);
     let mut buf = Vec::with_capacity(2048);
     let head = rawhttp::request(&mut s, req.as_bytes(), &mut buf).await?;
     drop(permit);
     if head.status != status {
-        return Err(format!("{what} status {}", head.status));
+        return Err(Error::protocol(format!("{what} status {}", head.status)));
     }
     Ok((s, head, buf))
 }
 
-async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
+async fn ws(ctx: &Ctx, sub: &Sub) -> Result<()> {
     let mut setup = Connecting::new(ctx);
     let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
     let path = match ctx.flavor {
@@ -240,7 +241,7 @@ async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
                     let pong = rawhttp::client_frame(0xA, body);
                     s.write_all(&pong)
                         .await
-                        .map_err(|e| format!("ws pong: {}", e.kind()))?;
+                        .map_err(|e| Error::net("ws pong", e))?;
                 }
                 0x8 => {
                     if !ctx.shared.stopping.get() {
@@ -262,7 +263,7 @@ async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
             Ok(0) => break,
             Ok(_) => {}
             Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("ws read: {}", e.kind())),
+            Err(e) => return Err(Error::net("ws read", e)),
         }
     }
     if !ctx.shared.stopping.get() {
@@ -271,7 +272,7 @@ async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
     Ok(())
 }
 
-async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
+async fn sse(ctx: &Ctx, sub: &Sub) -> Result<()> {
     let mut setup = Connecting::new(ctx);
     let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
     let path = match ctx.flavor {
@@ -314,7 +315,7 @@ async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
             }
         }
         if raw.len() + text.len() > 1 << 20 {
-            return Err("sse line over 1 MiB".into());
+            return Err(Error::protocol("sse line over 1 MiB"));
         }
         if dechunk.as_ref().is_some_and(|d| d.done) {
             break;
@@ -323,7 +324,7 @@ async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
             Ok(0) => break,
             Ok(_) => {}
             Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("sse read: {}", e.kind())),
+            Err(e) => return Err(Error::net("sse read", e)),
         }
     }
     if !ctx.shared.stopping.get() {
@@ -335,7 +336,7 @@ async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
 /// Long-poll subscriber. Switchboard: `GET /poll?topic=T&since=CURSOR`, the reply carries every
 /// waiting message and the next cursor. Nchan: `GET /sub/lp/T` walking the channel with
 /// `If-Modified-Since`/`If-None-Match` from the previous reply's `Last-Modified`/`Etag`.
-async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> {
+async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<()> {
     let mut setup = Connecting::new(ctx);
     let topic = ctx.topics[sub.tracker.borrow().topic as usize].clone();
     let (permit, mut s) = dial(ctx, "poll").await?;
@@ -386,12 +387,12 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> 
         let head = match rawhttp::request(&mut s, &req, &mut buf).await {
             Ok(h) => h,
             Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("poll: {e}")),
+            Err(e) => return Err(e.context("poll")),
         };
         match rawhttp::body(&mut s, &mut buf, &head, &mut body).await {
             Ok(()) => {}
             Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("poll: {e}")),
+            Err(e) => return Err(e.context("poll")),
         }
         match (ctx.flavor, head.status) {
             (_, 200) => {
@@ -419,7 +420,9 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> 
                 ctx.shared.error(format!("poll status {status}"));
                 errors += 1;
                 if errors > 20 {
-                    return Err("poll: giving up after 20 consecutive errors".into());
+                    return Err(Error::protocol(
+                        "poll: giving up after 20 consecutive errors",
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -429,7 +432,7 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> 
                 .dialer
                 .connect()
                 .await
-                .map_err(|e| format!("poll reconnect: {}", e.kind()))?;
+                .map_err(|e| Error::net("poll reconnect", e))?;
             buf.clear();
         }
     }

@@ -8,6 +8,7 @@
 //! own CPU use is reported to show it was not the bottleneck.
 
 mod client;
+mod error;
 mod payload;
 mod procfs;
 mod rawhttp;
@@ -22,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 
 use client::{Flavor, Transport};
+use error::{Error, Result};
 use server::{Launch, Server};
 use workload::{Kind, MAX_OTHER_CPU, Opts, RunResult, Spec};
 
@@ -286,7 +288,7 @@ fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-async fn suite(a: SuiteArgs) -> Result<bool, String> {
+async fn suite(a: SuiteArgs) -> Result<bool> {
     let (stamp_human, stamp) = utc_now();
     let machine = procfs::machine();
     println!(
@@ -303,13 +305,13 @@ async fn suite(a: SuiteArgs) -> Result<bool, String> {
     if let Some(lim) = open_files_limit()
         && lim < u64::from(biggest) + 200
     {
-        return Err(format!(
+        return Err(Error::Setup(format!(
             "open-file limit {lim} is below the {biggest} connections needed: raise it (`ulimit -n $(ulimit -Hn)`)"
-        ));
+        )));
     }
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(a.out.display(), e))?;
     let scratch = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(scratch.display(), e))?;
     let nchan_conf = std::fs::canonicalize(&a.nchan_conf).unwrap_or_else(|_| a.nchan_conf.clone());
     let mut switchboard_args = vec!["--max-connections".to_string(), "30000".to_string()];
     switchboard_args.extend(a.switchboard_args.iter().cloned());
@@ -394,7 +396,7 @@ async fn suite(a: SuiteArgs) -> Result<bool, String> {
                             server: flavor.name().into(),
                             workload: w.name.clone(),
                             kind: format!("{:?}", w.kind).to_lowercase(),
-                            failure: Some(e),
+                            failure: Some(e.to_string()),
                             ..RunResult::default()
                         },
                     };
@@ -451,14 +453,15 @@ async fn suite(a: SuiteArgs) -> Result<bool, String> {
     };
     let md = report::markdown(&res);
     println!("\n{md}");
-    let json = serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?;
-    let write = |name: String, body: &str| -> Result<(), String> {
+    let json = serde_json::to_string_pretty(&res).map_err(|e| Error::json("results", e))?;
+    let write = |name: String, body: &str| -> Result<()> {
         let p = a.out.join(name);
-        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))
+        std::fs::write(&p, body).map_err(|e| Error::io(p.display(), e))
     };
     write(format!("{mode}.json"), &json)?;
     // Every run is also kept under history/ so the optimisation log can cite older runs.
-    std::fs::create_dir_all(a.out.join("history")).map_err(|e| e.to_string())?;
+    let history = a.out.join("history");
+    std::fs::create_dir_all(&history).map_err(|e| Error::io(history.display(), e))?;
     write(format!("history/{mode}-{stamp}.json"), &json)?;
     write(format!("{mode}.md"), &md)?;
     write(format!("{mode}.svg"), &report::svg(&res))?;
@@ -471,6 +474,22 @@ async fn suite(a: SuiteArgs) -> Result<bool, String> {
     Ok(failures.is_empty())
 }
 
+/// `report`: re-renders the table (to stdout) and the chart (next to the JSON file) from a
+/// results file, re-evaluating the targets so a change to them applies to old runs too.
+fn report_cmd(json: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(json).map_err(|e| Error::io(json.display(), e))?;
+    let mut res: report::Results =
+        serde_json::from_str(&text).map_err(|e| Error::json(json.display(), e))?;
+    if res.mode == "compare" {
+        res.targets = report::targets(&report::rows(&res.runs));
+    }
+    print!("{}", report::markdown(&res));
+    let svg = json.with_extension("svg");
+    std::fs::write(&svg, report::svg(&res)).map_err(|e| Error::io(svg.display(), e))?;
+    println!("chart: {}", svg.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -479,48 +498,21 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("switchboard-bench: runtime: {e}");
+            eprintln!("switchboard-bench: {}", Error::io("runtime", e));
             std::process::exit(2);
         }
     };
-    let code = match cli.cmd {
-        Cmd::Suite(a) => {
-            let local = tokio::task::LocalSet::new();
-            match local.block_on(&rt, suite(a)) {
-                Ok(true) => 0,
-                Ok(false) => 1,
-                Err(e) => {
-                    eprintln!("switchboard-bench: {e}");
-                    2
-                }
-            }
+    let result = match cli.cmd {
+        Cmd::Suite(a) => tokio::task::LocalSet::new().block_on(&rt, suite(a)),
+        Cmd::Report { json } => report_cmd(&json).map(|()| true),
+    };
+    let code = match result {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("switchboard-bench: {e}");
+            2
         }
-        Cmd::Report { json } => match std::fs::read_to_string(&json)
-            .map_err(|e| e.to_string())
-            .and_then(|s| serde_json::from_str::<report::Results>(&s).map_err(|e| e.to_string()))
-        {
-            Ok(mut res) => {
-                if res.mode == "compare" {
-                    res.targets = report::targets(&report::rows(&res.runs));
-                }
-                print!("{}", report::markdown(&res));
-                let svg = json.with_extension("svg");
-                match std::fs::write(&svg, report::svg(&res)) {
-                    Ok(()) => {
-                        println!("chart: {}", svg.display());
-                        0
-                    }
-                    Err(e) => {
-                        eprintln!("{}: {e}", svg.display());
-                        2
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("switchboard-bench: {}: {e}", json.display());
-                2
-            }
-        },
     };
     std::process::exit(code);
 }

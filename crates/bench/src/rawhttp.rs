@@ -8,6 +8,8 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::error::{Error, Result};
+
 /// Spare capacity kept free before each read (one read usually fetches several frames).
 const READ_CHUNK: usize = 4096;
 
@@ -33,14 +35,8 @@ pub(crate) struct Head {
 }
 
 /// Sends `req` and reads the response head; body bytes already read are left in `buf`.
-pub(crate) async fn request(
-    s: &mut TcpStream,
-    req: &[u8],
-    buf: &mut Vec<u8>,
-) -> Result<Head, String> {
-    s.write_all(req)
-        .await
-        .map_err(|e| format!("write: {}", e.kind()))?;
+pub(crate) async fn request(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> Result<Head> {
+    s.write_all(req).await.map_err(|e| Error::net("write", e))?;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
@@ -70,15 +66,15 @@ pub(crate) async fn request(
                 return Ok(head);
             }
             Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(format!("response head: {e}")),
+            Err(e) => return Err(Error::protocol(format!("response head: {e}"))),
         }
         if buf.len() > 64 * 1024 {
-            return Err("response head over 64 KiB".into());
+            return Err(Error::protocol("response head over 64 KiB"));
         }
         match fill(s, buf).await {
-            Ok(0) => return Err("closed before response head".into()),
+            Ok(0) => return Err(Error::protocol("closed before response head")),
             Ok(_) => {}
-            Err(e) => return Err(format!("read head: {}", e.kind())),
+            Err(e) => return Err(Error::net("read head", e)),
         }
     }
 }
@@ -90,7 +86,7 @@ pub(crate) async fn body(
     buf: &mut Vec<u8>,
     head: &Head,
     out: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<()> {
     out.clear();
     if head.chunked {
         let mut d = Dechunker::default();
@@ -100,23 +96,15 @@ pub(crate) async fn body(
             if d.done {
                 return Ok(());
             }
-            if fill(s, buf)
-                .await
-                .map_err(|e| format!("read body: {}", e.kind()))?
-                == 0
-            {
-                return Err("closed inside a chunked body".into());
+            if fill(s, buf).await.map_err(|e| Error::net("read body", e))? == 0 {
+                return Err(Error::protocol("closed inside a chunked body"));
             }
         }
     }
     if let Some(len) = head.content_length {
         while buf.len() < len {
-            if fill(s, buf)
-                .await
-                .map_err(|e| format!("read body: {}", e.kind()))?
-                == 0
-            {
-                return Err("closed inside a body".into());
+            if fill(s, buf).await.map_err(|e| Error::net("read body", e))? == 0 {
+                return Err(Error::protocol("closed inside a body"));
             }
         }
         out.extend_from_slice(&buf[..len]);
@@ -124,11 +112,7 @@ pub(crate) async fn body(
         return Ok(());
     }
     // Neither: the body runs to the end of the connection.
-    while fill(s, buf)
-        .await
-        .map_err(|e| format!("read body: {}", e.kind()))?
-        > 0
-    {}
+    while fill(s, buf).await.map_err(|e| Error::net("read body", e))? > 0 {}
     out.append(buf);
     Ok(())
 }
@@ -150,7 +134,7 @@ pub(crate) struct Dechunker {
 impl Dechunker {
     /// Decodes from `input`, appending chunk data to `out`; returns the bytes consumed, which
     /// is all of `input` unless the body ended inside it.
-    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize> {
         let mut at = 0;
         while at < input.len() && !self.done {
             let rest = &input[at..];
@@ -170,20 +154,21 @@ impl Dechunker {
                 let Some(nl) = memchr::memchr(b'\n', rest) else {
                     self.line.extend_from_slice(rest);
                     if self.line.len() > 1024 {
-                        return Err("chunk size line too long".into());
+                        return Err(Error::protocol("chunk size line too long"));
                     }
                     return Ok(input.len());
                 };
                 self.line.extend_from_slice(&rest[..nl]);
                 at += nl + 1;
-                let line = std::str::from_utf8(&self.line).map_err(|_| "bad chunk size")?;
+                let line = std::str::from_utf8(&self.line)
+                    .map_err(|_| Error::protocol("bad chunk size"))?;
                 let line = line.trim_end_matches('\r');
                 if self.trailer {
                     self.done = line.is_empty();
                 } else {
                     let hex = line.split(';').next().unwrap_or("").trim();
                     let size = usize::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad chunk size {hex:?}"))?;
+                        .map_err(|_| Error::protocol(format!("bad chunk size {hex:?}")))?;
                     if size == 0 {
                         self.trailer = true;
                     } else {
@@ -208,14 +193,14 @@ pub(crate) struct Frame {
 }
 
 /// Parses one server→client frame at the start of `b`, if complete.
-pub(crate) fn parse_frame(b: &[u8]) -> Result<Option<Frame>, String> {
+pub(crate) fn parse_frame(b: &[u8]) -> Result<Option<Frame>> {
     if b.len() < 2 {
         return Ok(None);
     }
     let fin = b[0] & 0x80 != 0;
     let opcode = b[0] & 0x0f;
     if b[1] & 0x80 != 0 {
-        return Err("masked frame from server".into());
+        return Err(Error::protocol("masked frame from server"));
     }
     let (len, at) = match b[1] & 0x7f {
         126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
@@ -223,7 +208,8 @@ pub(crate) fn parse_frame(b: &[u8]) -> Result<Option<Frame>, String> {
             let mut n = [0u8; 8];
             n.copy_from_slice(&b[2..10]);
             (
-                usize::try_from(u64::from_be_bytes(n)).map_err(|_| "frame too large")?,
+                usize::try_from(u64::from_be_bytes(n))
+                    .map_err(|_| Error::protocol("frame too large"))?,
                 10,
             )
         }
@@ -231,7 +217,7 @@ pub(crate) fn parse_frame(b: &[u8]) -> Result<Option<Frame>, String> {
         n => (usize::from(n), 2),
     };
     if len > 16 << 20 {
-        return Err("frame over 16 MiB".into());
+        return Err(Error::protocol("frame over 16 MiB"));
     }
     if b.len() < at + len {
         return Ok(None);

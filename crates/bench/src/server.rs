@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::client::Flavor;
+use crate::error::{Error, Result};
 use crate::procfs::{self, Usage};
 
 /// How to start the servers.
@@ -53,16 +54,16 @@ fn command(launch: &Launch, wrap: &[String], program: &str) -> Command {
 }
 
 impl Server {
-    pub(crate) async fn start(flavor: Flavor, launch: &Launch, tag: &str) -> Result<Self, String> {
+    pub(crate) async fn start(flavor: Flavor, launch: &Launch, tag: &str) -> Result<Self> {
         match flavor {
             Flavor::Switchboard => Self::start_switchboard(launch, tag).await,
             Flavor::Nchan => Self::start_nchan(launch, tag).await,
         }
     }
 
-    async fn start_switchboard(launch: &Launch, tag: &str) -> Result<Self, String> {
+    async fn start_switchboard(launch: &Launch, tag: &str) -> Result<Self> {
         let log = launch.scratch.join(format!("switchboard-{tag}.log"));
-        let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let stderr = std::fs::File::create(&log).map_err(|e| Error::io(log.display(), e))?;
         let bin = launch.switchboard_bin.to_string_lossy().into_owned();
         let mut cmd = command(launch, &launch.switchboard_wrap, &bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
@@ -71,24 +72,39 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("spawn {bin}: {e}"))?;
-        let pid = child.id().ok_or("switchboard exited at once")?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("spawn {bin}"), e))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::start("switchboard exited at once"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::start("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
             let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
                 .await
-                .map_err(|_| format!("switchboard not ready in 20 s (log: {})", log.display()))?
-                .map_err(|e| e.to_string())?
+                .map_err(|_| {
+                    Error::start(format!(
+                        "switchboard not ready in 20 s (log: {})",
+                        log.display()
+                    ))
+                })?
+                .map_err(|e| Error::io("switchboard stdout", e))?
                 .ok_or_else(|| {
-                    format!("switchboard exited before ready (log: {})", log.display())
+                    Error::start(format!(
+                        "switchboard exited before ready (log: {})",
+                        log.display()
+                    ))
                 })?;
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 let a = rest.split_whitespace().next().unwrap_or_default();
                 break a
                     .parse::<SocketAddr>()
-                    .map_err(|e| format!("bad address {a:?}: {e}"))?;
+                    .map_err(|e| Error::start(format!("bad address {a:?}: {e}")))?;
             }
         };
         // Keep draining stdout so a chatty server never blocks on a full pipe.
@@ -107,22 +123,22 @@ impl Server {
         })
     }
 
-    async fn start_nchan(launch: &Launch, tag: &str) -> Result<Self, String> {
+    async fn start_nchan(launch: &Launch, tag: &str) -> Result<Self> {
         let prefix = launch.scratch.join(format!("nginx-{tag}"));
-        std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&prefix).map_err(|e| Error::io(prefix.display(), e))?;
         // Ask the kernel for a free port, then hand it to nginx (nginx cannot report one).
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Error::io("free port for nginx", e))?
             .port();
         let template = std::fs::read_to_string(&launch.nchan_conf)
-            .map_err(|e| format!("{}: {e}", launch.nchan_conf.display()))?;
+            .map_err(|e| Error::io(launch.nchan_conf.display(), e))?;
         let prefix_s = prefix.to_string_lossy().into_owned();
         let conf = template
             .replace("@PORT@", &port.to_string())
             .replace("@PREFIX@", &prefix_s);
         let conf_path = prefix.join("nchan.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        std::fs::write(&conf_path, conf).map_err(|e| Error::io(conf_path.display(), e))?;
         let log = prefix.join("error.log");
         let mut cmd = command(launch, &[], &launch.nginx_bin);
         cmd.arg("-c")
@@ -137,8 +153,10 @@ impl Server {
             .kill_on_drop(true);
         let child = cmd
             .spawn()
-            .map_err(|e| format!("spawn {}: {e}", launch.nginx_bin))?;
-        let pid = child.id().ok_or("nginx exited at once")?;
+            .map_err(|e| Error::io(format!("spawn {}", launch.nginx_bin), e))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::start("nginx exited at once"))?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut server = Self {
             flavor: Flavor::Nchan,
@@ -156,7 +174,7 @@ impl Server {
             if Instant::now() > deadline || server.child.try_wait().ok().flatten().is_some() {
                 let log = std::fs::read_to_string(&server.log).unwrap_or_default();
                 server.stop().await;
-                return Err(format!("nginx not ready: {}", log.trim()));
+                return Err(Error::start(format!("nginx not ready: {}", log.trim())));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
