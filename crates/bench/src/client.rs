@@ -193,6 +193,27 @@ async fn open_stream(
     Ok((s, head, buf))
 }
 
+/// Reads more of a subscription's stream into `buf`: `Ok(true)` when bytes arrived, `Ok(false)`
+/// when the stream is over, closed by the server (see [`stream_ended`]) or broken by the run's
+/// teardown. The one read loop step of the streaming subscribers.
+async fn read_more(ctx: &Ctx, what: &str, s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<bool> {
+    match rawhttp::fill(s, buf).await {
+        Ok(0) => {}
+        Ok(_) => return Ok(true),
+        Err(_) if ctx.shared.stopping.get() => return Ok(false),
+        Err(e) => return Err(Error::net(format!("{what} read"), e)),
+    }
+    stream_ended(ctx, what);
+    Ok(false)
+}
+
+/// Counts a subscription stream that ended while the run still needed it.
+fn stream_ended(ctx: &Ctx, what: &str) {
+    if !ctx.shared.stopping.get() {
+        ctx.shared.error(format!("{what} stream ended"));
+    }
+}
+
 async fn ws(ctx: &Ctx, sub: &Sub) -> Result<()> {
     let mut setup = Connecting::new(ctx);
     let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
@@ -259,17 +280,10 @@ async fn ws(ctx: &Ctx, sub: &Sub) -> Result<()> {
             pos += f.end;
         }
         buf.drain(..pos);
-        match rawhttp::fill(&mut s, &mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(Error::net("ws read", e)),
+        if !read_more(ctx, "ws", &mut s, &mut buf).await? {
+            return Ok(());
         }
     }
-    if !ctx.shared.stopping.get() {
-        ctx.shared.error("ws stream ended");
-    }
-    Ok(())
 }
 
 async fn sse(ctx: &Ctx, sub: &Sub) -> Result<()> {
@@ -318,19 +332,13 @@ async fn sse(ctx: &Ctx, sub: &Sub) -> Result<()> {
             return Err(Error::protocol("sse line over 1 MiB"));
         }
         if dechunk.as_ref().is_some_and(|d| d.done) {
-            break;
+            stream_ended(ctx, "sse");
+            return Ok(());
         }
-        match rawhttp::fill(&mut s, &mut raw).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(Error::net("sse read", e)),
+        if !read_more(ctx, "sse", &mut s, &mut raw).await? {
+            return Ok(());
         }
     }
-    if !ctx.shared.stopping.get() {
-        ctx.shared.error("sse stream ended");
-    }
-    Ok(())
 }
 
 /// Long-poll subscriber. Switchboard: `GET /poll?topic=T&since=CURSOR`, the reply carries every
@@ -384,16 +392,11 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<()> {
             req.extend_from_slice(b"\r\nAccept: multipart/mixed");
         }
         req.extend_from_slice(b"\r\n\r\n");
-        let head = match rawhttp::request(&mut s, &req, &mut buf).await {
+        let head = match rawhttp::exchange(&mut s, &req, &mut buf, &mut body).await {
             Ok(h) => h,
             Err(_) if ctx.shared.stopping.get() => return Ok(()),
             Err(e) => return Err(e.context("poll")),
         };
-        match rawhttp::body(&mut s, &mut buf, &head, &mut body).await {
-            Ok(()) => {}
-            Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(e.context("poll")),
-        }
         match (ctx.flavor, head.status) {
             (_, 200) => {
                 errors = 0;
@@ -550,7 +553,6 @@ async fn read_publish_replies(
     waiting: Rc<RefCell<std::collections::VecDeque<PubItem>>>,
     window: Rc<Semaphore>,
 ) {
-    use tokio::io::AsyncReadExt;
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let settle = |item: PubItem, ok: bool| {
         let p = &ctx.publish;
@@ -565,29 +567,16 @@ async fn read_publish_replies(
     'conn: loop {
         // Parse every complete reply in the buffer.
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            let head_len = match resp.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => break,
+            let (head, head_len) = match rawhttp::parse_head(&buf) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
                 Err(e) => {
                     ctx.shared.error(format!("publish reply: {e}"));
                     break 'conn;
                 }
             };
-            let code = resp.code.unwrap_or(0);
-            let Some(len) = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                })
-            else {
+            let code = head.status;
+            let Some(len) = head.content_length else {
                 ctx.shared.error("publish reply without Content-Length");
                 break 'conn;
             };
@@ -605,10 +594,7 @@ async fn read_publish_replies(
             }
             settle(item, ok);
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
-        }
-        match rd.read_buf(&mut buf).await {
+        match rawhttp::fill(&mut rd, &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }

@@ -5,7 +5,7 @@
 //! zero-fills its read buffer on every read and allocates per frame), so SSE and WebSocket
 //! subscribers read straight into one reusable buffer per connection and parse in place.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
@@ -14,14 +14,35 @@ use crate::error::{Error, Result};
 const READ_CHUNK: usize = 4096;
 
 /// Reads more bytes into `buf` (appending, no zero-filling). `Ok(0)` means end of stream.
-pub(crate) async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+///
+/// Every client reads through here, so each connection keeps one buffer that grows only when
+/// a read would not fit: no allocation per message.
+pub(crate) async fn fill<R: AsyncRead + Unpin>(
+    s: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < READ_CHUNK {
         buf.reserve(READ_CHUNK);
     }
     s.read_buf(buf).await
 }
 
-/// The parts of a response head the subscribers need.
+/// Reads more of a response that is not complete yet: the end of the stream is an error here,
+/// `eof` says where it came; a read error is reported as `op: kind`.
+async fn fill_some(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    op: &'static str,
+    eof: &'static str,
+) -> Result<()> {
+    match fill(s, buf).await {
+        Ok(0) => Err(Error::protocol(eof)),
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::net(op, e)),
+    }
+}
+
+/// The parts of a response head the clients need.
 #[derive(Debug, Default)]
 pub(crate) struct Head {
     pub(crate) status: u16,
@@ -34,59 +55,72 @@ pub(crate) struct Head {
     pub(crate) etag: Option<Vec<u8>>,
 }
 
+/// Parses the response head at the start of `buf`: the head and its length once complete,
+/// `None` while more bytes are needed.
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(n) = resp.parse(buf)? else {
+        return Ok(None);
+    };
+    let mut head = Head {
+        status: resp.code.unwrap_or(0),
+        ..Head::default()
+    };
+    for h in resp.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = h.value.eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            head.content_length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.close = h.value.eq_ignore_ascii_case(b"close");
+        } else if name.eq_ignore_ascii_case("last-modified") {
+            head.last_modified = Some(h.value.to_vec());
+        } else if name.eq_ignore_ascii_case("etag") {
+            head.etag = Some(h.value.to_vec());
+        }
+    }
+    Ok(Some((head, n)))
+}
+
 /// Sends `req` and reads the response head; body bytes already read are left in `buf`.
 pub(crate) async fn request(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> Result<Head> {
     s.write_all(req).await.map_err(|e| Error::net("write", e))?;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => {
-                let mut head = Head {
-                    status: resp.code.unwrap_or(0),
-                    ..Head::default()
-                };
-                for h in resp.headers.iter() {
-                    let name = h.name;
-                    if name.eq_ignore_ascii_case("transfer-encoding") {
-                        head.chunked = h.value.eq_ignore_ascii_case(b"chunked");
-                    } else if name.eq_ignore_ascii_case("content-length") {
-                        head.content_length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok());
-                    } else if name.eq_ignore_ascii_case("connection") {
-                        head.close = h.value.eq_ignore_ascii_case(b"close");
-                    } else if name.eq_ignore_ascii_case("last-modified") {
-                        head.last_modified = Some(h.value.to_vec());
-                    } else if name.eq_ignore_ascii_case("etag") {
-                        head.etag = Some(h.value.to_vec());
-                    }
-                }
+        match parse_head(buf) {
+            Ok(Some((head, n))) => {
                 buf.drain(..n);
                 return Ok(head);
             }
-            Ok(httparse::Status::Partial) => {}
+            Ok(None) => {}
             Err(e) => return Err(Error::protocol(format!("response head: {e}"))),
         }
         if buf.len() > 64 * 1024 {
             return Err(Error::protocol("response head over 64 KiB"));
         }
-        match fill(s, buf).await {
-            Ok(0) => return Err(Error::protocol("closed before response head")),
-            Ok(_) => {}
-            Err(e) => return Err(Error::net("read head", e)),
-        }
+        fill_some(s, buf, "read head", "closed before response head").await?;
     }
+}
+
+/// Sends `req` and reads the whole response: the head is returned, the body goes to `out`,
+/// and whatever follows the response stays in `buf`.
+pub(crate) async fn exchange(
+    s: &mut TcpStream,
+    req: &[u8],
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<Head> {
+    let head = request(s, req, buf).await?;
+    body(s, buf, &head, out).await?;
+    Ok(head)
 }
 
 /// Reads a whole response body (Content-Length, chunked, or until close) into `out`;
 /// `buf` holds bytes already read after the head and keeps whatever follows the body.
-pub(crate) async fn body(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    head: &Head,
-    out: &mut Vec<u8>,
-) -> Result<()> {
+async fn body(s: &mut TcpStream, buf: &mut Vec<u8>, head: &Head, out: &mut Vec<u8>) -> Result<()> {
     out.clear();
     if head.chunked {
         let mut d = Dechunker::default();
@@ -96,16 +130,12 @@ pub(crate) async fn body(
             if d.done {
                 return Ok(());
             }
-            if fill(s, buf).await.map_err(|e| Error::net("read body", e))? == 0 {
-                return Err(Error::protocol("closed inside a chunked body"));
-            }
+            fill_some(s, buf, "read body", "closed inside a chunked body").await?;
         }
     }
     if let Some(len) = head.content_length {
         while buf.len() < len {
-            if fill(s, buf).await.map_err(|e| Error::net("read body", e))? == 0 {
-                return Err(Error::protocol("closed inside a body"));
-            }
+            fill_some(s, buf, "read body", "closed inside a body").await?;
         }
         out.extend_from_slice(&buf[..len]);
         buf.drain(..len);
