@@ -392,13 +392,7 @@ async fn suite(a: SuiteArgs) -> Result<bool> {
                             server.stop().await;
                             r
                         }
-                        Err(e) => RunResult {
-                            server: flavor.name().into(),
-                            workload: w.name.clone(),
-                            kind: format!("{:?}", w.kind).to_lowercase(),
-                            failure: Some(e.to_string()),
-                            ..RunResult::default()
-                        },
+                        Err(e) => RunResult::failed(&w, flavor, e.to_string()),
                     };
                     let disturbed = r.other_cpu_util > MAX_OTHER_CPU;
                     if disturbed && attempt < attempts {
