@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 
 use crate::client::Flavor;
 use crate::error::{Error, Result};
@@ -53,6 +53,56 @@ fn command(launch: &Launch, wrap: &[String], program: &str) -> Command {
     c
 }
 
+/// Reads switchboard's stdout until it says where it listens (20 s at most), then keeps
+/// draining it so a chatty server never blocks on a full pipe.
+async fn listening_address(stdout: ChildStdout, log: &Path) -> Result<SocketAddr> {
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .map_err(|_| {
+                let log = log.display();
+                Error::start(format!("switchboard not ready in 20 s (log: {log})"))
+            })?
+            .map_err(|e| Error::io("switchboard stdout", e))?
+            .ok_or_else(|| {
+                let log = log.display();
+                Error::start(format!("switchboard exited before ready (log: {log})"))
+            })?;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let a = rest.split_whitespace().next().unwrap_or_default();
+            break a
+                .parse::<SocketAddr>()
+                .map_err(|e| Error::start(format!("bad address {a:?}: {e}")))?;
+        }
+    };
+    let mut out = lines.into_inner();
+    tokio::task::spawn_local(async move {
+        let mut buf = vec![0u8; 4096];
+        while matches!(out.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    Ok(addr)
+}
+
+/// Writes nginx's configuration for one run into `prefix`, from the template with a free port
+/// (nginx cannot report the one it got, so the kernel is asked first); returns its path and
+/// the port.
+fn nginx_conf(launch: &Launch, prefix: &Path) -> Result<(PathBuf, u16)> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::io("free port for nginx", e))?
+        .port();
+    let template = std::fs::read_to_string(&launch.nchan_conf)
+        .map_err(|e| Error::io(launch.nchan_conf.display(), e))?;
+    let conf = template
+        .replace("@PORT@", &port.to_string())
+        .replace("@PREFIX@", &prefix.to_string_lossy());
+    let conf_path = prefix.join("nchan.conf");
+    std::fs::write(&conf_path, conf).map_err(|e| Error::io(conf_path.display(), e))?;
+    Ok((conf_path, port))
+}
+
 impl Server {
     pub(crate) async fn start(flavor: Flavor, launch: &Launch, tag: &str) -> Result<Self> {
         match flavor {
@@ -82,37 +132,7 @@ impl Server {
             .stdout
             .take()
             .ok_or_else(|| Error::start("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
-                .await
-                .map_err(|_| {
-                    Error::start(format!(
-                        "switchboard not ready in 20 s (log: {})",
-                        log.display()
-                    ))
-                })?
-                .map_err(|e| Error::io("switchboard stdout", e))?
-                .ok_or_else(|| {
-                    Error::start(format!(
-                        "switchboard exited before ready (log: {})",
-                        log.display()
-                    ))
-                })?;
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let a = rest.split_whitespace().next().unwrap_or_default();
-                break a
-                    .parse::<SocketAddr>()
-                    .map_err(|e| Error::start(format!("bad address {a:?}: {e}")))?;
-            }
-        };
-        // Keep draining stdout so a chatty server never blocks on a full pipe.
-        let mut out = lines.into_inner();
-        tokio::task::spawn_local(async move {
-            let mut buf = vec![0u8; 4096];
-            while matches!(out.read(&mut buf).await, Ok(n) if n > 0) {}
-        });
+        let addr = listening_address(stdout, &log).await?;
         Ok(Self {
             flavor: Flavor::Switchboard,
             addr,
@@ -126,19 +146,8 @@ impl Server {
     async fn start_nchan(launch: &Launch, tag: &str) -> Result<Self> {
         let prefix = launch.scratch.join(format!("nginx-{tag}"));
         std::fs::create_dir_all(&prefix).map_err(|e| Error::io(prefix.display(), e))?;
-        // Ask the kernel for a free port, then hand it to nginx (nginx cannot report one).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| Error::io("free port for nginx", e))?
-            .port();
-        let template = std::fs::read_to_string(&launch.nchan_conf)
-            .map_err(|e| Error::io(launch.nchan_conf.display(), e))?;
+        let (conf_path, port) = nginx_conf(launch, &prefix)?;
         let prefix_s = prefix.to_string_lossy().into_owned();
-        let conf = template
-            .replace("@PORT@", &port.to_string())
-            .replace("@PREFIX@", &prefix_s);
-        let conf_path = prefix.join("nchan.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| Error::io(conf_path.display(), e))?;
         let log = prefix.join("error.log");
         let mut cmd = command(launch, &[], &launch.nginx_bin);
         cmd.arg("-c")
@@ -166,14 +175,25 @@ impl Server {
             child,
             log,
         };
+        match server.nginx_ready().await {
+            Ok(()) => Ok(server),
+            Err(e) => {
+                server.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits (20 s at most) until nginx answers `/healthz` and has its worker; the error
+    /// carries nginx's log.
+    async fn nginx_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if healthz(addr).await && procfs::tree(pid).len() >= 2 {
-                return Ok(server);
+            if healthz(self.addr).await && procfs::tree(self.pid).len() >= 2 {
+                return Ok(());
             }
-            if Instant::now() > deadline || server.child.try_wait().ok().flatten().is_some() {
-                let log = std::fs::read_to_string(&server.log).unwrap_or_default();
-                server.stop().await;
+            if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
                 return Err(Error::start(format!("nginx not ready: {}", log.trim())));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
