@@ -2,6 +2,11 @@
 //!
 //! Every connection is one cheap task on the generator's single-threaded runtime; per-message
 //! work is a substring scan of what arrived (see `payload`) plus a few counter updates.
+//!
+//! Each client reads through `rawhttp::fill` into one buffer per connection; the WebSocket
+//! and SSE subscribers share their read step (`read_more`), the long-poller and the streams'
+//! set-up share `rawhttp::request`, and the publishers' reply reader shares
+//! `rawhttp::parse_head`.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -25,6 +30,7 @@ pub(crate) enum Flavor {
 }
 
 impl Flavor {
+    /// The server's name in results files, reports and run tags.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Switchboard => "switchboard",
@@ -51,12 +57,14 @@ pub(crate) enum Transport {
 /// address has ~28k ephemeral ports, and a full run opens and closes (TIME_WAIT) far more.
 #[derive(Debug)]
 pub(crate) struct Dialer {
+    /// The server under test.
     pub(crate) dst: SocketAddr,
     sources: Vec<Ipv4Addr>,
     next: Cell<usize>,
 }
 
 impl Dialer {
+    /// A dialer to `dst` from 127.0.0.2 up to 127.0.0.(1 + `n_sources`).
     pub(crate) fn new(dst: SocketAddr, n_sources: u8) -> Self {
         let sources = (0..n_sources.max(1))
             .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
@@ -68,6 +76,8 @@ impl Dialer {
         }
     }
 
+    /// Connects (with `TCP_NODELAY`, as latency is measured) from the next source address,
+    /// moving on to the next one while a source has no free port.
     pub(crate) async fn connect(&self) -> std::io::Result<TcpStream> {
         let mut last_err = None;
         for _ in 0..self.sources.len() {
@@ -95,13 +105,17 @@ impl Dialer {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) flavor: Flavor,
+    /// The `Host` header: the server's address.
     pub(crate) host: String,
     pub(crate) dialer: Dialer,
     /// Bounds concurrent connection set-ups so that 10k subscribers do not overflow the
     /// server's accept backlog (which would show up as multi-second SYN retries).
     pub(crate) connect_sem: Semaphore,
+    /// What the subscribers measured and counted.
     pub(crate) shared: Shared,
+    /// The run's topic names; subscribers and publish items refer to them by index.
     pub(crate) topics: Vec<String>,
+    /// Size of each published payload.
     pub(crate) payload_bytes: usize,
     pub(crate) publish: PublishState,
 }
@@ -109,6 +123,7 @@ pub(crate) struct Ctx {
 /// One subscriber's bookkeeping, owned jointly by its task and the run (for the final tally).
 #[derive(Debug)]
 pub(crate) struct Sub {
+    /// Its topic and which of the topic's messages it has seen.
     pub(crate) tracker: RefCell<Tracker>,
 }
 
@@ -527,6 +542,7 @@ pub(crate) struct PublishState {
     pub(crate) failed: RefCell<Vec<u64>>,
     /// Requests queued or in flight.
     pub(crate) inflight: Cell<u64>,
+    /// Publishes the server acknowledged (2xx).
     pub(crate) acked: Cell<u64>,
 }
 

@@ -39,6 +39,7 @@ pub(crate) enum Error {
 }
 
 impl Error {
+    /// A socket operation `op` failed (shown as `op: kind`).
     pub(crate) fn net(op: impl Into<String>, source: io::Error) -> Self {
         Self::Net {
             op: op.into(),
@@ -46,6 +47,7 @@ impl Error {
         }
     }
 
+    /// A file or process operation on `what` failed (shown in full).
     pub(crate) fn io(what: impl fmt::Display, source: io::Error) -> Self {
         Self::Io {
             what: what.to_string(),
@@ -53,6 +55,7 @@ impl Error {
         }
     }
 
+    /// Results `what` could not be (de)serialised.
     pub(crate) fn json(what: impl fmt::Display, source: serde_json::Error) -> Self {
         Self::Json {
             what: what.to_string(),
@@ -60,10 +63,12 @@ impl Error {
         }
     }
 
+    /// The server's answer cannot be used: `why`.
     pub(crate) fn protocol(why: impl Into<String>) -> Self {
         Self::Protocol(why.into())
     }
 
+    /// A server did not start: `why`.
     pub(crate) fn start(why: impl Into<String>) -> Self {
         Self::Start(why.into())
     }

@@ -6,6 +6,13 @@
 //! The whole generator is one single-threaded tokio runtime: `bench/run.sh` pins it to one
 //! core and each server to another, so the two never compete for a CPU and the generator's
 //! own CPU use is reported to show it was not the bottleneck.
+//!
+//! This file is the command line. The rest, in the order a run uses it: `plan` (the
+//! workloads), `suite` (runs them and writes the results), `server` (starts each server
+//! fresh), `workload` (one run: connect, warm up, publish, drain, measure), `client` (the
+//! subscribers and publishers) over `rawhttp` (HTTP/1.1 and WebSocket framing) and `payload`
+//! (the message and how it is found again), `stats` (per-run counters and latency),
+//! `procfs` (CPU and memory from `/proc`), `report` (tables, targets, chart) and `error`.
 
 mod client;
 mod error;

@@ -1,4 +1,4 @@
-//! Minimal HTTP/1.1 and WebSocket client pieces for the streaming subscribers.
+//! Minimal HTTP/1.1 and WebSocket client pieces for the subscribers and publishers.
 //!
 //! Streaming subscribers dominate the generator's work: 100k+ deliveries/s on one core. A
 //! general-purpose client costs more per message than the servers being measured (tungstenite
@@ -158,6 +158,7 @@ pub(crate) struct Dechunker {
     trailer: bool,
     /// Partial size or trailer line.
     line: Vec<u8>,
+    /// The whole body has been decoded (what follows belongs to the next response).
     pub(crate) done: bool,
 }
 
@@ -215,9 +216,11 @@ impl Dechunker {
 /// A WebSocket frame found in a buffer.
 #[derive(Debug)]
 pub(crate) struct Frame {
+    /// The last frame of its message.
     pub(crate) fin: bool,
+    /// RFC 6455 opcode: 0 continuation, 1 text, 2 binary, 8 close, 9 ping, 10 pong.
     pub(crate) opcode: u8,
-    /// Payload position within the buffer.
+    /// Payload position within the buffer; `end` is also where the next frame starts.
     pub(crate) start: usize,
     pub(crate) end: usize,
 }

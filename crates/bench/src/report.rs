@@ -1,4 +1,7 @@
 //! Turning runs into the side-by-side tables, the target verdicts and the SVG chart.
+//!
+//! The same functions render a fresh run (`suite`) and an old results file (`report`), so
+//! what is published in bench/README.md can always be re-derived from the JSON.
 
 use std::fmt::Write as _;
 
@@ -9,11 +12,17 @@ use crate::workload::{RunResult, Step};
 /// The results file: everything needed to re-render the report later (`report` subcommand).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Results {
+    /// When the suite started (UTC), as printed.
     pub(crate) generated: String,
+    /// `switchboard`, `compare` or `smoke`: also the files' name.
     pub(crate) mode: String,
+    /// `procfs::machine()`: numbers are never quoted without the machine.
     pub(crate) machine: serde_json::Value,
+    /// Generator settings and the workloads' specs.
     pub(crate) settings: serde_json::Value,
+    /// One `RunResult` per run, kept as JSON so files from older versions still load.
     pub(crate) runs: Vec<serde_json::Value>,
+    /// Evaluated in `compare` mode only.
     pub(crate) targets: Vec<Target>,
 }
 
@@ -21,20 +30,27 @@ pub(crate) struct Results {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Target {
     pub(crate) name: String,
+    /// Each server's figure (Nchan's best variant unless the target names one); `None`
+    /// when that server was not measured or failed.
     pub(crate) switchboard: Option<f64>,
     pub(crate) nchan: Option<f64>,
     /// switchboard / nchan.
     pub(crate) ratio: Option<f64>,
+    /// The goal as stated in the report, e.g. `≤ 0.5× Nchan`.
     pub(crate) goal: String,
+    /// `None` when there is nothing to compare.
     pub(crate) met: Option<bool>,
 }
 
+/// The runs of a results file as `RunResult`s (fields an older file lacks take defaults; a
+/// run that cannot be read at all is left out rather than failing the report).
 pub(crate) fn rows(runs: &[serde_json::Value]) -> Vec<RunResult> {
     runs.iter()
         .filter_map(|v| serde_json::from_value(v.clone()).ok())
         .collect()
 }
 
+/// A run as it is stored in the results file.
 pub(crate) fn to_json(r: &RunResult) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
 }

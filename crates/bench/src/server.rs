@@ -17,7 +17,9 @@ use crate::procfs::{self, Usage};
 #[derive(Debug, Clone)]
 pub(crate) struct Launch {
     pub(crate) switchboard_bin: PathBuf,
+    /// Arguments after `switchboard serve --listen 127.0.0.1:0`.
     pub(crate) switchboard_args: Vec<String>,
+    /// nginx configuration template (`@PORT@`, `@PREFIX@` filled in per run).
     pub(crate) nchan_conf: PathBuf,
     pub(crate) nginx_bin: String,
     /// Core the server is pinned to (`taskset -c`), if any.
@@ -32,11 +34,14 @@ pub(crate) struct Launch {
 #[derive(Debug)]
 pub(crate) struct Server {
     pub(crate) flavor: Flavor,
+    /// Where it listens (switchboard picks a free port and prints it).
     pub(crate) addr: SocketAddr,
+    /// Its main process: CPU and memory are read over this process's tree.
     pub(crate) pid: u32,
     /// Core the server is pinned to, if any.
     pub(crate) core: Option<u32>,
     child: Child,
+    /// The server's log, named in start-up errors.
     pub(crate) log: PathBuf,
 }
 
@@ -104,6 +109,8 @@ fn nginx_conf(launch: &Launch, prefix: &Path) -> Result<(PathBuf, u16)> {
 }
 
 impl Server {
+    /// Starts a fresh `flavor` server and waits until it serves; `tag` names its log (and
+    /// nginx's prefix directory) after the run.
     pub(crate) async fn start(flavor: Flavor, launch: &Launch, tag: &str) -> Result<Self> {
         match flavor {
             Flavor::Switchboard => Self::start_switchboard(launch, tag).await,
@@ -200,6 +207,7 @@ impl Server {
         }
     }
 
+    /// The server's CPU time and memory now.
     pub(crate) fn usage(&self) -> Usage {
         Usage::of_tree(self.pid)
     }

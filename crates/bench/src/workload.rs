@@ -29,13 +29,16 @@ pub(crate) enum Kind {
 /// A workload's shape.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Spec {
+    /// Also the prefix of its topics' names and what `--only` selects.
     pub(crate) name: String,
     pub(crate) kind: Kind,
     pub(crate) transport: Transport,
     pub(crate) subscribers: u32,
+    /// Subscribers are spread round-robin over this many topics.
     pub(crate) topics: u32,
     /// Messages per second over all topics (start rate for `Saturation`).
     pub(crate) rate: f64,
+    /// Seconds of publishing (of each step for `Saturation`).
     pub(crate) duration_s: f64,
     /// How long to wait after the last publish for stragglers before counting them lost.
     pub(crate) drain_s: f64,
@@ -46,12 +49,15 @@ pub(crate) struct Spec {
 /// Generator settings common to all runs.
 #[derive(Debug, Clone)]
 pub(crate) struct Opts {
+    /// Size of each published payload.
     pub(crate) payload_bytes: usize,
+    /// Source addresses to spread connections over (see `client::Dialer`).
     pub(crate) source_addrs: u8,
+    /// Connection set-ups at a time (see `client::Ctx::connect_sem`).
     pub(crate) connect_concurrency: usize,
 }
 
-/// One saturation step.
+/// One saturation step: the figures of a flow run at one rate (see `RunResult`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct Step {
@@ -65,6 +71,7 @@ pub(crate) struct Step {
     pub(crate) lat_max_us: u64,
     pub(crate) generator_cpu_util: f64,
     pub(crate) other_cpu_util: f64,
+    /// Everything delivered within the drain time, nobody dropped, p99 within bounds.
     pub(crate) kept_up: bool,
 }
 
@@ -73,38 +80,55 @@ pub(crate) struct Step {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct RunResult {
+    /// `switchboard` or `nchan`.
     pub(crate) server: String,
     pub(crate) workload: String,
+    /// `flow`, `idle` or `saturation`.
     pub(crate) kind: String,
+    /// `ws`, `sse`, `poll` or `poll-multipart`.
     pub(crate) transport: String,
     pub(crate) subscribers: u32,
     pub(crate) topics: u32,
+    /// The rate asked for; `publish_rate` is what was handed out.
     pub(crate) target_rate: f64,
     pub(crate) publish_rate: f64,
+    /// Seconds from the first publish to the last delivery.
     pub(crate) window_s: f64,
+    /// Subscribers set up, failed to set up, and lost during the run.
     pub(crate) connected: u64,
     pub(crate) connect_failed: u64,
     pub(crate) dropped: u64,
+    /// Subscribers set up that never received a warm-up message.
     pub(crate) not_ready: u64,
+    /// Measured messages published, and those whose publish failed.
     pub(crate) published: u64,
     pub(crate) publish_failed: u64,
+    /// Deliveries owed (measured messages × their topic's subscribers) and made.
     pub(crate) expected: u64,
     pub(crate) delivered: u64,
+    /// Owed deliveries never made, made twice, made after a later message.
     pub(crate) lost: u64,
     pub(crate) duplicated: u64,
     pub(crate) out_of_order: u64,
+    /// Resets the server announced to subscribers.
     pub(crate) resets: u64,
     pub(crate) delivered_per_s: f64,
+    /// Server CPU seconds over the window (user + system, then each).
     pub(crate) server_cpu_s: f64,
     pub(crate) server_user_s: f64,
     pub(crate) server_sys_s: f64,
+    /// Server CPU µs per delivered message: the efficiency figure.
     pub(crate) cpu_us_per_msg: f64,
+    /// Publish→deliver latency percentiles.
     pub(crate) lat_p50_us: u64,
     pub(crate) lat_p99_us: u64,
     pub(crate) lat_max_us: u64,
+    /// Server memory before the subscribers and after (idle: once they are all up).
     pub(crate) rss_before_kib: u64,
     pub(crate) rss_after_kib: u64,
+    /// Idle workloads: the memory figure.
     pub(crate) rss_per_conn_bytes: f64,
+    /// The generator's own CPU, in cores: near 1 it may be the bottleneck.
     pub(crate) generator_cpu_util: f64,
     /// CPU used by other processes on the machine during the window, in cores: anything
     /// above a few percent means the figures are disturbed.
@@ -115,9 +139,12 @@ pub(crate) struct RunResult {
     pub(crate) server_core_irq_util: f64,
     /// CPU stolen by the hypervisor (all cores): noise from outside the machine.
     pub(crate) steal_util: f64,
+    /// Saturation: the highest rate kept up with (its step's figures are the run's).
     pub(crate) saturation_rate: Option<f64>,
     pub(crate) steps: Vec<Step>,
+    /// Error message → count.
     pub(crate) errors: BTreeMap<String, u64>,
+    /// Why the run could not take place or be completed.
     pub(crate) failure: Option<String>,
 }
 
