@@ -138,36 +138,19 @@ mod tests {
         let v = plan_of(&[]);
         let names: Vec<&str> = v.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(
-            names,
-            [
-                "ws-fanout-1k",
-                "ws-fanout-5k",
-                "sse-fanout-1k",
-                "sse-fanout-5k",
-                "rooms-10k",
-                "longpoll-1k",
-                "idle-ws-10k",
-                "idle-sse-10k",
-                "saturation-ws-1k",
-                "latency-ws-1k"
-            ]
+            names.join(" "),
+            "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k rooms-10k longpoll-1k \
+             idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k"
         );
-        assert_eq!(
-            shape(&v[4]),
-            ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1)
-        );
-        assert_eq!(
-            shape(&v[5]),
-            ("longpoll-1k", 1000, 1, 1000.0, 10.0, 10.0, 1)
-        );
-        assert_eq!(
-            shape(&v[7]),
-            ("idle-sse-10k", 10_000, 100, 0.0, 0.0, 5.0, 1)
-        );
-        assert_eq!(
-            shape(&v[8]),
-            ("saturation-ws-1k", 1000, 1, 20.0, 3.0, 2.0, 16)
-        );
+        let want = [
+            ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
+            ("longpoll-1k", 1000, 1, 1000.0, 10.0, 10.0, 1),
+            ("idle-sse-10k", 10_000, 100, 0.0, 0.0, 5.0, 1),
+            ("saturation-ws-1k", 1000, 1, 20.0, 3.0, 2.0, 16),
+        ];
+        for (i, want) in [4, 5, 7, 8].into_iter().zip(want) {
+            assert_eq!(shape(&v[i]), want);
+        }
         assert_eq!(v[8].kind, Kind::Saturation);
     }
 

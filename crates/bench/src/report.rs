@@ -112,55 +112,57 @@ struct Goal {
 
 /// The targets, in report order.
 const GOALS: [Goal; 9] = [
-    Goal::at_most(
+    Goal::new(
         "WS fan-out 1k: CPU µs per delivered msg",
         "ws-fanout-1k",
         cpu,
         0.5,
     ),
-    Goal::at_most(
+    Goal::new(
         "WS fan-out 5k: CPU µs per delivered msg",
         "ws-fanout-5k",
         cpu,
         0.33,
     ),
-    Goal::at_most(
+    Goal::new(
         "SSE fan-out 1k: CPU µs per delivered msg",
         "sse-fanout-1k",
         cpu,
         0.5,
     ),
-    Goal::at_most(
+    Goal::new(
         "SSE fan-out 5k: CPU µs per delivered msg",
         "sse-fanout-5k",
         cpu,
         0.5,
     ),
-    Goal::at_least_lossless(
+    Goal::new(
         "Long-poll 1k: delivered msgs/s (Nchan: one message per reply, its default)",
         "longpoll-1k/poll",
         rate,
         10.0,
-    ),
-    Goal::at_least_lossless(
+    )
+    .at_least_without_loss(),
+    Goal::new(
         "Long-poll 1k: delivered msgs/s (Nchan: multipart/mixed batching on)",
         "longpoll-1k/poll-multipart",
         rate,
         10.0,
-    ),
-    Goal::at_most(
+    )
+    .at_least_without_loss(),
+    Goal::new(
         "Idle WS: server RSS bytes per connection",
         "idle-ws-10k",
         mem,
         0.5,
     ),
-    Goal::at_most(
+    Goal::new(
         "Idle SSE: server RSS bytes per connection",
         "idle-sse-10k",
         mem,
         0.5,
     ),
-    Goal::at_most(
+    Goal::new(
         "p99 µs at half Nchan's saturation (WS 1k)",
         "latency-ws-1k",
         p99,
@@ -169,8 +171,8 @@ const GOALS: [Goal; 9] = [
 ];
 
 impl Goal {
-    /// Switchboard's figure at most `ratio` × Nchan's (CPU, memory, latency).
-    const fn at_most(
+    /// Switchboard's `key` for `workload` at most `ratio` × Nchan's (CPU, memory, latency).
+    const fn new(
         name: &'static str,
         workload: &'static str,
         key: fn(&RunResult) -> f64,
@@ -186,20 +188,12 @@ impl Goal {
         }
     }
 
-    /// Switchboard's figure at least `ratio` × Nchan's (throughput), without losing anything.
-    const fn at_least_lossless(
-        name: &'static str,
-        workload: &'static str,
-        key: fn(&RunResult) -> f64,
-        ratio: f64,
-    ) -> Self {
+    /// At least `ratio` × Nchan's instead (throughput), and switchboard must lose nothing.
+    const fn at_least_without_loss(self) -> Self {
         Self {
-            name,
-            workload,
-            key,
             lower: false,
-            ratio,
             lossless: true,
+            ..self
         }
     }
 
