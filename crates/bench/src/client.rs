@@ -2,6 +2,11 @@
 //!
 //! Every connection is one cheap task on the generator's single-threaded runtime; per-message
 //! work is a substring scan of what arrived (see `payload`) plus a few counter updates.
+//!
+//! Each client reads through `rawhttp::fill` into one buffer per connection; the WebSocket
+//! and SSE subscribers share their read step (`read_more`), the long-poller and the streams'
+//! set-up share `rawhttp::request`, and the publishers' reply reader shares
+//! `rawhttp::parse_head`.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +16,7 @@ use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
+use crate::error::{Error, Result};
 use crate::stats::{Shared, Tracker};
 use crate::{payload, rawhttp};
 use tokio::io::AsyncWriteExt;
@@ -24,6 +30,7 @@ pub(crate) enum Flavor {
 }
 
 impl Flavor {
+    /// The server's name in results files, reports and run tags.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Switchboard => "switchboard",
@@ -50,12 +57,14 @@ pub(crate) enum Transport {
 /// address has ~28k ephemeral ports, and a full run opens and closes (TIME_WAIT) far more.
 #[derive(Debug)]
 pub(crate) struct Dialer {
+    /// The server under test.
     pub(crate) dst: SocketAddr,
     sources: Vec<Ipv4Addr>,
     next: Cell<usize>,
 }
 
 impl Dialer {
+    /// A dialer to `dst` from 127.0.0.2 up to 127.0.0.(1 + `n_sources`).
     pub(crate) fn new(dst: SocketAddr, n_sources: u8) -> Self {
         let sources = (0..n_sources.max(1))
             .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
@@ -67,6 +76,8 @@ impl Dialer {
         }
     }
 
+    /// Connects (with `TCP_NODELAY`, as latency is measured) from the next source address,
+    /// moving on to the next one while a source has no free port.
     pub(crate) async fn connect(&self) -> std::io::Result<TcpStream> {
         let mut last_err = None;
         for _ in 0..self.sources.len() {
@@ -94,13 +105,17 @@ impl Dialer {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) flavor: Flavor,
+    /// The `Host` header: the server's address.
     pub(crate) host: String,
     pub(crate) dialer: Dialer,
     /// Bounds concurrent connection set-ups so that 10k subscribers do not overflow the
     /// server's accept backlog (which would show up as multi-second SYN retries).
     pub(crate) connect_sem: Semaphore,
+    /// What the subscribers measured and counted.
     pub(crate) shared: Shared,
+    /// The run's topic names; subscribers and publish items refer to them by index.
     pub(crate) topics: Vec<String>,
+    /// Size of each published payload.
     pub(crate) payload_bytes: usize,
     pub(crate) publish: PublishState,
 }
@@ -108,6 +123,7 @@ pub(crate) struct Ctx {
 /// One subscriber's bookkeeping, owned jointly by its task and the run (for the final tally).
 #[derive(Debug)]
 pub(crate) struct Sub {
+    /// Its topic and which of the topic's messages it has seen.
     pub(crate) tracker: RefCell<Tracker>,
 }
 
@@ -119,7 +135,7 @@ pub(crate) async fn subscriber(ctx: Rc<Ctx>, sub: Rc<Sub>, transport: Transport)
         Transport::Poll | Transport::PollMultipart => poll(&ctx, &sub, transport).await,
     };
     if let Err(e) = res {
-        ctx.shared.error(e);
+        ctx.shared.error(e.to_string());
     }
     if !ctx.shared.stopping.get() {
         ctx.shared.dropped.set(ctx.shared.dropped.get() + 1);
@@ -158,131 +174,196 @@ impl Drop for Connecting<'_> {
 
 /// Waits for a connection set-up slot, then dials. The slot is held until the permit is
 /// dropped, so a caller can keep it until its subscription is set up.
-async fn dial<'a>(ctx: &'a Ctx, what: &str) -> Result<(SemaphorePermit<'a>, TcpStream), String> {
+async fn dial<'a>(ctx: &'a Ctx, what: &str) -> Result<(SemaphorePermit<'a>, TcpStream)> {
     let permit = ctx
         .connect_sem
         .acquire()
         .await
-        .map_err(|_| "semaphore closed")?;
+        .map_err(|_| Error::Setup("semaphore closed".into()))?;
     let stream = ctx
         .dialer
         .connect()
         .await
-        .map_err(|e| format!("{what} connect: {}", e.kind()))?;
+        .map_err(|e| Error::net(format!("{what} connect"), e))?;
     Ok((permit, stream))
 }
 
-/// Opens a streaming subscription: `GET path` with `headers` (each ending in CRLF), which must
-/// answer `status`. Returns the stream, the response head, and what was read past the head.
-async fn open_stream(
-    ctx: &Ctx,
-    what: &str,
-    path: &str,
-    headers: &str,
-    status: u16,
-) -> Result<(TcpStream, rawhttp::Head, Vec<u8>), String> {
+/// The WebSocket upgrade request's headers. The accept hash of the answer is not checked: a
+/// 101 from the server under test is proof enough.
+const WS_HEADERS: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                          Sec-WebSocket-Version: 13\r\n";
+
+/// A streaming subscription just opened: its set-up guard, socket, response head and the bytes
+/// read past the head.
+type Opened<'a> = (Connecting<'a>, TcpStream, rawhttp::Head, Vec<u8>);
+
+/// Opens `sub`'s streaming subscription (WebSocket or SSE): `GET` on the server's path for the
+/// topic, which must answer 101 (WebSocket) or 200 (SSE). Nchan subscribes while answering, so
+/// its set-up is complete then; switchboard confirms later with a `subscribed` frame or event.
+async fn open_stream<'a>(ctx: &'a Ctx, sub: &Sub, transport: Transport) -> Result<Opened<'a>> {
+    let mut setup = Connecting::new(ctx);
+    let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
+    let (what, path, headers, status) = match (transport, ctx.flavor) {
+        (Transport::Ws, Flavor::Switchboard) => {
+            ("ws", format!("/ws?topic={topic}"), WS_HEADERS, 101)
+        }
+        (Transport::Ws, Flavor::Nchan) => ("ws", format!("/sub/ws/{topic}"), WS_HEADERS, 101),
+        (_, Flavor::Switchboard) => ("sse", format!("/events?topic={topic}"), SSE_HEADERS, 200),
+        (_, Flavor::Nchan) => ("sse", format!("/sub/sse/{topic}"), SSE_HEADERS, 200),
+    };
     let (permit, mut s) = dial(ctx, what).await?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n", ctx.host);
     let mut buf = Vec::with_capacity(2048);
     let head = rawhttp::request(&mut s, req.as_bytes(), &mut buf).await?;
     drop(permit);
     if head.status != status {
-        return Err(format!("{what} status {}", head.status));
+        return Err(Error::protocol(format!("{what} status {}", head.status)));
     }
-    Ok((s, head, buf))
+    if ctx.flavor == Flavor::Nchan {
+        setup.ok();
+    }
+    Ok((setup, s, head, buf))
 }
 
-async fn ws(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
-    let mut setup = Connecting::new(ctx);
-    let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
-    let path = match ctx.flavor {
-        Flavor::Switchboard => format!("/ws?topic={topic}"),
-        Flavor::Nchan => format!("/sub/ws/{topic}"),
-    };
-    // The accept hash is not checked: a 101 from the server under test is proof enough.
-    let headers = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
-    let (mut s, _, mut buf) = open_stream(ctx, "ws", &path, headers, 101).await?;
-    if ctx.flavor == Flavor::Nchan {
-        setup.ok(); // Nchan subscribes during the upgrade
+/// Reads more of a subscription's stream into `buf`: `Ok(true)` when bytes arrived, `Ok(false)`
+/// when the stream is over, closed by the server (see [`stream_ended`]) or broken by the run's
+/// teardown. The one read loop step of the streaming subscribers.
+async fn read_more(ctx: &Ctx, what: &str, s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<bool> {
+    match rawhttp::fill(s, buf).await {
+        Ok(0) => {}
+        Ok(_) => return Ok(true),
+        Err(_) if ctx.shared.stopping.get() => return Ok(false),
+        Err(e) => return Err(Error::net(format!("{what} read"), e)),
     }
-    // Payload of a fragmented message being reassembled (servers rarely fragment).
-    let mut frag: Vec<u8> = Vec::new();
-    let on_text = |b: &[u8], setup: &mut Connecting<'_>| {
+    stream_ended(ctx, what);
+    Ok(false)
+}
+
+/// Counts a subscription stream that ended while the run still needed it.
+fn stream_ended(ctx: &Ctx, what: &str) {
+    if !ctx.shared.stopping.get() {
+        ctx.shared.error(format!("{what} stream ended"));
+    }
+}
+
+/// WebSocket subscriber: reads frames until the server closes the connection.
+async fn ws(ctx: &Ctx, sub: &Sub) -> Result<()> {
+    let (setup, mut s, _, mut buf) = open_stream(ctx, sub, Transport::Ws).await?;
+    let mut rx = WsReceiver {
+        ctx,
+        sub,
+        setup,
+        frag: Vec::new(),
+    };
+    loop {
+        let (used, next) = rx.on_frames(&buf)?;
+        buf.drain(..used);
+        match next {
+            WsNext::Read => {
+                if !read_more(ctx, "ws", &mut s, &mut buf).await? {
+                    return Ok(());
+                }
+            }
+            WsNext::Pong(pong) => s
+                .write_all(&pong)
+                .await
+                .map_err(|e| Error::net("ws pong", e))?,
+            WsNext::Closed => return Ok(()),
+        }
+    }
+}
+
+/// What the connection must do after the frames handled so far.
+#[derive(Debug, PartialEq, Eq)]
+enum WsNext {
+    /// Read more: every complete frame is handled.
+    Read,
+    /// Send this pong (answering a ping) before handling the rest.
+    Pong(Vec<u8>),
+    /// The server closed the connection.
+    Closed,
+}
+
+/// What one WebSocket subscriber does with the frames it receives.
+struct WsReceiver<'a> {
+    ctx: &'a Ctx,
+    sub: &'a Sub,
+    setup: Connecting<'a>,
+    /// Payload of a fragmented message being reassembled (servers rarely fragment).
+    frag: Vec<u8>,
+}
+
+impl WsReceiver<'_> {
+    /// Handles the complete frames at the start of `buf`; returns the bytes they took and what
+    /// the connection must do next. Stops after a ping (its pong goes out first) or a close.
+    fn on_frames(&mut self, buf: &[u8]) -> Result<(usize, WsNext)> {
+        let mut pos = 0;
+        while let Some(f) = rawhttp::parse_frame(&buf[pos..])? {
+            let body = &buf[pos + f.start..pos + f.end];
+            pos += f.end;
+            match f.opcode {
+                0x1 | 0x2 if f.fin => self.on_message(body),
+                0x1 | 0x2 => self.frag = body.to_vec(),
+                0x0 => self.on_continuation(body, f.fin),
+                0x9 => return Ok((pos, WsNext::Pong(rawhttp::client_frame(0xA, body)))),
+                0x8 => {
+                    self.on_close(body);
+                    return Ok((pos, WsNext::Closed));
+                }
+                _ => {}
+            }
+        }
+        Ok((pos, WsNext::Read))
+    }
+
+    fn on_continuation(&mut self, body: &[u8], fin: bool) {
+        self.frag.extend_from_slice(body);
+        if fin {
+            let frag = std::mem::take(&mut self.frag);
+            self.on_message(&frag);
+            self.frag = frag;
+            self.frag.clear();
+        }
+    }
+
+    /// A whole message: the payloads it carries, or one of switchboard's control messages.
+    fn on_message(&mut self, b: &[u8]) {
+        let (ctx, sub) = (self.ctx, self.sub);
         let n = payload::scan(b, |seq, sent| {
             ctx.shared.on_payload(&sub.tracker, seq, sent)
         });
         if n == 0 && ctx.flavor == Flavor::Switchboard {
             if memchr::memmem::find(b, br#""type":"subscribed""#).is_some() {
-                setup.ok();
+                self.setup.ok();
             } else if memchr::memmem::find(b, br#""type":"reset""#).is_some() {
                 ctx.shared.resets.set(ctx.shared.resets.get() + 1);
             } else if memchr::memmem::find(b, br#""type":"error""#).is_some() {
                 ctx.shared.error("ws error frame");
             }
         }
-    };
-    loop {
-        let mut pos = 0;
-        while let Some(f) = rawhttp::parse_frame(&buf[pos..])? {
-            let body = &buf[pos + f.start..pos + f.end];
-            match f.opcode {
-                0x1 | 0x2 if f.fin => on_text(body, &mut setup),
-                0x1 | 0x2 => frag = body.to_vec(),
-                0x0 => {
-                    frag.extend_from_slice(body);
-                    if f.fin {
-                        on_text(&frag, &mut setup);
-                        frag.clear();
-                    }
-                }
-                0x9 => {
-                    let pong = rawhttp::client_frame(0xA, body);
-                    s.write_all(&pong)
-                        .await
-                        .map_err(|e| format!("ws pong: {}", e.kind()))?;
-                }
-                0x8 => {
-                    if !ctx.shared.stopping.get() {
-                        let code = if body.len() >= 2 {
-                            u16::from_be_bytes([body[0], body[1]])
-                        } else {
-                            0
-                        };
-                        ctx.shared.error(format!("ws closed by server ({code})"));
-                    }
-                    return Ok(());
-                }
-                _ => {}
-            }
-            pos += f.end;
-        }
-        buf.drain(..pos);
-        match rawhttp::fill(&mut s, &mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("ws read: {}", e.kind())),
+    }
+
+    fn on_close(&self, body: &[u8]) {
+        if !self.ctx.shared.stopping.get() {
+            let code = if body.len() >= 2 {
+                u16::from_be_bytes([body[0], body[1]])
+            } else {
+                0
+            };
+            self.ctx
+                .shared
+                .error(format!("ws closed by server ({code})"));
         }
     }
-    if !ctx.shared.stopping.get() {
-        ctx.shared.error("ws stream ended");
-    }
-    Ok(())
 }
 
-async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
-    let mut setup = Connecting::new(ctx);
-    let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
-    let path = match ctx.flavor {
-        Flavor::Switchboard => format!("/events?topic={topic}"),
-        Flavor::Nchan => format!("/sub/sse/{topic}"),
-    };
-    let headers = "Accept: text/event-stream\r\n";
-    let (mut s, head, mut raw) = open_stream(ctx, "sse", &path, headers, 200).await?;
-    if ctx.flavor == Flavor::Nchan {
-        setup.ok();
-    }
+/// The SSE request's headers.
+const SSE_HEADERS: &str = "Accept: text/event-stream\r\n";
+
+/// SSE subscriber: reads the event stream (chunked or not) until the server ends it.
+async fn sse(ctx: &Ctx, sub: &Sub) -> Result<()> {
+    let (mut setup, mut s, head, mut raw) = open_stream(ctx, sub, Transport::Sse).await?;
     let mut dechunk = head.chunked.then(rawhttp::Dechunker::default);
     // Decoded stream bytes not yet scanned (after the last complete line).
     let mut text: Vec<u8> = Vec::new();
@@ -297,64 +378,110 @@ async fn sse(ctx: &Ctx, sub: &Sub) -> Result<(), String> {
             None => &raw,
         };
         if let Some(last) = memchr::memrchr(b'\n', data) {
-            let lines = &data[..=last];
-            payload::scan(lines, |seq, sent| {
-                ctx.shared.on_payload(&sub.tracker, seq, sent)
-            });
-            if ctx.flavor == Flavor::Switchboard {
-                if !setup.done && memchr::memmem::find(lines, b"event: subscribed").is_some() {
-                    setup.ok();
-                }
-                let resets = memchr::memmem::find_iter(lines, b"event: reset").count() as u64;
-                ctx.shared.resets.set(ctx.shared.resets.get() + resets);
-            }
+            on_sse_lines(ctx, sub, &mut setup, &data[..=last]);
             match &mut dechunk {
                 Some(_) => drop(text.drain(..=last)),
                 None => drop(raw.drain(..=last)),
             }
         }
         if raw.len() + text.len() > 1 << 20 {
-            return Err("sse line over 1 MiB".into());
+            return Err(Error::protocol("sse line over 1 MiB"));
         }
         if dechunk.as_ref().is_some_and(|d| d.done) {
-            break;
+            stream_ended(ctx, "sse");
+            return Ok(());
         }
-        match rawhttp::fill(&mut s, &mut raw).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("sse read: {}", e.kind())),
+        if !read_more(ctx, "sse", &mut s, &mut raw).await? {
+            return Ok(());
         }
     }
-    if !ctx.shared.stopping.get() {
-        ctx.shared.error("sse stream ended");
+}
+
+/// Complete SSE lines: the payloads they carry, and switchboard's `subscribed` and `reset`
+/// events.
+fn on_sse_lines(ctx: &Ctx, sub: &Sub, setup: &mut Connecting<'_>, lines: &[u8]) {
+    payload::scan(lines, |seq, sent| {
+        ctx.shared.on_payload(&sub.tracker, seq, sent)
+    });
+    if ctx.flavor == Flavor::Switchboard {
+        if !setup.done && memchr::memmem::find(lines, b"event: subscribed").is_some() {
+            setup.ok();
+        }
+        let resets = memchr::memmem::find_iter(lines, b"event: reset").count() as u64;
+        ctx.shared.resets.set(ctx.shared.resets.get() + resets);
     }
-    Ok(())
 }
 
 /// Long-poll subscriber. Switchboard: `GET /poll?topic=T&since=CURSOR`, the reply carries every
 /// waiting message and the next cursor. Nchan: `GET /sub/lp/T` walking the channel with
 /// `If-Modified-Since`/`If-None-Match` from the previous reply's `Last-Modified`/`Etag`.
-async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> {
+async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<()> {
     let mut setup = Connecting::new(ctx);
     let topic = ctx.topics[sub.tracker.borrow().topic as usize].clone();
     let (permit, mut s) = dial(ctx, "poll").await?;
     drop(permit);
     setup.ok();
-    let mut cursor: Option<String> = None;
-    let mut last_modified: Option<Vec<u8>> = None;
-    let mut etag: Option<Vec<u8>> = None;
+    let mut at = PollPosition::default();
     let mut errors = 0u32;
     let mut buf = Vec::with_capacity(4096);
     let mut body = Vec::with_capacity(4096);
     let mut req = Vec::with_capacity(512);
     loop {
+        at.request(&mut req, ctx, &topic, transport);
+        let head = match rawhttp::exchange(&mut s, &req, &mut buf, &mut body).await {
+            Ok(h) => h,
+            Err(_) if ctx.shared.stopping.get() => return Ok(()),
+            Err(e) => return Err(e.context("poll")),
+        };
+        let close = head.close;
+        match (ctx.flavor, head.status) {
+            (_, 200) => {
+                errors = 0;
+                at.on_reply(ctx, sub, head, &body);
+            }
+            // Nchan: held request timed out (408) or nothing new (304): ask again.
+            (Flavor::Nchan, 408 | 304) => {}
+            (_, status) => {
+                ctx.shared.error(format!("poll status {status}"));
+                errors += 1;
+                if errors > 20 {
+                    return Err(Error::protocol(
+                        "poll: giving up after 20 consecutive errors",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if close {
+            s = ctx
+                .dialer
+                .connect()
+                .await
+                .map_err(|e| Error::net("poll reconnect", e))?;
+            buf.clear();
+        }
+    }
+}
+
+/// Where a long-poller is in its topic: what the last reply said to ask for next.
+#[derive(Debug, Default)]
+struct PollPosition {
+    /// Switchboard's cursor.
+    cursor: Option<String>,
+    /// Nchan's `Last-Modified` and `Etag`.
+    last_modified: Option<Vec<u8>>,
+    etag: Option<Vec<u8>>,
+}
+
+impl PollPosition {
+    /// Writes the next long-poll request for `topic` into `req`.
+    fn request(&self, req: &mut Vec<u8>, ctx: &Ctx, topic: &str, transport: Transport) {
         req.clear();
         match ctx.flavor {
             Flavor::Switchboard => {
                 req.extend_from_slice(b"GET /poll?topic=");
                 req.extend_from_slice(topic.as_bytes());
-                if let Some(c) = &cursor {
+                if let Some(c) = &self.cursor {
                     req.extend_from_slice(b"&since=");
                     req.extend_from_slice(c.as_bytes());
                 }
@@ -371,11 +498,11 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> 
         }
         req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         req.extend_from_slice(ctx.host.as_bytes());
-        if let Some(v) = &last_modified {
+        if let Some(v) = &self.last_modified {
             req.extend_from_slice(b"\r\nIf-Modified-Since: ");
             req.extend_from_slice(v);
         }
-        if let Some(v) = &etag {
+        if let Some(v) = &self.etag {
             req.extend_from_slice(b"\r\nIf-None-Match: ");
             req.extend_from_slice(v);
         }
@@ -383,54 +510,25 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<(), String> 
             req.extend_from_slice(b"\r\nAccept: multipart/mixed");
         }
         req.extend_from_slice(b"\r\n\r\n");
-        let head = match rawhttp::request(&mut s, &req, &mut buf).await {
-            Ok(h) => h,
-            Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("poll: {e}")),
-        };
-        match rawhttp::body(&mut s, &mut buf, &head, &mut body).await {
-            Ok(()) => {}
-            Err(_) if ctx.shared.stopping.get() => return Ok(()),
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-        match (ctx.flavor, head.status) {
-            (_, 200) => {
-                errors = 0;
-                payload::scan(&body, |seq, sent| {
-                    ctx.shared.on_payload(&sub.tracker, seq, sent)
-                });
-                if ctx.flavor == Flavor::Switchboard {
-                    match payload::json_str(&body, "cursor") {
-                        Some(c) => cursor = Some(String::from_utf8_lossy(c).into_owned()),
-                        None => ctx.shared.error("poll reply without cursor"),
-                    }
-                    if memchr::memmem::find(&body, br#""reset":[]"#).is_none() {
-                        let n = memchr::memmem::find_iter(&body, br#""reason":"#).count();
-                        ctx.shared.resets.set(ctx.shared.resets.get() + n as u64);
-                    }
-                } else {
-                    last_modified = head.last_modified.or(last_modified);
-                    etag = head.etag.or(etag);
-                }
+    }
+
+    /// A 200 reply: counts the payloads (and switchboard's resets) in `body` and moves on.
+    fn on_reply(&mut self, ctx: &Ctx, sub: &Sub, head: rawhttp::Head, body: &[u8]) {
+        payload::scan(body, |seq, sent| {
+            ctx.shared.on_payload(&sub.tracker, seq, sent)
+        });
+        if ctx.flavor == Flavor::Switchboard {
+            match payload::json_str(body, "cursor") {
+                Some(c) => self.cursor = Some(String::from_utf8_lossy(c).into_owned()),
+                None => ctx.shared.error("poll reply without cursor"),
             }
-            // Nchan: held request timed out (408) or nothing new (304): ask again.
-            (Flavor::Nchan, 408 | 304) => {}
-            (_, status) => {
-                ctx.shared.error(format!("poll status {status}"));
-                errors += 1;
-                if errors > 20 {
-                    return Err("poll: giving up after 20 consecutive errors".into());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            if memchr::memmem::find(body, br#""reset":[]"#).is_none() {
+                let n = memchr::memmem::find_iter(body, br#""reason":"#).count();
+                ctx.shared.resets.set(ctx.shared.resets.get() + n as u64);
             }
-        }
-        if head.close {
-            s = ctx
-                .dialer
-                .connect()
-                .await
-                .map_err(|e| format!("poll reconnect: {}", e.kind()))?;
-            buf.clear();
+        } else {
+            self.last_modified = head.last_modified.or(self.last_modified.take());
+            self.etag = head.etag.or(self.etag.take());
         }
     }
 }
@@ -444,6 +542,7 @@ pub(crate) struct PublishState {
     pub(crate) failed: RefCell<Vec<u64>>,
     /// Requests queued or in flight.
     pub(crate) inflight: Cell<u64>,
+    /// Publishes the server acknowledged (2xx).
     pub(crate) acked: Cell<u64>,
 }
 
@@ -472,148 +571,267 @@ pub(crate) async fn publisher(ctx: Rc<Ctx>, mut rx: mpsc::Receiver<PubItem>) {
         .collect();
     let mut pending: Option<PubItem> = None;
     loop {
-        let tcp = match ctx.dialer.connect().await {
-            Ok(t) => t,
-            Err(e) => {
-                ctx.shared.error(format!("publisher connect: {}", e.kind()));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                if ctx.shared.stopping.get() {
-                    return;
-                }
-                continue;
-            }
-        };
-        let (rd, mut wr) = tcp.into_split();
-        // Requests written and not yet answered, in order.
-        let waiting: Rc<RefCell<std::collections::VecDeque<PubItem>>> = Rc::default();
-        let window = Rc::new(Semaphore::new(PUBLISH_WINDOW));
-        let reader = tokio::task::spawn_local(read_publish_replies(
-            ctx.clone(),
-            rd,
-            waiting.clone(),
-            window.clone(),
-        ));
-        let mut req = Vec::with_capacity(512);
-        let broken = loop {
-            let item = match pending.take() {
-                Some(i) => i,
-                None => match rx.recv().await {
-                    Some(i) => i,
-                    None => break false,
-                },
-            };
-            let Ok(permit) = window.acquire().await else {
-                pending = Some(item);
-                break true;
-            };
-            permit.forget(); // returned by the reader when the reply arrives
-            let (topic, seq) = item;
-            let body = payload::build(seq, ctx.shared.now_us(), ctx.payload_bytes);
-            req.clear();
-            req.extend_from_slice(b"POST ");
-            req.extend_from_slice(paths[topic as usize].as_bytes());
-            req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-            req.extend_from_slice(ctx.host.as_bytes());
-            req.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
-            req.extend_from_slice(body.len().to_string().as_bytes());
-            req.extend_from_slice(b"\r\n\r\n");
-            req.extend_from_slice(&body);
-            waiting.borrow_mut().push_back(item);
-            if tokio::io::AsyncWriteExt::write_all(&mut wr, &req)
-                .await
-                .is_err()
-            {
-                // Possibly partly sent: the reader settles it as failed; never resent.
-                break true;
-            }
-        };
-        drop(wr);
-        // Let the reader settle every written request (answered or failed) before moving on.
-        let _ = reader.await;
-        if !broken {
+        let Some(tcp) = connect_publisher(&ctx).await else {
             return;
-        }
-        if ctx.shared.stopping.get() {
+        };
+        let broken = publish_on(&ctx, tcp, &paths, &mut rx, &mut pending).await;
+        if !broken || ctx.shared.stopping.get() {
             return;
         }
         ctx.shared.error("publisher connection lost");
     }
 }
 
-/// Reads pipelined publish replies in order and settles each written request.
-async fn read_publish_replies(
+/// Connects a publisher, retrying every 50 ms; `None` once the run is stopping.
+async fn connect_publisher(ctx: &Ctx) -> Option<TcpStream> {
+    loop {
+        match ctx.dialer.connect().await {
+            Ok(t) => return Some(t),
+            Err(e) => {
+                ctx.shared
+                    .error(Error::net("publisher connect", e).to_string());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if ctx.shared.stopping.get() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Publishes the queue on one connection until the queue closes (`false`) or the connection
+/// breaks (`true`). An item taken from the queue but not written stays in `pending` for the
+/// next connection; one written is settled by the reply reader, answered or not, and is never
+/// sent again (it may have reached the server).
+async fn publish_on(
+    ctx: &Rc<Ctx>,
+    tcp: TcpStream,
+    paths: &[String],
+    rx: &mut mpsc::Receiver<PubItem>,
+    pending: &mut Option<PubItem>,
+) -> bool {
+    let (rd, mut wr) = tcp.into_split();
+    let pipe = Rc::new(Pipeline {
+        ctx: ctx.clone(),
+        waiting: RefCell::default(),
+        window: Semaphore::new(PUBLISH_WINDOW),
+    });
+    let reader = tokio::task::spawn_local(read_publish_replies(pipe.clone(), rd));
+    let mut req = Vec::with_capacity(512);
+    let broken = loop {
+        let item = match pending.take() {
+            Some(i) => i,
+            None => match rx.recv().await {
+                Some(i) => i,
+                None => break false,
+            },
+        };
+        let Ok(permit) = pipe.window.acquire().await else {
+            *pending = Some(item);
+            break true;
+        };
+        permit.forget(); // returned by the reader when the reply arrives
+        publish_request(&mut req, ctx, &paths[item.0 as usize], item.1);
+        pipe.waiting.borrow_mut().push_back(item);
+        if wr.write_all(&req).await.is_err() {
+            // Possibly partly sent: the reader settles it as failed; never resent.
+            break true;
+        }
+    };
+    drop(wr);
+    // Let the reader settle every written request (answered or failed) before moving on.
+    let _ = reader.await;
+    broken
+}
+
+/// Writes the publish request of message `seq` to `path` into `req`. The payload is built
+/// here, just before the request is written, so its send time is as late as it can be.
+fn publish_request(req: &mut Vec<u8>, ctx: &Ctx, path: &str, seq: u64) {
+    let body = payload::build(seq, ctx.shared.now_us(), ctx.payload_bytes);
+    req.clear();
+    req.extend_from_slice(b"POST ");
+    req.extend_from_slice(path.as_bytes());
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    req.extend_from_slice(ctx.host.as_bytes());
+    req.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+    req.extend_from_slice(body.len().to_string().as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(&body);
+}
+
+/// The publish requests of one connection that await their replies, shared by the writer and
+/// the reply reader.
+struct Pipeline {
     ctx: Rc<Ctx>,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    waiting: Rc<RefCell<std::collections::VecDeque<PubItem>>>,
-    window: Rc<Semaphore>,
-) {
-    use tokio::io::AsyncReadExt;
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let settle = |item: PubItem, ok: bool| {
-        let p = &ctx.publish;
+    /// Requests written and not yet answered, in order.
+    waiting: RefCell<std::collections::VecDeque<PubItem>>,
+    /// Permits for requests in flight; closed when the connection is over.
+    window: Semaphore,
+}
+
+impl Pipeline {
+    /// Settles one written request: acknowledged, or failed (its sequence never existed).
+    fn settle(&self, item: PubItem, ok: bool) {
+        let p = &self.ctx.publish;
         p.inflight.set(p.inflight.get().saturating_sub(1));
         if ok {
             p.acked.set(p.acked.get() + 1);
         } else if item.1 > 0 {
             p.failed.borrow_mut()[item.0 as usize] += 1;
         }
-        window.add_permits(1);
-    };
-    'conn: loop {
-        // Parse every complete reply in the buffer.
+        self.window.add_permits(1);
+    }
+
+    /// Settles every complete reply at the start of `buf` (and removes it). An error means
+    /// the replies can no longer be matched to requests.
+    fn take_replies(&self, buf: &mut Vec<u8>) -> Result<()> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            let head_len = match resp.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => break,
-                Err(e) => {
-                    ctx.shared.error(format!("publish reply: {e}"));
-                    break 'conn;
-                }
+            let (head, head_len) = match rawhttp::parse_head(buf) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Error::protocol(format!("publish reply: {e}"))),
             };
-            let code = resp.code.unwrap_or(0);
-            let Some(len) = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                })
-            else {
-                ctx.shared.error("publish reply without Content-Length");
-                break 'conn;
+            let Some(len) = head.content_length else {
+                return Err(Error::protocol("publish reply without Content-Length"));
             };
             if buf.len() < head_len + len {
-                break;
+                return Ok(());
             }
             buf.drain(..head_len + len);
-            let Some(item) = waiting.borrow_mut().pop_front() else {
-                ctx.shared.error("publish reply without request");
-                break 'conn;
+            let Some(item) = self.waiting.borrow_mut().pop_front() else {
+                return Err(Error::protocol("publish reply without request"));
             };
-            let ok = (200..300).contains(&code);
+            let ok = (200..300).contains(&head.status);
             if !ok {
-                ctx.shared.error(format!("publish status {code}"));
+                self.ctx
+                    .shared
+                    .error(format!("publish status {}", head.status));
             }
-            settle(item, ok);
+            self.settle(item, ok);
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
+    }
+}
+
+/// Reads pipelined publish replies in order and settles each written request; when the
+/// connection is over, whatever still waits was not (provably) published.
+async fn read_publish_replies(pipe: Rc<Pipeline>, mut rd: tokio::net::tcp::OwnedReadHalf) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        if let Err(e) = pipe.take_replies(&mut buf) {
+            pipe.ctx.shared.error(e.to_string());
+            break;
         }
-        match rd.read_buf(&mut buf).await {
+        match rawhttp::fill(&mut rd, &mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
     }
-    // Connection over: whatever is still waiting was not (provably) published.
-    let rest: Vec<PubItem> = waiting.borrow_mut().drain(..).collect();
+    let rest: Vec<PubItem> = pipe.waiting.borrow_mut().drain(..).collect();
     for item in rest {
-        settle(item, false);
+        pipe.settle(item, false);
     }
-    window.close();
+    pipe.window.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(flavor: Flavor) -> Ctx {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        Ctx {
+            flavor,
+            host: addr.to_string(),
+            dialer: Dialer::new(addr, 1),
+            connect_sem: Semaphore::new(1),
+            shared: Shared::new(),
+            topics: vec!["t.0".into()],
+            payload_bytes: 64,
+            publish: PublishState::default(),
+        }
+    }
+
+    fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+        [&[first, body.len() as u8][..], body].concat()
+    }
+
+    #[test]
+    fn ws_frames_stop_at_ping_and_close() {
+        let ctx = ctx(Flavor::Switchboard);
+        let sub = Sub {
+            tracker: RefCell::new(Tracker::new(0)),
+        };
+        let mut rx = WsReceiver {
+            ctx: &ctx,
+            sub: &sub,
+            setup: Connecting::new(&ctx),
+            frag: Vec::new(),
+        };
+        let subscribed = frame(0x81, br#"{"type":"subscribed"}"#);
+        let message = payload::build(1, 0, 60);
+        let (p1, p2) = message.split_at(30);
+        let buf = [
+            subscribed.clone(),
+            frame(0x01, p1),    // first fragment
+            frame(0x89, b"hi"), // ping between fragments
+            frame(0x80, p2),    // last fragment
+            frame(0x88, &[0x03, 0xe8]),
+        ]
+        .concat();
+        let (used, next) = rx.on_frames(&buf).unwrap_or((0, WsNext::Read));
+        assert_eq!(next, WsNext::Pong(rawhttp::client_frame(0xA, b"hi")));
+        assert!(rx.setup.done);
+        assert_eq!(ctx.shared.delivered.get(), 0);
+        let (rest, next) = rx.on_frames(&buf[used..]).unwrap_or((0, WsNext::Read));
+        assert_eq!(next, WsNext::Closed);
+        assert_eq!(used + rest, buf.len());
+        assert_eq!(ctx.shared.delivered.get(), 1);
+        assert_eq!(
+            ctx.shared.errors.borrow().get("ws closed by server (1000)"),
+            Some(&1)
+        );
+        // An incomplete frame is left for the next read.
+        let (used, next) = rx
+            .on_frames(&subscribed[..5])
+            .unwrap_or((9, WsNext::Closed));
+        assert_eq!((used, next), (0, WsNext::Read));
+    }
+
+    #[test]
+    fn poll_requests_carry_the_position() {
+        let mut req = Vec::new();
+        let mut at = PollPosition::default();
+        let sb = ctx(Flavor::Switchboard);
+        at.request(&mut req, &sb, "t.0", Transport::Poll);
+        assert_eq!(
+            req,
+            b"GET /poll?topic=t.0&timeout=25 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n"
+        );
+        let sub = Sub {
+            tracker: RefCell::new(Tracker::new(0)),
+        };
+        at.on_reply(
+            &sb,
+            &sub,
+            rawhttp::Head::default(),
+            br#"{"cursor":"a-1","reset":[]}"#,
+        );
+        at.request(&mut req, &sb, "t.0", Transport::Poll);
+        assert!(req.starts_with(b"GET /poll?topic=t.0&since=a-1&timeout=25 HTTP/1.1\r\n"));
+
+        let nchan = ctx(Flavor::Nchan);
+        let mut at = PollPosition::default();
+        let head = rawhttp::Head {
+            etag: Some(b"7".to_vec()),
+            last_modified: Some(b"Thu".to_vec()),
+            ..rawhttp::Head::default()
+        };
+        at.on_reply(&nchan, &sub, head, b"");
+        at.request(&mut req, &nchan, "t.0", Transport::PollMultipart);
+        assert_eq!(
+            req,
+            &b"GET /sub/lpm/t.0 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nIf-Modified-Since: Thu\r\n\
+               If-None-Match: 7\r\nAccept: multipart/mixed\r\n\r\n"[..]
+        );
+    }
 }

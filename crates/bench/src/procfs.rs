@@ -64,12 +64,15 @@ pub(crate) fn rss_kib_of(pid: u32) -> Option<u64> {
 /// CPU and memory of a whole server process tree at one instant.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Usage {
+    /// CPU seconds in user space and in the kernel, since each process started.
     pub(crate) user_s: f64,
     pub(crate) sys_s: f64,
+    /// Resident memory, summed over the tree.
     pub(crate) rss_kib: u64,
 }
 
 impl Usage {
+    /// The server's figures: `pid` and all its descendants (nginx's workers).
     pub(crate) fn of_tree(pid: u32) -> Self {
         let mut u = Self::default();
         for p in tree(pid) {
@@ -92,6 +95,7 @@ impl Usage {
         }
     }
 
+    /// User plus system CPU seconds.
     pub(crate) fn cpu_s(&self) -> f64 {
         self.user_s + self.sys_s
     }
@@ -107,7 +111,9 @@ impl Usage {
 /// to no process.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CpuStat {
+    /// user + nice + system.
     pub(crate) procs: f64,
+    /// irq + softirq.
     pub(crate) irq: f64,
     pub(crate) steal: f64,
 }
@@ -137,6 +143,7 @@ impl CpuStat {
         (parse("cpu "), core)
     }
 
+    /// The CPU time spent between two readings (`o` the earlier one).
     pub(crate) fn minus(self, o: Self) -> Self {
         Self {
             procs: self.procs - o.procs,

@@ -1,19 +1,28 @@
 //! Turning runs into the side-by-side tables, the target verdicts and the SVG chart.
+//!
+//! The same functions render a fresh run (`suite`) and an old results file (`report`), so
+//! what is published in bench/README.md can always be re-derived from the JSON.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::workload::RunResult;
+use crate::workload::{RunResult, Step};
 
 /// The results file: everything needed to re-render the report later (`report` subcommand).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Results {
+    /// When the suite started (UTC), as printed.
     pub(crate) generated: String,
+    /// `switchboard`, `compare` or `smoke`: also the files' name.
     pub(crate) mode: String,
+    /// `procfs::machine()`: numbers are never quoted without the machine.
     pub(crate) machine: serde_json::Value,
+    /// Generator settings and the workloads' specs.
     pub(crate) settings: serde_json::Value,
+    /// One `RunResult` per run, kept as JSON so files from older versions still load.
     pub(crate) runs: Vec<serde_json::Value>,
+    /// Evaluated in `compare` mode only.
     pub(crate) targets: Vec<Target>,
 }
 
@@ -21,20 +30,27 @@ pub(crate) struct Results {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Target {
     pub(crate) name: String,
+    /// Each server's figure (Nchan's best variant unless the target names one); `None`
+    /// when that server was not measured or failed.
     pub(crate) switchboard: Option<f64>,
     pub(crate) nchan: Option<f64>,
     /// switchboard / nchan.
     pub(crate) ratio: Option<f64>,
+    /// The goal as stated in the report, e.g. `≤ 0.5× Nchan`.
     pub(crate) goal: String,
+    /// `None` when there is nothing to compare.
     pub(crate) met: Option<bool>,
 }
 
+/// The runs of a results file as `RunResult`s (fields an older file lacks take defaults; a
+/// run that cannot be read at all is left out rather than failing the report).
 pub(crate) fn rows(runs: &[serde_json::Value]) -> Vec<RunResult> {
     runs.iter()
         .filter_map(|v| serde_json::from_value(v.clone()).ok())
         .collect()
 }
 
+/// A run as it is stored in the results file.
 pub(crate) fn to_json(r: &RunResult) -> serde_json::Value {
     serde_json::to_value(r).unwrap_or_default()
 }
@@ -64,133 +80,172 @@ fn best<'a>(
         })
 }
 
-/// Evaluates the issue's targets.
-pub(crate) fn targets(rows: &[RunResult]) -> Vec<Target> {
-    let mut out = Vec::new();
-    let mut ratio_target = |name: &str,
-                            workload: &str,
-                            key: fn(&RunResult) -> f64,
-                            lower: bool,
-                            max_ratio: f64,
-                            goal: &str| {
-        // "workload/transport" picks one Nchan variant; a bare workload takes its best.
-        let (workload, variant) = workload.split_once('/').unwrap_or((workload, ""));
-        let sb = best(rows, "switchboard", workload, key, lower).map(key);
+/// The metrics the report compares.
+fn cpu(r: &RunResult) -> f64 {
+    r.cpu_us_per_msg
+}
+
+fn rate(r: &RunResult) -> f64 {
+    r.delivered_per_s
+}
+
+fn mem(r: &RunResult) -> f64 {
+    r.rss_per_conn_bytes
+}
+
+fn p99(r: &RunResult) -> f64 {
+    r.lat_p99_us as f64
+}
+
+/// One target of the issue: switchboard's figure for a workload against Nchan's.
+struct Goal {
+    name: &'static str,
+    /// `workload/transport` picks one Nchan variant; a bare workload takes Nchan's best.
+    workload: &'static str,
+    key: fn(&RunResult) -> f64,
+    /// Lower is better: switchboard / Nchan must be at most `ratio` (else at least).
+    lower: bool,
+    ratio: f64,
+    /// Switchboard must also have lost nothing in the workload.
+    lossless: bool,
+}
+
+/// The issue's targets, in report order.
+const GOALS: [Goal; 9] = [
+    Goal::new(
+        "WS fan-out 1k: CPU µs per delivered msg",
+        "ws-fanout-1k",
+        cpu,
+        0.5,
+    ),
+    Goal::new(
+        "WS fan-out 5k: CPU µs per delivered msg",
+        "ws-fanout-5k",
+        cpu,
+        0.33,
+    ),
+    Goal::new(
+        "SSE fan-out 1k: CPU µs per delivered msg",
+        "sse-fanout-1k",
+        cpu,
+        0.5,
+    ),
+    Goal::new(
+        "SSE fan-out 5k: CPU µs per delivered msg",
+        "sse-fanout-5k",
+        cpu,
+        0.5,
+    ),
+    Goal::new(
+        "Long-poll 1k: delivered msgs/s (Nchan: one message per reply, its default)",
+        "longpoll-1k/poll",
+        rate,
+        10.0,
+    )
+    .at_least_without_loss(),
+    Goal::new(
+        "Long-poll 1k: delivered msgs/s (Nchan: multipart/mixed batching on)",
+        "longpoll-1k/poll-multipart",
+        rate,
+        10.0,
+    )
+    .at_least_without_loss(),
+    Goal::new(
+        "Idle WS: server RSS bytes per connection",
+        "idle-ws-10k",
+        mem,
+        0.5,
+    ),
+    Goal::new(
+        "Idle SSE: server RSS bytes per connection",
+        "idle-sse-10k",
+        mem,
+        0.5,
+    ),
+    Goal::new(
+        "p99 µs at half Nchan's saturation (WS 1k)",
+        "latency-ws-1k",
+        p99,
+        1.0,
+    ),
+];
+
+impl Goal {
+    /// Switchboard's `key` for `workload` at most `ratio` × Nchan's (CPU, memory, latency).
+    const fn new(
+        name: &'static str,
+        workload: &'static str,
+        key: fn(&RunResult) -> f64,
+        ratio: f64,
+    ) -> Self {
+        Self {
+            name,
+            workload,
+            key,
+            lower: true,
+            ratio,
+            lossless: false,
+        }
+    }
+
+    /// At least `ratio` × Nchan's instead (throughput), and switchboard must lose nothing.
+    const fn at_least_without_loss(self) -> Self {
+        Self {
+            lower: false,
+            lossless: true,
+            ..self
+        }
+    }
+
+    /// The goal as the report states it, e.g. `≤ 0.5× Nchan`.
+    fn text(&self) -> String {
+        let op = if self.lower { "≤" } else { "≥" };
+        let loss = if self.lossless { ", zero loss" } else { "" };
+        format!("{op} {}× Nchan{loss}", self.ratio)
+    }
+
+    fn evaluate(&self, rows: &[RunResult]) -> Target {
+        let (workload, variant) = self.workload.split_once('/').unwrap_or((self.workload, ""));
+        let sb = best(rows, "switchboard", workload, self.key, self.lower).map(self.key);
         let nc = if variant.is_empty() {
-            best(rows, "nchan", workload, key, lower).map(key)
+            best(rows, "nchan", workload, self.key, self.lower).map(self.key)
         } else {
             find(rows, "nchan", workload)
                 .into_iter()
                 .find(|r| r.transport == variant && r.failure.is_none())
-                .map(key)
+                .map(self.key)
         };
         let ratio = match (sb, nc) {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
         };
-        let met = ratio.map(|r| {
-            if lower {
-                r <= max_ratio
+        let mut met = ratio.map(|r| {
+            if self.lower {
+                r <= self.ratio
             } else {
-                r >= max_ratio
+                r >= self.ratio
             }
         });
-        out.push(Target {
-            name: name.into(),
+        if self.lossless {
+            let lossless = find(rows, "switchboard", workload)
+                .iter()
+                .all(|r| r.lost == 0 && r.delivered > 0);
+            met = met.map(|m| m && lossless).or(Some(lossless).filter(|l| !l));
+        }
+        Target {
+            name: self.name.into(),
             switchboard: sb,
             nchan: nc,
             ratio,
-            goal: goal.into(),
+            goal: self.text(),
             met,
-        });
-    };
-    let cpu = |r: &RunResult| r.cpu_us_per_msg;
-    let rate = |r: &RunResult| r.delivered_per_s;
-    let mem = |r: &RunResult| r.rss_per_conn_bytes;
-    let p99 = |r: &RunResult| r.lat_p99_us as f64;
-    ratio_target(
-        "WS fan-out 1k: CPU µs per delivered msg",
-        "ws-fanout-1k",
-        cpu,
-        true,
-        0.5,
-        "≤ 0.5× Nchan",
-    );
-    ratio_target(
-        "WS fan-out 5k: CPU µs per delivered msg",
-        "ws-fanout-5k",
-        cpu,
-        true,
-        0.33,
-        "≤ 0.33× Nchan",
-    );
-    ratio_target(
-        "SSE fan-out 1k: CPU µs per delivered msg",
-        "sse-fanout-1k",
-        cpu,
-        true,
-        0.5,
-        "≤ 0.5× Nchan",
-    );
-    ratio_target(
-        "SSE fan-out 5k: CPU µs per delivered msg",
-        "sse-fanout-5k",
-        cpu,
-        true,
-        0.5,
-        "≤ 0.5× Nchan",
-    );
-    ratio_target(
-        "Long-poll 1k: delivered msgs/s (Nchan: one message per reply, its default)",
-        "longpoll-1k/poll",
-        rate,
-        false,
-        10.0,
-        "≥ 10× Nchan, zero loss",
-    );
-    ratio_target(
-        "Long-poll 1k: delivered msgs/s (Nchan: multipart/mixed batching on)",
-        "longpoll-1k/poll-multipart",
-        rate,
-        false,
-        10.0,
-        "≥ 10× Nchan, zero loss",
-    );
-    ratio_target(
-        "Idle WS: server RSS bytes per connection",
-        "idle-ws-10k",
-        mem,
-        true,
-        0.5,
-        "≤ 0.5× Nchan",
-    );
-    ratio_target(
-        "Idle SSE: server RSS bytes per connection",
-        "idle-sse-10k",
-        mem,
-        true,
-        0.5,
-        "≤ 0.5× Nchan",
-    );
-    ratio_target(
-        "p99 µs at half Nchan's saturation (WS 1k)",
-        "latency-ws-1k",
-        p99,
-        true,
-        1.0,
-        "≤ 1× Nchan",
-    );
-    // Long-poll also requires zero loss from switchboard.
-    let lossless = find(rows, "switchboard", "longpoll-1k")
-        .iter()
-        .all(|r| r.lost == 0 && r.delivered > 0);
-    for t in out.iter_mut().filter(|t| t.name.starts_with("Long-poll")) {
-        t.met = t
-            .met
-            .map(|m| m && lossless)
-            .or(Some(lossless).filter(|l| !l));
+        }
     }
-    out
+}
+
+/// Evaluates the issue's targets.
+pub(crate) fn targets(rows: &[RunResult]) -> Vec<Target> {
+    GOALS.iter().map(|g| g.evaluate(rows)).collect()
 }
 
 /// Switchboard must deliver every message exactly once, in order, wherever it was not
@@ -260,7 +315,8 @@ fn label(r: &RunResult) -> String {
     }
 }
 
-/// Markdown: one line per server per workload, then memory, saturation and targets.
+/// Markdown: one line per server per workload, then memory, saturation, cost against load and
+/// targets.
 pub(crate) fn markdown(res: &Results) -> String {
     let rows = rows(&res.runs);
     let m = &res.machine;
@@ -274,29 +330,55 @@ pub(crate) fn markdown(res: &Results) -> String {
         m["mem_gib"],
         res.generated
     );
+    flow_table(&mut s, &rows);
+    idle_table(&mut s, &rows);
+    let sat: Vec<&RunResult> = rows.iter().filter(|r| r.kind == "saturation").collect();
+    saturation_table(&mut s, &sat);
+    load_table(&mut s, &sat);
+    targets_table(&mut s, &res.targets);
+    s
+}
+
+/// A table's header row and separator line.
+fn header(s: &mut String, columns: &[&str]) {
+    let _ = writeln!(s, "| {} |", columns.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(columns.len()));
+}
+
+/// `0.50×` for a switchboard row: its figure over Nchan's best for the same workload.
+fn vs_nchan(rows: &[RunResult], r: &RunResult, key: fn(&RunResult) -> f64) -> String {
+    let nchan = best(rows, "nchan", &r.workload, key, true).map(key);
+    match (r.server.as_str(), nchan) {
+        ("switchboard", Some(n)) if n > 0.0 => format!("{:.2}×", key(r) / n),
+        _ => String::new(),
+    }
+}
+
+/// Flow workloads, in the order they ran, one line per server (and Nchan variant).
+fn flow_table(s: &mut String, rows: &[RunResult]) {
+    header(
+        s,
+        &[
+            "workload",
+            "server",
+            "subs / topics",
+            "publish msg/s",
+            "delivered msg/s",
+            "server CPU µs/msg",
+            "vs Nchan",
+            "p50 / p99 / max ms",
+            "lost / dup / ooo",
+            "gen CPU",
+        ],
+    );
     let mut workloads: Vec<&str> = Vec::new();
-    for r in &rows {
+    for r in rows {
         if !workloads.contains(&r.workload.as_str()) {
             workloads.push(&r.workload);
         }
     }
-    let _ = writeln!(
-        s,
-        "| workload | server | subs / topics | publish msg/s | delivered msg/s | server CPU µs/msg | vs Nchan | p50 / p99 / max ms | lost / dup / ooo | gen CPU |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
-    for w in &workloads {
-        let group: Vec<&RunResult> = rows
-            .iter()
-            .filter(|r| r.workload == *w && r.kind == "flow")
-            .collect();
-        let nchan_cpu =
-            best(&rows, "nchan", w, |r| r.cpu_us_per_msg, true).map(|r| r.cpu_us_per_msg);
-        for r in group {
-            let vs = match (r.server.as_str(), nchan_cpu) {
-                ("switchboard", Some(n)) if n > 0.0 => format!("{:.2}×", r.cpu_us_per_msg / n),
-                _ => String::new(),
-            };
+    for w in workloads {
+        for r in rows.iter().filter(|r| r.workload == w && r.kind == "flow") {
             let fail = r
                 .failure
                 .as_deref()
@@ -312,7 +394,7 @@ pub(crate) fn markdown(res: &Results) -> String {
                 num(r.publish_rate),
                 num(r.delivered_per_s),
                 r.cpu_us_per_msg,
-                vs,
+                vs_nchan(rows, r, cpu),
                 ms(r.lat_p50_us),
                 ms(r.lat_p99_us),
                 ms(r.lat_max_us),
@@ -324,127 +406,151 @@ pub(crate) fn markdown(res: &Results) -> String {
             );
         }
     }
+}
+
+/// Server memory per idle connection.
+fn idle_table(s: &mut String, rows: &[RunResult]) {
     let idle: Vec<&RunResult> = rows.iter().filter(|r| r.kind == "idle").collect();
-    if !idle.is_empty() {
+    if idle.is_empty() {
+        return;
+    }
+    s.push('\n');
+    header(
+        s,
+        &[
+            "idle connections",
+            "server",
+            "connections",
+            "server RSS per connection",
+            "vs Nchan",
+        ],
+    );
+    for r in idle {
         let _ = writeln!(
             s,
-            "\n| idle connections | server | connections | server RSS per connection | vs Nchan |"
+            "| {} | {} | {} | {:.1} KiB | {} |",
+            r.workload,
+            r.server,
+            r.connected,
+            r.rss_per_conn_bytes / 1024.0,
+            vs_nchan(rows, r, mem)
         );
-        let _ = writeln!(s, "|---|---|---|---|---|");
-        for r in idle {
-            let n = best(&rows, "nchan", &r.workload, |r| r.rss_per_conn_bytes, true)
-                .map(|r| r.rss_per_conn_bytes);
-            let vs = match (r.server.as_str(), n) {
-                ("switchboard", Some(n)) if n > 0.0 => format!("{:.2}×", r.rss_per_conn_bytes / n),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {:.1} KiB | {} |",
-                r.workload,
-                r.server,
-                r.connected,
-                r.rss_per_conn_bytes / 1024.0,
-                vs
-            );
-        }
     }
-    let sat: Vec<&RunResult> = rows.iter().filter(|r| r.kind == "saturation").collect();
-    if !sat.is_empty() {
+}
+
+/// The highest rate each server kept up with.
+fn saturation_table(s: &mut String, sat: &[&RunResult]) {
+    if sat.is_empty() {
+        return;
+    }
+    s.push('\n');
+    header(
+        s,
+        &[
+            "saturation",
+            "server",
+            "highest publish msg/s kept up",
+            "delivered msg/s there",
+            "p99 ms there",
+            "gen CPU",
+        ],
+    );
+    for r in sat {
         let _ = writeln!(
             s,
-            "\n| saturation | server | highest publish msg/s kept up | delivered msg/s there | p99 ms there | gen CPU |"
+            "| {} | {} | {} | {} | {} | {:.0}% |",
+            r.workload,
+            r.server,
+            r.saturation_rate.map_or("none".into(), num),
+            num(r.delivered_per_s),
+            ms(r.lat_p99_us),
+            r.generator_cpu_util * 100.0
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
-        for r in sat {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {:.0}% |",
-                r.workload,
-                r.server,
-                r.saturation_rate.map_or("none".into(), num),
-                num(r.delivered_per_s),
-                ms(r.lat_p99_us),
-                r.generator_cpu_util * 100.0
-            );
-        }
     }
-    // CPU per message and p99 against load, from the saturation steps (least disturbed
-    // attempt per rate): how each server's cost per message changes as writes coalesce.
-    let sat_runs: Vec<&RunResult> = rows.iter().filter(|r| r.kind == "saturation").collect();
-    let mut rates: Vec<f64> = sat_runs
+}
+
+/// CPU per message and p99 against load, from the saturation steps (least disturbed attempt
+/// per rate): how each server's cost per message changes as writes coalesce.
+fn load_table(s: &mut String, sat: &[&RunResult]) {
+    let mut rates: Vec<f64> = sat
         .iter()
         .flat_map(|r| r.steps.iter().map(|st| st.rate))
         .collect();
     rates.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     rates.dedup();
-    if !rates.is_empty() {
-        let servers: Vec<&str> = ["switchboard", "nchan"]
-            .into_iter()
-            .filter(|sv| sat_runs.iter().any(|r| r.server == *sv))
-            .collect();
-        let _ = write!(s, "\n| publish msg/s (1,000 WS subs) |");
+    if rates.is_empty() {
+        return;
+    }
+    let servers: Vec<&str> = ["switchboard", "nchan"]
+        .into_iter()
+        .filter(|sv| sat.iter().any(|r| r.server == *sv))
+        .collect();
+    let mut columns = vec!["publish msg/s (1,000 WS subs)".to_string()];
+    for sv in &servers {
+        columns.push(format!("{sv} CPU µs/msg"));
+        columns.push(format!("{sv} p99 ms"));
+    }
+    s.push('\n');
+    header(s, &columns.iter().map(String::as_str).collect::<Vec<_>>());
+    for rate in rates {
+        let _ = write!(s, "| {} |", num(rate));
         for sv in &servers {
-            let _ = write!(s, " {sv} CPU µs/msg | {sv} p99 ms |");
-        }
-        let _ = writeln!(s);
-        let _ = writeln!(s, "|---|{}", "---|---|".repeat(servers.len()));
-        for rate in rates {
-            let _ = write!(s, "| {} |", num(rate));
-            for sv in &servers {
-                let step = sat_runs
-                    .iter()
-                    .filter(|r| r.server == *sv)
-                    .flat_map(|r| r.steps.iter())
-                    .filter(|st| st.rate == rate)
-                    .min_by(|a, b| {
-                        a.other_cpu_util
-                            .partial_cmp(&b.other_cpu_util)
-                            .unwrap_or(std::cmp::Ordering::Equal)
-                    });
-                match step {
-                    Some(st) => {
-                        let flag = match (st.kept_up, st.generator_cpu_util > 0.9) {
-                            (false, _) => " (fell behind)",
-                            (true, true) => " (generator > 90%)",
-                            _ => "",
-                        };
-                        let _ = write!(
-                            s,
-                            " {:.2} | {}{flag} |",
-                            st.cpu_us_per_msg,
-                            ms(st.lat_p99_us)
-                        );
-                    }
-                    None => {
-                        let _ = write!(s, " – | – |");
-                    }
+            match least_disturbed_step(sat, sv, rate) {
+                Some(st) => {
+                    let flag = match (st.kept_up, st.generator_cpu_util > 0.9) {
+                        (false, _) => " (fell behind)",
+                        (true, true) => " (generator > 90%)",
+                        _ => "",
+                    };
+                    let p99 = ms(st.lat_p99_us);
+                    let _ = write!(s, " {:.2} | {p99}{flag} |", st.cpu_us_per_msg);
                 }
+                None => s.push_str(" – | – |"),
             }
-            let _ = writeln!(s);
         }
+        s.push('\n');
     }
-    if !res.targets.is_empty() {
-        let _ = writeln!(s, "\n| target | switchboard | Nchan | ratio | goal | met |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
-        for t in &res.targets {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} |",
-                t.name,
-                t.switchboard.map_or("–".into(), num),
-                t.nchan.map_or("–".into(), num),
-                t.ratio.map_or("–".into(), |r| format!("{r:.2}×")),
-                t.goal,
-                match t.met {
-                    Some(true) => "yes",
-                    Some(false) => "**no**",
-                    None => "–",
-                }
-            );
-        }
+}
+
+/// `server`'s saturation step at `rate` that other processes disturbed least.
+fn least_disturbed_step<'a>(sat: &[&'a RunResult], server: &str, rate: f64) -> Option<&'a Step> {
+    sat.iter()
+        .filter(|r| r.server == server)
+        .flat_map(|r| r.steps.iter())
+        .filter(|st| st.rate == rate)
+        .min_by(|a, b| {
+            a.other_cpu_util
+                .partial_cmp(&b.other_cpu_util)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+}
+
+/// The issue's targets and whether each was met.
+fn targets_table(s: &mut String, targets: &[Target]) {
+    if targets.is_empty() {
+        return;
     }
-    s
+    s.push('\n');
+    header(
+        s,
+        &["target", "switchboard", "Nchan", "ratio", "goal", "met"],
+    );
+    for t in targets {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {met} |",
+            t.name,
+            t.switchboard.map_or("–".into(), num),
+            t.nchan.map_or("–".into(), num),
+            t.ratio.map_or("–".into(), |r| format!("{r:.2}×")),
+            t.goal,
+        );
+    }
 }
 
 /// One panel of the chart: a metric, one row per workload, a bar per server.
@@ -485,104 +591,19 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Chart geometry, in pixels: width, left margin (labels), bar height, gap between rows.
+const SVG_W: f64 = 900.0;
+const SVG_LEFT: f64 = 150.0;
+const BAR_H: f64 = 14.0;
+const BAR_GAP: f64 = 10.0;
+
 /// Hand-written SVG (no plotting dependency): horizontal bars, each panel on its own scale.
 pub(crate) fn svg(res: &Results) -> String {
     let rows = rows(&res.runs);
-    let flow = [
-        "ws-fanout-1k",
-        "ws-fanout-5k",
-        "sse-fanout-1k",
-        "sse-fanout-5k",
-        "rooms-10k",
-        "longpoll-1k",
-        "latency-ws-1k",
-    ];
-    let panels = [
-        panel(
-            &rows,
-            "Server CPU per delivered message, µs (lower is better)",
-            &flow,
-            |r| r.cpu_us_per_msg,
-            true,
-            |v| format!("{v:.2} µs"),
-        ),
-        panel(
-            &rows,
-            "Delivered messages per second (higher is better)",
-            &["longpoll-1k", "saturation-ws-1k"],
-            |r| r.delivered_per_s,
-            false,
-            |v| format!("{} /s", num(v)),
-        ),
-        panel(
-            &rows,
-            "Server memory per idle connection, KiB (lower is better)",
-            &["idle-ws-10k", "idle-sse-10k"],
-            |r| r.rss_per_conn_bytes,
-            true,
-            |v| format!("{:.1} KiB", v / 1024.0),
-        ),
-        panel(
-            &rows,
-            "p99 publish→deliver latency, ms (lower is better)",
-            &[
-                "latency-ws-1k",
-                "ws-fanout-1k",
-                "sse-fanout-1k",
-                "rooms-10k",
-            ],
-            |r| r.lat_p99_us as f64,
-            true,
-            |v| format!("{} ms", ms(v as u64)),
-        ),
-    ];
-    let (w, left, bar_h, gap) = (900.0, 150.0, 14.0, 10.0);
-    let plot_w = w - left - 120.0;
-    let mut y = 60.0;
-    let mut body = String::new();
-    for p in panels.iter().filter(|p| !p.rows.is_empty()) {
-        let _ = writeln!(
-            body,
-            r#"<text x="10" y="{y}" class="h">{}</text>"#,
-            esc(p.title)
-        );
-        y += 10.0;
-        let max = p
-            .rows
-            .iter()
-            .flat_map(|(_, a, b)| [a.unwrap_or(0.0), b.unwrap_or(0.0)])
-            .fold(0.0_f64, f64::max)
-            .max(1e-9);
-        for (name, a, b) in &p.rows {
-            let _ = writeln!(
-                body,
-                r#"<text x="{}" y="{}" class="l">{}</text>"#,
-                left - 8.0,
-                y + bar_h + 4.0,
-                esc(name)
-            );
-            for (i, (v, class)) in [(a, "sb"), (b, "nc")].into_iter().enumerate() {
-                let by = y + i as f64 * (bar_h + 2.0);
-                if let Some(v) = v {
-                    let bw = (v / max * plot_w).max(1.0);
-                    let _ = writeln!(
-                        body,
-                        r#"<rect x="{left}" y="{by}" width="{bw:.1}" height="{bar_h}" class="{class}"/>"#
-                    );
-                    let _ = writeln!(
-                        body,
-                        r#"<text x="{:.1}" y="{:.1}" class="v">{}</text>"#,
-                        left + bw + 4.0,
-                        by + bar_h - 3.0,
-                        esc(&(p.fmt)(*v))
-                    );
-                }
-            }
-            y += 2.0 * bar_h + 2.0 + gap;
-        }
-        y += 20.0;
-    }
+    let (body, height) = draw_panels(&panels(&rows));
     let m = &res.machine;
+    let w = SVG_W;
+    let y = height;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -608,4 +629,275 @@ pub(crate) fn svg(res: &Results) -> String {
     s.push_str(&body);
     s.push_str("</svg>\n");
     s
+}
+
+/// The chart's panels: CPU per message, throughput, memory per connection, p99 latency.
+fn panels(rows: &[RunResult]) -> [Panel; 4] {
+    let flow = [
+        "ws-fanout-1k",
+        "ws-fanout-5k",
+        "sse-fanout-1k",
+        "sse-fanout-5k",
+        "rooms-10k",
+        "longpoll-1k",
+        "latency-ws-1k",
+    ];
+    [
+        panel(
+            rows,
+            "Server CPU per delivered message, µs (lower is better)",
+            &flow,
+            cpu,
+            true,
+            |v| format!("{v:.2} µs"),
+        ),
+        panel(
+            rows,
+            "Delivered messages per second (higher is better)",
+            &["longpoll-1k", "saturation-ws-1k"],
+            rate,
+            false,
+            |v| format!("{} /s", num(v)),
+        ),
+        panel(
+            rows,
+            "Server memory per idle connection, KiB (lower is better)",
+            &["idle-ws-10k", "idle-sse-10k"],
+            mem,
+            true,
+            |v| format!("{:.1} KiB", v / 1024.0),
+        ),
+        panel(
+            rows,
+            "p99 publish→deliver latency, ms (lower is better)",
+            &[
+                "latency-ws-1k",
+                "ws-fanout-1k",
+                "sse-fanout-1k",
+                "rooms-10k",
+            ],
+            p99,
+            true,
+            |v| format!("{} ms", ms(v as u64)),
+        ),
+    ]
+}
+
+/// Draws the panels that have data, top to bottom; returns the SVG elements and the height
+/// they reach.
+fn draw_panels(panels: &[Panel]) -> (String, f64) {
+    let mut y = 60.0;
+    let mut body = String::new();
+    for p in panels.iter().filter(|p| !p.rows.is_empty()) {
+        let _ = writeln!(
+            body,
+            r#"<text x="10" y="{y}" class="h">{}</text>"#,
+            esc(p.title)
+        );
+        y += 10.0;
+        let max = p
+            .rows
+            .iter()
+            .flat_map(|(_, a, b)| [a.unwrap_or(0.0), b.unwrap_or(0.0)])
+            .fold(0.0_f64, f64::max)
+            .max(1e-9);
+        for (name, a, b) in &p.rows {
+            let _ = writeln!(
+                body,
+                r#"<text x="{}" y="{}" class="l">{}</text>"#,
+                SVG_LEFT - 8.0,
+                y + BAR_H + 4.0,
+                esc(name)
+            );
+            for (i, (v, class)) in [(a, "sb"), (b, "nc")].into_iter().enumerate() {
+                if let Some(v) = v {
+                    let by = y + i as f64 * (BAR_H + 2.0);
+                    draw_bar(&mut body, by, *v / max, class, &(p.fmt)(*v));
+                }
+            }
+            y += 2.0 * BAR_H + 2.0 + BAR_GAP;
+        }
+        y += 20.0;
+    }
+    (body, y)
+}
+
+/// One bar at height `by`, `share` of the plot's width, with its value written after it.
+fn draw_bar(body: &mut String, by: f64, share: f64, class: &str, value: &str) {
+    let (left, bar_h) = (SVG_LEFT, BAR_H);
+    let plot_w = SVG_W - SVG_LEFT - 120.0;
+    let bw = (share * plot_w).max(1.0);
+    let _ = writeln!(
+        body,
+        r#"<rect x="{left}" y="{by}" width="{bw:.1}" height="{bar_h}" class="{class}"/>"#
+    );
+    let _ = writeln!(
+        body,
+        r#"<text x="{:.1}" y="{:.1}" class="v">{}</text>"#,
+        left + bw + 4.0,
+        by + bar_h - 3.0,
+        esc(value)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(server: &str, workload: &str, kind: &str) -> RunResult {
+        RunResult {
+            server: server.into(),
+            workload: workload.into(),
+            kind: kind.into(),
+            transport: "ws".into(),
+            subscribers: 1000,
+            topics: 1,
+            ..RunResult::default()
+        }
+    }
+
+    fn flow(server: &str, workload: &str, cpu_us: f64) -> RunResult {
+        RunResult {
+            publish_rate: 50.0,
+            delivered_per_s: 49_950.0,
+            cpu_us_per_msg: cpu_us,
+            lat_p50_us: 5_420,
+            lat_p99_us: 13_400,
+            lat_max_us: 121_700,
+            generator_cpu_util: 0.444,
+            delivered: 1,
+            ..run(server, workload, "flow")
+        }
+    }
+
+    fn results(rows: &[RunResult], targets: Vec<Target>) -> Results {
+        Results {
+            generated: "2026-11-22 04:34:50 UTC".into(),
+            mode: "compare".into(),
+            machine: serde_json::json!({"cores": 2, "model": "CPU", "kernel": "6.1", "mem_gib": 23.5}),
+            settings: serde_json::Value::Null,
+            runs: rows.iter().map(to_json).collect(),
+            targets,
+        }
+    }
+
+    #[test]
+    fn number_formats() {
+        let got: Vec<String> = [123_456.0, 45_800.0, 999.6, 50.0, 9.984]
+            .into_iter()
+            .map(num)
+            .collect();
+        assert_eq!(got, ["123k", "45.8k", "1000", "50.0", "9.98"]);
+        assert_eq!(
+            [ms(212_000), ms(15_940), ms(5_420)],
+            ["212", "15.9", "5.42"]
+        );
+    }
+
+    #[test]
+    fn markdown_tables() {
+        let mut idle_sb = run("switchboard", "idle-ws-10k", "idle");
+        idle_sb.rss_per_conn_bytes = 5200.0;
+        idle_sb.connected = 10_000;
+        let mut idle_nc = idle_sb.clone();
+        idle_nc.server = "nchan".into();
+        idle_nc.rss_per_conn_bytes = 10_400.0;
+        let step = |rate: f64, kept_up: bool| Step {
+            rate,
+            kept_up,
+            cpu_us_per_msg: 10.0,
+            lat_p99_us: 14_100,
+            ..Step::default()
+        };
+        let mut sat_sb = run("switchboard", "saturation-ws-1k", "saturation");
+        sat_sb.steps = vec![step(20.0, true), step(25.0, false)];
+        sat_sb.saturation_rate = Some(20.0);
+        let mut sat_nc = run("nchan", "saturation-ws-1k", "saturation");
+        sat_nc.steps = vec![step(20.0, false)];
+        let rows = [
+            flow("switchboard", "ws-fanout-1k", 9.98),
+            flow("nchan", "ws-fanout-1k", 4.99),
+            idle_sb,
+            idle_nc,
+            sat_sb,
+            sat_nc,
+        ];
+        let md = markdown(&results(&rows, targets(&rows)));
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Machine: 2 cores, CPU, kernel 6.1, 23.5 GiB. Server pinned to core 0, generator to core 1. 2026-11-22 04:34:50 UTC."
+        );
+        assert_eq!(lines[3], "|---|---|---|---|---|---|---|---|---|---|");
+        assert_eq!(
+            lines[4],
+            "| ws-fanout-1k | switchboard | 1000 / 1 | 50.0 | 50.0k | 9.98 | 2.00× | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"
+        );
+        assert!(lines.contains(&"| ws-fanout-1k | nchan | 1000 / 1 | 50.0 | 50.0k | 4.99 |  | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"));
+        assert!(lines.contains(&"| idle-ws-10k | switchboard | 10000 | 5.1 KiB | 0.50× |"));
+        assert!(lines.contains(&"| saturation-ws-1k | nchan | none | 0.00 | 0.00 | 0% |"));
+        assert!(lines.contains(
+            &"| publish msg/s (1,000 WS subs) | switchboard CPU µs/msg | switchboard p99 ms | nchan CPU µs/msg | nchan p99 ms |"
+        ));
+        assert!(lines.contains(&"| 20.0 | 10.00 | 14.1 | 10.00 | 14.1 (fell behind) |"));
+        assert!(lines.contains(&"| 25.0 | 10.00 | 14.1 (fell behind) | – | – |"));
+        assert!(lines.contains(
+            &"| WS fan-out 1k: CPU µs per delivered msg | 9.98 | 4.99 | 2.00× | ≤ 0.5× Nchan | **no** |"
+        ));
+        assert!(lines.contains(&"| Idle WS: server RSS bytes per connection | 5200 | 10.4k | 0.50× | ≤ 0.5× Nchan | yes |"));
+        assert!(lines.contains(
+            &"| WS fan-out 5k: CPU µs per delivered msg | – | – | – | ≤ 0.33× Nchan | – |"
+        ));
+        assert!(md.ends_with("| – | – | – | ≤ 1× Nchan | – |\n"));
+    }
+
+    #[test]
+    fn targets_pick_variants_and_require_no_loss() {
+        let poll = |server: &str, transport: &str, rate: f64, lost: u64| RunResult {
+            transport: transport.into(),
+            delivered_per_s: rate,
+            delivered: 10,
+            lost,
+            ..run(server, "longpoll-1k", "flow")
+        };
+        let rows = [
+            poll("switchboard", "poll", 1_000_000.0, 0),
+            poll("nchan", "poll", 50_000.0, 0),
+            poll("nchan", "poll-multipart", 700_000.0, 0),
+        ];
+        let t = targets(&rows);
+        assert_eq!(t.len(), GOALS.len());
+        let (default, multipart) = (&t[4], &t[5]);
+        assert_eq!((default.nchan, default.met), (Some(50_000.0), Some(true)));
+        assert_eq!(default.goal, "≥ 10× Nchan, zero loss");
+        assert_eq!(
+            (multipart.nchan, multipart.met),
+            (Some(700_000.0), Some(false))
+        );
+        // A loss fails the target even where the ratio is met, and even with no Nchan run.
+        let lossy = [poll("switchboard", "poll", 1_000_000.0, 3), rows[1].clone()];
+        let t = targets(&lossy);
+        assert_eq!(
+            (t[4].met, t[5].met, t[5].nchan),
+            (Some(false), Some(false), None)
+        );
+        assert_eq!(t[0].met, None);
+    }
+
+    #[test]
+    fn svg_draws_only_panels_with_data() {
+        let rows = [
+            flow("switchboard", "ws-fanout-1k", 10.0),
+            flow("nchan", "ws-fanout-1k", 5.0),
+        ];
+        let svg = svg(&results(&rows, Vec::new()));
+        assert!(
+            svg.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg" width="900" height="200""#)
+        );
+        assert!(svg.contains(r#"<rect x="150" y="70" width="630.0" height="14" class="sb"/>"#));
+        assert!(svg.contains(r#"<rect x="150" y="86" width="315.0" height="14" class="nc"/>"#));
+        assert!(svg.contains(">5.00 µs</text>"));
+        assert!(!svg.contains("idle connection"));
+        assert!(svg.ends_with("</svg>\n"));
+    }
 }

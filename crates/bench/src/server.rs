@@ -7,16 +7,19 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 
 use crate::client::Flavor;
+use crate::error::{Error, Result};
 use crate::procfs::{self, Usage};
 
 /// How to start the servers.
 #[derive(Debug, Clone)]
 pub(crate) struct Launch {
     pub(crate) switchboard_bin: PathBuf,
+    /// Arguments after `switchboard serve --listen 127.0.0.1:0`.
     pub(crate) switchboard_args: Vec<String>,
+    /// nginx configuration template (`@PORT@`, `@PREFIX@` filled in per run).
     pub(crate) nchan_conf: PathBuf,
     pub(crate) nginx_bin: String,
     /// Core the server is pinned to (`taskset -c`), if any.
@@ -31,11 +34,14 @@ pub(crate) struct Launch {
 #[derive(Debug)]
 pub(crate) struct Server {
     pub(crate) flavor: Flavor,
+    /// Where it listens (switchboard picks a free port and prints it).
     pub(crate) addr: SocketAddr,
+    /// Its main process: CPU and memory are read over this process's tree.
     pub(crate) pid: u32,
     /// Core the server is pinned to, if any.
     pub(crate) core: Option<u32>,
     child: Child,
+    /// The server's log, named in start-up errors.
     pub(crate) log: PathBuf,
 }
 
@@ -52,17 +58,69 @@ fn command(launch: &Launch, wrap: &[String], program: &str) -> Command {
     c
 }
 
+/// Reads switchboard's stdout until it says where it listens (20 s at most), then keeps
+/// draining it so a chatty server never blocks on a full pipe.
+async fn listening_address(stdout: ChildStdout, log: &Path) -> Result<SocketAddr> {
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .map_err(|_| {
+                let log = log.display();
+                Error::start(format!("switchboard not ready in 20 s (log: {log})"))
+            })?
+            .map_err(|e| Error::io("switchboard stdout", e))?
+            .ok_or_else(|| {
+                let log = log.display();
+                Error::start(format!("switchboard exited before ready (log: {log})"))
+            })?;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let a = rest.split_whitespace().next().unwrap_or_default();
+            break a
+                .parse::<SocketAddr>()
+                .map_err(|e| Error::start(format!("bad address {a:?}: {e}")))?;
+        }
+    };
+    let mut out = lines.into_inner();
+    tokio::task::spawn_local(async move {
+        let mut buf = vec![0u8; 4096];
+        while matches!(out.read(&mut buf).await, Ok(n) if n > 0) {}
+    });
+    Ok(addr)
+}
+
+/// Writes nginx's configuration for one run into `prefix`, from the template with a free port
+/// (nginx cannot report the one it got, so the kernel is asked first); returns its path and
+/// the port.
+fn nginx_conf(launch: &Launch, prefix: &Path) -> Result<(PathBuf, u16)> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::io("free port for nginx", e))?
+        .port();
+    let template = std::fs::read_to_string(&launch.nchan_conf)
+        .map_err(|e| Error::io(launch.nchan_conf.display(), e))?;
+    let conf = template
+        .replace("@PORT@", &port.to_string())
+        .replace("@PREFIX@", &prefix.to_string_lossy());
+    let conf_path = prefix.join("nchan.conf");
+    std::fs::write(&conf_path, conf).map_err(|e| Error::io(conf_path.display(), e))?;
+    Ok((conf_path, port))
+}
+
 impl Server {
-    pub(crate) async fn start(flavor: Flavor, launch: &Launch, tag: &str) -> Result<Self, String> {
+    /// Starts a fresh `flavor` server and waits until it serves; `tag` names its log (and
+    /// nginx's prefix directory) after the run.
+    pub(crate) async fn start(flavor: Flavor, launch: &Launch, tag: &str) -> Result<Self> {
         match flavor {
             Flavor::Switchboard => Self::start_switchboard(launch, tag).await,
             Flavor::Nchan => Self::start_nchan(launch, tag).await,
         }
     }
 
-    async fn start_switchboard(launch: &Launch, tag: &str) -> Result<Self, String> {
+    async fn start_switchboard(launch: &Launch, tag: &str) -> Result<Self> {
         let log = launch.scratch.join(format!("switchboard-{tag}.log"));
-        let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let stderr = std::fs::File::create(&log).map_err(|e| Error::io(log.display(), e))?;
         let bin = launch.switchboard_bin.to_string_lossy().into_owned();
         let mut cmd = command(launch, &launch.switchboard_wrap, &bin);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
@@ -71,32 +129,17 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("spawn {bin}: {e}"))?;
-        let pid = child.id().ok_or("switchboard exited at once")?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
-                .await
-                .map_err(|_| format!("switchboard not ready in 20 s (log: {})", log.display()))?
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    format!("switchboard exited before ready (log: {})", log.display())
-                })?;
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let a = rest.split_whitespace().next().unwrap_or_default();
-                break a
-                    .parse::<SocketAddr>()
-                    .map_err(|e| format!("bad address {a:?}: {e}"))?;
-            }
-        };
-        // Keep draining stdout so a chatty server never blocks on a full pipe.
-        let mut out = lines.into_inner();
-        tokio::task::spawn_local(async move {
-            let mut buf = vec![0u8; 4096];
-            while matches!(out.read(&mut buf).await, Ok(n) if n > 0) {}
-        });
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("spawn {bin}"), e))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::start("switchboard exited at once"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::start("no stdout"))?;
+        let addr = listening_address(stdout, &log).await?;
         Ok(Self {
             flavor: Flavor::Switchboard,
             addr,
@@ -107,22 +150,11 @@ impl Server {
         })
     }
 
-    async fn start_nchan(launch: &Launch, tag: &str) -> Result<Self, String> {
+    async fn start_nchan(launch: &Launch, tag: &str) -> Result<Self> {
         let prefix = launch.scratch.join(format!("nginx-{tag}"));
-        std::fs::create_dir_all(&prefix).map_err(|e| e.to_string())?;
-        // Ask the kernel for a free port, then hand it to nginx (nginx cannot report one).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let template = std::fs::read_to_string(&launch.nchan_conf)
-            .map_err(|e| format!("{}: {e}", launch.nchan_conf.display()))?;
+        std::fs::create_dir_all(&prefix).map_err(|e| Error::io(prefix.display(), e))?;
+        let (conf_path, port) = nginx_conf(launch, &prefix)?;
         let prefix_s = prefix.to_string_lossy().into_owned();
-        let conf = template
-            .replace("@PORT@", &port.to_string())
-            .replace("@PREFIX@", &prefix_s);
-        let conf_path = prefix.join("nchan.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
         let log = prefix.join("error.log");
         let mut cmd = command(launch, &[], &launch.nginx_bin);
         cmd.arg("-c")
@@ -137,8 +169,10 @@ impl Server {
             .kill_on_drop(true);
         let child = cmd
             .spawn()
-            .map_err(|e| format!("spawn {}: {e}", launch.nginx_bin))?;
-        let pid = child.id().ok_or("nginx exited at once")?;
+            .map_err(|e| Error::io(format!("spawn {}", launch.nginx_bin), e))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::start("nginx exited at once"))?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut server = Self {
             flavor: Flavor::Nchan,
@@ -148,20 +182,32 @@ impl Server {
             child,
             log,
         };
+        match server.nginx_ready().await {
+            Ok(()) => Ok(server),
+            Err(e) => {
+                server.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits (20 s at most) until nginx answers `/healthz` and has its worker; the error
+    /// carries nginx's log.
+    async fn nginx_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if healthz(addr).await && procfs::tree(pid).len() >= 2 {
-                return Ok(server);
+            if healthz(self.addr).await && procfs::tree(self.pid).len() >= 2 {
+                return Ok(());
             }
-            if Instant::now() > deadline || server.child.try_wait().ok().flatten().is_some() {
-                let log = std::fs::read_to_string(&server.log).unwrap_or_default();
-                server.stop().await;
-                return Err(format!("nginx not ready: {}", log.trim()));
+            if Instant::now() > deadline || self.child.try_wait().ok().flatten().is_some() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return Err(Error::start(format!("nginx not ready: {}", log.trim())));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    /// The server's CPU time and memory now.
     pub(crate) fn usage(&self) -> Usage {
         Usage::of_tree(self.pid)
     }

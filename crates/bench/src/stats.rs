@@ -23,7 +23,9 @@ pub(crate) struct Shared {
     pub(crate) hist: RefCell<Histogram<u64>>,
     /// First-time deliveries of measured messages.
     pub(crate) delivered: Cell<u64>,
+    /// Measured messages a subscriber received again.
     pub(crate) duplicated: Cell<u64>,
+    /// Measured messages that filled a gap (arrived after a later one).
     pub(crate) out_of_order: Cell<u64>,
     /// Resets announced by the server (switchboard's `reset` frames/events/entries).
     pub(crate) resets: Cell<u64>,
@@ -31,9 +33,11 @@ pub(crate) struct Shared {
     pub(crate) ready: Cell<u64>,
     /// Subscribers whose connection (and, where the protocol says so, subscription) is up.
     pub(crate) connected: Cell<u64>,
+    /// Subscribers whose connection or subscription could not be set up.
     pub(crate) connect_failed: Cell<u64>,
     /// Subscribers whose stream ended while the run was still going.
     pub(crate) dropped: Cell<u64>,
+    /// When the last measured message arrived: the end of a run's delivery window.
     pub(crate) last_delivery: Cell<Instant>,
     /// Error kind → count: what went wrong, for the report, without flooding the terminal.
     pub(crate) errors: RefCell<BTreeMap<String, u64>>,
@@ -42,6 +46,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Empty counters; `base` (the payloads' clock) starts now.
     pub(crate) fn new() -> Self {
         let base = Instant::now();
         Self {
@@ -66,10 +71,12 @@ impl Shared {
         u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// Counts one error under its message (which therefore must not vary per occurrence).
     pub(crate) fn error(&self, kind: impl Into<String>) {
         *self.errors.borrow_mut().entry(kind.into()).or_insert(0) += 1;
     }
 
+    /// Starts a new latency measurement (each flow run and saturation step has its own).
     pub(crate) fn reset_histogram(&self) {
         self.hist.borrow_mut().reset();
     }
@@ -112,6 +119,7 @@ impl Shared {
     }
 }
 
+/// A latency histogram: 1 µs to 60 s, 3 significant digits.
 pub(crate) fn new_histogram() -> Histogram<u64> {
     // Bounds are constants known to be valid, so construction cannot fail.
     Histogram::new_with_bounds(1, HIST_MAX_US, 3).unwrap_or_else(|_| unreachable!())
@@ -135,14 +143,17 @@ pub(crate) enum Seen {
 /// correct run, so per-message work is one compare.
 #[derive(Debug)]
 pub(crate) struct Tracker {
+    /// Index of the subscriber's topic in the run's topics.
     pub(crate) topic: u32,
     next: u64,
     /// Missing sequences as half-open ranges `[from, to)`, in ascending order.
     gaps: Vec<(u64, u64)>,
+    /// Has received a message: its subscription is live.
     pub(crate) warm: bool,
 }
 
 impl Tracker {
+    /// Nothing seen yet: sequence 1 is expected first.
     pub(crate) fn new(topic: u32) -> Self {
         Self {
             topic,
@@ -152,6 +163,7 @@ impl Tracker {
         }
     }
 
+    /// Records sequence `seq` and says what it meant.
     pub(crate) fn observe(&mut self, seq: u64) -> Seen {
         if seq == self.next {
             self.next += 1;

@@ -29,13 +29,16 @@ pub(crate) enum Kind {
 /// A workload's shape.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Spec {
+    /// Also the prefix of its topics' names and what `--only` selects.
     pub(crate) name: String,
     pub(crate) kind: Kind,
     pub(crate) transport: Transport,
     pub(crate) subscribers: u32,
+    /// Subscribers are spread round-robin over this many topics.
     pub(crate) topics: u32,
     /// Messages per second over all topics (start rate for `Saturation`).
     pub(crate) rate: f64,
+    /// Seconds of publishing (of each step for `Saturation`).
     pub(crate) duration_s: f64,
     /// How long to wait after the last publish for stragglers before counting them lost.
     pub(crate) drain_s: f64,
@@ -46,12 +49,15 @@ pub(crate) struct Spec {
 /// Generator settings common to all runs.
 #[derive(Debug, Clone)]
 pub(crate) struct Opts {
+    /// Size of each published payload.
     pub(crate) payload_bytes: usize,
+    /// Source addresses to spread connections over (see `client::Dialer`).
     pub(crate) source_addrs: u8,
+    /// Connection set-ups at a time (see `client::Ctx::connect_sem`).
     pub(crate) connect_concurrency: usize,
 }
 
-/// One saturation step.
+/// One saturation step: the figures of a flow run at one rate (see `RunResult`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct Step {
@@ -65,6 +71,7 @@ pub(crate) struct Step {
     pub(crate) lat_max_us: u64,
     pub(crate) generator_cpu_util: f64,
     pub(crate) other_cpu_util: f64,
+    /// Everything delivered within the drain time, nobody dropped, p99 within bounds.
     pub(crate) kept_up: bool,
 }
 
@@ -73,38 +80,55 @@ pub(crate) struct Step {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct RunResult {
+    /// `switchboard` or `nchan`.
     pub(crate) server: String,
     pub(crate) workload: String,
+    /// `flow`, `idle` or `saturation`.
     pub(crate) kind: String,
+    /// `ws`, `sse`, `poll` or `poll-multipart`.
     pub(crate) transport: String,
     pub(crate) subscribers: u32,
     pub(crate) topics: u32,
+    /// The rate asked for; `publish_rate` is what was handed out.
     pub(crate) target_rate: f64,
     pub(crate) publish_rate: f64,
+    /// Seconds from the first publish to the last delivery.
     pub(crate) window_s: f64,
+    /// Subscribers set up, failed to set up, and lost during the run.
     pub(crate) connected: u64,
     pub(crate) connect_failed: u64,
     pub(crate) dropped: u64,
+    /// Subscribers set up that never received a warm-up message.
     pub(crate) not_ready: u64,
+    /// Measured messages published, and those whose publish failed.
     pub(crate) published: u64,
     pub(crate) publish_failed: u64,
+    /// Deliveries owed (measured messages × their topic's subscribers) and made.
     pub(crate) expected: u64,
     pub(crate) delivered: u64,
+    /// Owed deliveries never made, made twice, made after a later message.
     pub(crate) lost: u64,
     pub(crate) duplicated: u64,
     pub(crate) out_of_order: u64,
+    /// Resets the server announced to subscribers.
     pub(crate) resets: u64,
     pub(crate) delivered_per_s: f64,
+    /// Server CPU seconds over the window (user + system, then each).
     pub(crate) server_cpu_s: f64,
     pub(crate) server_user_s: f64,
     pub(crate) server_sys_s: f64,
+    /// Server CPU µs per delivered message: the efficiency figure.
     pub(crate) cpu_us_per_msg: f64,
+    /// Publish→deliver latency percentiles.
     pub(crate) lat_p50_us: u64,
     pub(crate) lat_p99_us: u64,
     pub(crate) lat_max_us: u64,
+    /// Server memory before the subscribers and after (idle: once they are all up).
     pub(crate) rss_before_kib: u64,
     pub(crate) rss_after_kib: u64,
+    /// Idle workloads: the memory figure.
     pub(crate) rss_per_conn_bytes: f64,
+    /// The generator's own CPU, in cores: near 1 it may be the bottleneck.
     pub(crate) generator_cpu_util: f64,
     /// CPU used by other processes on the machine during the window, in cores: anything
     /// above a few percent means the figures are disturbed.
@@ -115,9 +139,12 @@ pub(crate) struct RunResult {
     pub(crate) server_core_irq_util: f64,
     /// CPU stolen by the hypervisor (all cores): noise from outside the machine.
     pub(crate) steal_util: f64,
+    /// Saturation: the highest rate kept up with (its step's figures are the run's).
     pub(crate) saturation_rate: Option<f64>,
     pub(crate) steps: Vec<Step>,
+    /// Error message → count.
     pub(crate) errors: BTreeMap<String, u64>,
+    /// Why the run could not take place or be completed.
     pub(crate) failure: Option<String>,
 }
 
@@ -135,6 +162,7 @@ async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A run in progress: its shared context, subscribers, publisher queues and tasks.
 struct Running {
     ctx: Rc<Ctx>,
     subs: Vec<Rc<Sub>>,
@@ -143,6 +171,107 @@ struct Running {
 }
 
 impl Running {
+    /// Starts `spec`'s subscribers against `server`, and its publishers: a few keep-alive
+    /// connections, topic i always on publisher i % n (so each topic's order is kept).
+    fn start(spec: &Spec, server: &Server, opts: &Opts) -> Self {
+        let topics: Vec<String> = (0..spec.topics.max(1))
+            .map(|i| format!("bench.{}.{i}", spec.name))
+            .collect();
+        let n_topics = topics.len();
+        let ctx = Rc::new(Ctx {
+            flavor: server.flavor,
+            host: server.addr.to_string(),
+            dialer: Dialer::new(server.addr, opts.source_addrs),
+            connect_sem: Semaphore::new(opts.connect_concurrency.max(1)),
+            shared: Shared::new(),
+            topics,
+            payload_bytes: opts.payload_bytes,
+            publish: PublishState {
+                assigned: RefCell::new(vec![0; n_topics]),
+                failed: RefCell::new(vec![0; n_topics]),
+                ..PublishState::default()
+            },
+        });
+        let subs: Vec<Rc<Sub>> = (0..spec.subscribers)
+            .map(|i| {
+                Rc::new(Sub {
+                    tracker: RefCell::new(Tracker::new(i % n_topics as u32)),
+                })
+            })
+            .collect();
+        let mut tasks = Vec::with_capacity(subs.len() + 8);
+        for s in &subs {
+            let task = client::subscriber(ctx.clone(), s.clone(), spec.transport);
+            tasks.push(tokio::task::spawn_local(task));
+        }
+        let n_pub = n_topics.clamp(1, 8);
+        let mut txs = Vec::with_capacity(n_pub);
+        for _ in 0..n_pub {
+            let (tx, rx) = mpsc::channel(4096);
+            txs.push(tx);
+            tasks.push(tokio::task::spawn_local(client::publisher(ctx.clone(), rx)));
+        }
+        Self {
+            ctx,
+            subs,
+            txs,
+            tasks,
+        }
+    }
+
+    /// Waits for every subscriber to be set up (120 s at most), then proves the subscriptions
+    /// live with warm-up messages (30 s at most); notes in `r` what did not work out.
+    async fn set_up(&self, r: &mut RunResult) {
+        let sh = &self.ctx.shared;
+        let n = self.subs.len() as u64;
+        let all_in = wait_until(Duration::from_secs(120), || {
+            sh.connected.get() + sh.connect_failed.get() >= n
+        })
+        .await;
+        r.connected = sh.connected.get();
+        r.connect_failed = sh.connect_failed.get();
+        if !all_in {
+            r.failure = Some(format!(
+                "only {} of {n} subscribers set up in 120 s",
+                r.connected + r.connect_failed
+            ));
+        }
+        if !self.warm_up(Duration::from_secs(30)).await {
+            sh.error("warm-up: not every subscriber received a warm-up message in 30 s");
+        }
+        r.not_ready = sh.connected.get().saturating_sub(sh.ready.get());
+    }
+
+    /// One measured interval: publishes at `rate` for `duration`, waits for every publish to be
+    /// answered and then up to `drain` for the deliveries they owe, and measures all of it.
+    async fn interval(
+        &self,
+        server: &Server,
+        rate: f64,
+        duration: Duration,
+        drain: Duration,
+        next_topic: &mut u32,
+    ) -> Interval {
+        let sh = &self.ctx.shared;
+        sh.reset_histogram();
+        let d0 = sh.delivered.get();
+        let e0 = self.expected();
+        let w = Window::start(server);
+        let handed = self.pace(rate, duration, next_topic).await;
+        self.finish_publishing().await;
+        let expected = self.expected() - e0;
+        wait_until(drain, || sh.delivered.get() - d0 >= expected).await;
+        let m = w.end(server);
+        let end = sh.last_delivery.get().max(w.t0 + Duration::from_millis(1));
+        Interval {
+            handed,
+            expected,
+            delivered: sh.delivered.get() - d0,
+            window_s: end.duration_since(w.t0).as_secs_f64(),
+            lat: pctl(sh),
+            m,
+        }
+    }
     /// Deliveries owed to all subscribers for messages handed out so far (failed publishes
     /// excluded: those messages never existed).
     fn expected(&self) -> u64 {
@@ -257,6 +386,7 @@ impl Running {
     }
 }
 
+/// p50, p99 and max latency (µs) recorded since the histogram was last reset.
 fn pctl(shared: &Shared) -> (u64, u64, u64) {
     let h = shared.hist.borrow();
     if h.is_empty() {
@@ -265,160 +395,161 @@ fn pctl(shared: &Shared) -> (u64, u64, u64) {
     (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
 }
 
+/// What one publishing interval measured (see [`Running::interval`]).
+struct Interval {
+    /// Messages handed to the publishers.
+    handed: u64,
+    /// Deliveries owed for them.
+    expected: u64,
+    delivered: u64,
+    /// From the first publish to the last delivery (at least 1 ms).
+    window_s: f64,
+    /// p50, p99, max latency in µs.
+    lat: (u64, u64, u64),
+    m: Measured,
+}
+
+impl Interval {
+    fn delivered_per_s(&self) -> f64 {
+        self.delivered as f64 / self.window_s
+    }
+
+    /// Server CPU per delivered message, in µs (0 when nothing was delivered).
+    fn cpu_us_per_msg(&self) -> f64 {
+        if self.delivered > 0 {
+            (self.m.server_user_s + self.m.server_sys_s) * 1e6 / self.delivered as f64
+        } else {
+            0.0
+        }
+    }
+}
+
+impl RunResult {
+    /// A result for `spec` on `flavor`, before anything is measured.
+    fn of(spec: &Spec, flavor: Flavor) -> Self {
+        Self {
+            server: flavor.name().into(),
+            workload: spec.name.clone(),
+            kind: spec.kind.name(),
+            transport: serde_json::to_value(spec.transport)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            subscribers: spec.subscribers,
+            topics: spec.topics,
+            target_rate: spec.rate,
+            ..Self::default()
+        }
+    }
+
+    /// A run of `spec` on `flavor` that could not take place (the server did not start).
+    pub(crate) fn failed(spec: &Spec, flavor: Flavor, why: String) -> Self {
+        Self {
+            server: flavor.name().into(),
+            workload: spec.name.clone(),
+            kind: spec.kind.name(),
+            failure: Some(why),
+            ..Self::default()
+        }
+    }
+
+    /// Copies the run's counters (drops, resets, correctness, failed publishes, errors).
+    fn count(&mut self, ctx: &Ctx) {
+        let sh = &ctx.shared;
+        self.dropped = sh.dropped.get();
+        self.resets = sh.resets.get();
+        self.duplicated = sh.duplicated.get();
+        self.out_of_order = sh.out_of_order.get();
+        self.publish_failed = ctx.publish.failed.borrow().iter().sum();
+        self.errors = sh.errors.borrow().clone();
+    }
+
+    /// Takes the figures of the highest step that kept up as the run's own.
+    fn adopt_saturation_step(&mut self) {
+        let Some(best) = self
+            .steps
+            .iter()
+            .rfind(|s| s.kept_up && Some(s.rate) == self.saturation_rate)
+        else {
+            return;
+        };
+        self.delivered_per_s = best.delivered_per_s;
+        self.cpu_us_per_msg = best.cpu_us_per_msg;
+        self.lat_p50_us = best.lat_p50_us;
+        self.lat_p99_us = best.lat_p99_us;
+        self.lat_max_us = best.lat_max_us;
+        self.generator_cpu_util = best.generator_cpu_util;
+        self.other_cpu_util = best.other_cpu_util;
+        self.publish_rate = best.rate;
+    }
+}
+
+impl Kind {
+    /// The name in results files and reports (`flow`, `idle`, `saturation`).
+    pub(crate) fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+}
+
 /// Runs `spec` against `server` (fresh) and measures it.
 pub(crate) async fn run(spec: &Spec, server: &Server, opts: &Opts) -> RunResult {
-    let mut r = RunResult {
-        server: server.flavor.name().into(),
-        workload: spec.name.clone(),
-        kind: format!("{:?}", spec.kind).to_lowercase(),
-        transport: serde_json::to_value(spec.transport)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        subscribers: spec.subscribers,
-        topics: spec.topics,
-        target_rate: spec.rate,
-        ..RunResult::default()
-    };
-    let topics: Vec<String> = (0..spec.topics.max(1))
-        .map(|i| format!("bench.{}.{i}", spec.name))
-        .collect();
-    let n_topics = topics.len();
-    let ctx = Rc::new(Ctx {
-        flavor: server.flavor,
-        host: server.addr.to_string(),
-        dialer: Dialer::new(server.addr, opts.source_addrs),
-        connect_sem: Semaphore::new(opts.connect_concurrency.max(1)),
-        shared: Shared::new(),
-        topics,
-        payload_bytes: opts.payload_bytes,
-        publish: PublishState {
-            assigned: RefCell::new(vec![0; n_topics]),
-            failed: RefCell::new(vec![0; n_topics]),
-            ..PublishState::default()
-        },
-    });
+    let mut r = RunResult::of(spec, server.flavor);
     let before = server.usage();
     r.rss_before_kib = before.rss_kib;
-
-    // Subscribers.
-    let subs: Vec<Rc<Sub>> = (0..spec.subscribers)
-        .map(|i| {
-            Rc::new(Sub {
-                tracker: RefCell::new(Tracker::new(i % n_topics as u32)),
-            })
-        })
-        .collect();
-    let mut tasks = Vec::with_capacity(subs.len() + 8);
-    for s in &subs {
-        tasks.push(tokio::task::spawn_local(client::subscriber(
-            ctx.clone(),
-            s.clone(),
-            spec.transport,
-        )));
-    }
-    // Publishers: a few keep-alive connections, topic i always on publisher i % n.
-    let n_pub = n_topics.clamp(1, 8);
-    let mut txs = Vec::with_capacity(n_pub);
-    for _ in 0..n_pub {
-        let (tx, rx) = mpsc::channel(4096);
-        txs.push(tx);
-        tasks.push(tokio::task::spawn_local(client::publisher(ctx.clone(), rx)));
-    }
-    let run = Running {
-        ctx: ctx.clone(),
-        subs,
-        txs,
-        tasks,
-    };
-    let sh = &ctx.shared;
-    let n = u64::from(spec.subscribers);
-    let all_in = wait_until(Duration::from_secs(120), || {
-        sh.connected.get() + sh.connect_failed.get() >= n
-    })
-    .await;
-    r.connected = sh.connected.get();
-    r.connect_failed = sh.connect_failed.get();
-    if !all_in {
-        r.failure = Some(format!(
-            "only {} of {n} subscribers set up in 120 s",
-            r.connected + r.connect_failed
-        ));
-    }
-    if !run.warm_up(Duration::from_secs(30)).await {
-        sh.error("warm-up: not every subscriber received a warm-up message in 30 s");
-    }
-    r.not_ready = sh.connected.get().saturating_sub(sh.ready.get());
-
+    let run = Running::start(spec, server, opts);
+    run.set_up(&mut r).await;
     match spec.kind {
-        Kind::Idle => {
-            // Let allocations settle (the server may finish set-up work after replying).
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            let after = server.usage();
-            r.rss_after_kib = after.rss_kib;
-            if r.connected > 0 {
-                r.rss_per_conn_bytes =
-                    (after.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / r.connected as f64;
-            }
-        }
+        Kind::Idle => idle(server, before, &mut r).await,
         Kind::Flow => flow(spec, server, &run, &mut r).await,
         Kind::Saturation => saturation(spec, server, &run, &mut r).await,
     }
-    r.dropped = sh.dropped.get();
-    r.resets = sh.resets.get();
-    r.duplicated = sh.duplicated.get();
-    r.out_of_order = sh.out_of_order.get();
-    r.publish_failed = ctx.publish.failed.borrow().iter().sum();
-    r.errors = sh.errors.borrow().clone();
+    r.count(&run.ctx);
     run.stop();
     // Give aborted tasks a moment to close their sockets before the server goes away.
     tokio::time::sleep(Duration::from_millis(100)).await;
     r
 }
 
+/// Server memory per connection, once the connections are up and subscribed.
+async fn idle(server: &Server, before: Usage, r: &mut RunResult) {
+    // Let allocations settle (the server may finish set-up work after replying).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = server.usage();
+    r.rss_after_kib = after.rss_kib;
+    if r.connected > 0 {
+        r.rss_per_conn_bytes =
+            (after.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / r.connected as f64;
+    }
+}
+
+/// Publishing at the spec's rate: throughput, CPU per message, latency and correctness.
 async fn flow(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
-    let sh = &run.ctx.shared;
-    sh.reset_histogram();
-    let d0 = sh.delivered.get();
-    let w = Window::start(server);
-    let t0 = w.t0;
-    let mut next_topic = 0;
-    let handed = run
-        .pace(
+    let i = run
+        .interval(
+            server,
             spec.rate,
             Duration::from_secs_f64(spec.duration_s),
-            &mut next_topic,
+            Duration::from_secs_f64(spec.drain_s),
+            &mut 0,
         )
         .await;
-    run.finish_publishing().await;
-    let expected = run.expected();
-    wait_until(Duration::from_secs_f64(spec.drain_s), || {
-        sh.delivered.get() - d0 >= expected
-    })
-    .await;
-    let m = w.end(server);
-    let delivered = sh.delivered.get() - d0;
-    let end = sh.last_delivery.get().max(t0 + Duration::from_millis(1));
-    let window = end.duration_since(t0).as_secs_f64();
-    r.other_cpu_util = m.other_util;
-    r.server_core_irq_util = m.server_core_irq_util;
-    r.steal_util = m.steal_util;
-    r.published = handed;
-    r.publish_rate = handed as f64 / spec.duration_s;
-    r.window_s = window;
-    r.expected = expected;
-    r.delivered = delivered;
+    r.other_cpu_util = i.m.other_util;
+    r.server_core_irq_util = i.m.server_core_irq_util;
+    r.steal_util = i.m.steal_util;
+    r.published = i.handed;
+    r.publish_rate = i.handed as f64 / spec.duration_s;
+    r.window_s = i.window_s;
+    r.expected = i.expected;
+    r.delivered = i.delivered;
     r.lost = run.lost();
-    r.delivered_per_s = delivered as f64 / window;
-    r.server_user_s = m.server_user_s;
-    r.server_sys_s = m.server_sys_s;
-    r.server_cpu_s = m.server_user_s + m.server_sys_s;
-    r.rss_after_kib = m.rss_kib;
-    if delivered > 0 {
-        r.cpu_us_per_msg = r.server_cpu_s * 1e6 / delivered as f64;
-    }
-    (r.lat_p50_us, r.lat_p99_us, r.lat_max_us) = pctl(sh);
-    r.generator_cpu_util = m.generator_util;
+    r.delivered_per_s = i.delivered_per_s();
+    r.server_user_s = i.m.server_user_s;
+    r.server_sys_s = i.m.server_sys_s;
+    r.server_cpu_s = i.m.server_user_s + i.m.server_sys_s;
+    r.rss_after_kib = i.m.rss_kib;
+    r.cpu_us_per_msg = i.cpu_us_per_msg();
+    (r.lat_p50_us, r.lat_p99_us, r.lat_max_us) = i.lat;
+    r.generator_cpu_util = i.m.generator_util;
 }
 
 /// CPU accounting over one measurement window.
@@ -431,6 +562,7 @@ struct Window {
 }
 
 /// What a window measured.
+#[derive(Default)]
 struct Measured {
     server_user_s: f64,
     server_sys_s: f64,
@@ -498,6 +630,8 @@ pub(crate) async fn wait_for_quiet(max_cores: f64, limit: Duration) -> f64 {
 /// latency under this bound (past saturation the backlog, and so latency, grows every second).
 const KEEP_UP_P99_US: u64 = 250_000;
 
+/// Raises the rate ×1.25 per step until delivery no longer keeps up; a step disturbed by other
+/// processes is repeated (3 times at most over the run).
 async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
     let sh = &run.ctx.shared;
     let mut rate = spec.rate;
@@ -505,45 +639,8 @@ async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResu
     let mut retries = 0;
     let mut steps = 0;
     while steps < spec.max_steps.max(1) {
-        sh.reset_histogram();
-        let d0 = sh.delivered.get();
-        let e0 = run.expected();
         let dropped0 = sh.dropped.get();
-        let w = Window::start(server);
-        let t0 = w.t0;
-        run.pace(
-            rate,
-            Duration::from_secs_f64(spec.duration_s),
-            &mut next_topic,
-        )
-        .await;
-        run.finish_publishing().await;
-        let expected = run.expected() - e0;
-        wait_until(Duration::from_secs_f64(spec.drain_s), || {
-            sh.delivered.get() - d0 >= expected
-        })
-        .await;
-        let m = w.end(server);
-        let delivered = sh.delivered.get() - d0;
-        let end = sh.last_delivery.get().max(t0 + Duration::from_millis(1));
-        let (p50, p99, max) = pctl(sh);
-        let step = Step {
-            rate,
-            expected,
-            delivered,
-            delivered_per_s: delivered as f64 / end.duration_since(t0).as_secs_f64(),
-            cpu_us_per_msg: if delivered > 0 {
-                (m.server_user_s + m.server_sys_s) * 1e6 / delivered as f64
-            } else {
-                0.0
-            },
-            lat_p50_us: p50,
-            lat_p99_us: p99,
-            lat_max_us: max,
-            generator_cpu_util: m.generator_util,
-            other_cpu_util: m.other_util,
-            kept_up: delivered >= expected && sh.dropped.get() == dropped0 && p99 <= KEEP_UP_P99_US,
-        };
+        let step = saturation_step(spec, server, run, rate, &mut next_topic).await;
         let kept_up = step.kept_up;
         let disturbed = step.other_cpu_util > MAX_OTHER_CPU;
         r.steps.push(step);
@@ -565,22 +662,40 @@ async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResu
     r.published = run.ctx.publish.assigned.borrow().iter().sum();
     r.expected = run.expected();
     r.delivered = sh.delivered.get();
-    if let Some(best) = r
-        .steps
-        .iter()
-        .rfind(|s| s.kept_up && Some(s.rate) == r.saturation_rate)
-    {
-        r.delivered_per_s = best.delivered_per_s;
-        r.cpu_us_per_msg = best.cpu_us_per_msg;
-        r.lat_p50_us = best.lat_p50_us;
-        r.lat_p99_us = best.lat_p99_us;
-        r.lat_max_us = best.lat_max_us;
-        r.generator_cpu_util = best.generator_cpu_util;
-        r.other_cpu_util = best.other_cpu_util;
-        r.publish_rate = best.rate;
-    }
+    r.adopt_saturation_step();
     if r.steps.iter().any(|s| s.generator_cpu_util > 0.9) {
         sh.error("generator CPU above 90% in a step: saturation may be the generator's");
+    }
+}
+
+/// One saturation step at `rate`, and whether delivery kept up with it.
+async fn saturation_step(
+    spec: &Spec,
+    server: &Server,
+    run: &Running,
+    rate: f64,
+    next_topic: &mut u32,
+) -> Step {
+    let sh = &run.ctx.shared;
+    let dropped0 = sh.dropped.get();
+    let duration = Duration::from_secs_f64(spec.duration_s);
+    let drain = Duration::from_secs_f64(spec.drain_s);
+    let i = run
+        .interval(server, rate, duration, drain, next_topic)
+        .await;
+    let (p50, p99, max) = i.lat;
+    Step {
+        rate,
+        expected: i.expected,
+        delivered: i.delivered,
+        delivered_per_s: i.delivered_per_s(),
+        cpu_us_per_msg: i.cpu_us_per_msg(),
+        lat_p50_us: p50,
+        lat_p99_us: p99,
+        lat_max_us: max,
+        generator_cpu_util: i.m.generator_util,
+        other_cpu_util: i.m.other_util,
+        kept_up: i.delivered >= i.expected && sh.dropped.get() == dropped0 && p99 <= KEEP_UP_P99_US,
     }
 }
 
@@ -592,5 +707,86 @@ impl Flavor {
             (Flavor::Switchboard, Transport::PollMultipart) => vec![],
             _ => vec![t],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_rates() {
+        let mut i = Interval {
+            handed: 10,
+            expected: 1000,
+            delivered: 1000,
+            window_s: 2.0,
+            lat: (1, 2, 3),
+            m: Measured {
+                server_user_s: 0.015,
+                server_sys_s: 0.005,
+                ..Measured::default()
+            },
+        };
+        assert_eq!(i.delivered_per_s(), 500.0);
+        assert!((i.cpu_us_per_msg() - 20.0).abs() < 1e-9);
+        i.delivered = 0;
+        assert_eq!(i.cpu_us_per_msg(), 0.0);
+    }
+
+    #[test]
+    fn saturation_adopts_the_last_step_at_the_rate_kept_up() {
+        let step = |rate: f64, kept_up: bool, lat_p99_us: u64| Step {
+            rate,
+            kept_up,
+            lat_p99_us,
+            delivered_per_s: rate * 10.0,
+            ..Step::default()
+        };
+        let mut r = RunResult {
+            // 25 msg/s was disturbed and repeated: the repeat counts.
+            steps: vec![
+                step(20.0, true, 1),
+                step(25.0, true, 2),
+                step(25.0, true, 3),
+                step(31.0, false, 4),
+            ],
+            saturation_rate: Some(25.0),
+            ..RunResult::default()
+        };
+        r.adopt_saturation_step();
+        assert_eq!(
+            (r.publish_rate, r.lat_p99_us, r.delivered_per_s),
+            (25.0, 3, 250.0)
+        );
+        let mut none = RunResult {
+            steps: vec![step(20.0, false, 9)],
+            ..RunResult::default()
+        };
+        none.adopt_saturation_step();
+        assert_eq!((none.publish_rate, none.lat_p99_us), (0.0, 0));
+    }
+
+    #[test]
+    fn result_names_kind_and_transport() {
+        let spec = Spec {
+            name: "longpoll-1k".into(),
+            kind: Kind::Flow,
+            transport: Transport::PollMultipart,
+            subscribers: 3,
+            topics: 1,
+            rate: 5.0,
+            duration_s: 1.0,
+            drain_s: 1.0,
+            max_steps: 1,
+        };
+        let r = RunResult::of(&spec, Flavor::Nchan);
+        assert_eq!((r.server.as_str(), r.kind.as_str()), ("nchan", "flow"));
+        assert_eq!((r.transport.as_str(), r.subscribers), ("poll-multipart", 3));
+        let f = RunResult::failed(&spec, Flavor::Switchboard, "no".into());
+        assert_eq!(
+            (f.transport.as_str(), f.failure.as_deref()),
+            ("", Some("no"))
+        );
     }
 }

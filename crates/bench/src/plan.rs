@@ -1,0 +1,166 @@
+//! The workloads of a suite run: their sizes and rates, full or smoke, and `--only`.
+
+use crate::SuiteArgs;
+use crate::client::Transport;
+use crate::workload::{Kind, Spec};
+
+/// A workload with the common defaults (5 s drain, one step).
+fn spec(
+    name: &str,
+    kind: Kind,
+    transport: Transport,
+    subs: u32,
+    topics: u32,
+    rate: f64,
+    duration_s: f64,
+) -> Spec {
+    Spec {
+        name: name.into(),
+        kind,
+        transport,
+        subscribers: subs,
+        topics,
+        rate,
+        duration_s,
+        drain_s: 5.0,
+        max_steps: 1,
+    }
+}
+
+/// The workloads. Fan-out rates are chosen so that each delivers 50k messages/s: about half
+/// of what either server (and the generator) sustains on one core of the reference machine,
+/// so CPU per message compares efficiency under load, not who collapses first (the
+/// saturation workload measures that separately).
+pub(crate) fn plan(a: &SuiteArgs) -> Vec<Spec> {
+    let mut v = workloads(a.smoke, a.duration);
+    v.iter_mut()
+        .filter(|w| w.transport == Transport::Poll)
+        .for_each(|w| w.drain_s = 10.0);
+    if !a.only.is_empty() {
+        v.retain(|w| a.only.iter().any(|o| o == &w.name));
+    }
+    v
+}
+
+/// Every workload, at full size or (`smoke`) tiny; `duration` overrides the seconds of
+/// publishing of flow workloads.
+fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
+    use Kind::*;
+    use Transport::*;
+    let d = duration.unwrap_or(if smoke { 1.5 } else { 10.0 });
+    // (full, smoke) sizes and rates.
+    let z = |full: u32, small: u32| if smoke { small } else { full };
+    let r = |full: f64, small: f64| if smoke { small } else { full };
+    let (idle_subs, idle_topics) = (z(10_000, 200), z(100, 10));
+    let sat = spec(
+        "saturation-ws-1k",
+        Saturation,
+        Ws,
+        z(1000, 20),
+        1,
+        20.0,
+        r(3.0, 1.0),
+    );
+    vec![
+        spec("ws-fanout-1k", Flow, Ws, z(1000, 20), 1, 50.0, d),
+        spec("ws-fanout-5k", Flow, Ws, z(5000, 50), 1, 10.0, d),
+        spec("sse-fanout-1k", Flow, Sse, z(1000, 20), 1, 50.0, d),
+        spec("sse-fanout-5k", Flow, Sse, z(5000, 50), 1, 10.0, d),
+        spec(
+            "rooms-10k",
+            Flow,
+            Ws,
+            z(10_000, 100),
+            z(1000, 10),
+            r(2000.0, 100.0),
+            d,
+        ),
+        spec(
+            "longpoll-1k",
+            Flow,
+            Poll,
+            z(1000, 20),
+            1,
+            r(1000.0, 100.0),
+            d,
+        ),
+        spec("idle-ws-10k", Idle, Ws, idle_subs, idle_topics, 0.0, 0.0),
+        spec("idle-sse-10k", Idle, Sse, idle_subs, idle_topics, 0.0, 0.0),
+        Spec {
+            max_steps: z(16, 2),
+            drain_s: 2.0,
+            ..sat
+        },
+        // The rate is filled in once saturation is known.
+        spec("latency-ws-1k", Flow, Ws, z(1000, 20), 1, 0.0, d),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn plan_of(args: &[&str]) -> Vec<Spec> {
+        let argv = [
+            &[
+                "switchboard-bench",
+                "suite",
+                "--switchboard-bin",
+                "sb",
+                "--out",
+                "o",
+            ],
+            args,
+        ]
+        .concat();
+        match crate::Cli::try_parse_from(argv).map(|c| c.cmd) {
+            Ok(crate::Cmd::Suite(a)) => plan(&a),
+            _ => Vec::new(),
+        }
+    }
+
+    fn shape(w: &Spec) -> (&str, u32, u32, f64, f64, f64, u32) {
+        let t = (
+            w.subscribers,
+            w.topics,
+            w.rate,
+            w.duration_s,
+            w.drain_s,
+            w.max_steps,
+        );
+        (w.name.as_str(), t.0, t.1, t.2, t.3, t.4, t.5)
+    }
+
+    #[test]
+    fn full_plan() {
+        let v = plan_of(&[]);
+        let names: Vec<&str> = v.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(
+            names.join(" "),
+            "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k rooms-10k longpoll-1k \
+             idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k"
+        );
+        let want = [
+            ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
+            ("longpoll-1k", 1000, 1, 1000.0, 10.0, 10.0, 1),
+            ("idle-sse-10k", 10_000, 100, 0.0, 0.0, 5.0, 1),
+            ("saturation-ws-1k", 1000, 1, 20.0, 3.0, 2.0, 16),
+        ];
+        for (i, want) in [4, 5, 7, 8].into_iter().zip(want) {
+            assert_eq!(shape(&v[i]), want);
+        }
+        assert_eq!(v[8].kind, Kind::Saturation);
+    }
+
+    #[test]
+    fn smoke_plan_and_only() {
+        let v = plan_of(&["--smoke", "--only", "longpoll-1k,saturation-ws-1k"]);
+        assert_eq!(v.len(), 2);
+        assert_eq!(shape(&v[0]), ("longpoll-1k", 20, 1, 100.0, 1.5, 10.0, 1));
+        assert_eq!(shape(&v[1]), ("saturation-ws-1k", 20, 1, 20.0, 1.0, 2.0, 2));
+        let v = plan_of(&["--duration", "20", "--only", "ws-fanout-5k"]);
+        assert_eq!(shape(&v[0]), ("ws-fanout-5k", 5000, 1, 10.0, 20.0, 5.0, 1));
+    }
+}
