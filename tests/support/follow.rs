@@ -52,6 +52,15 @@ pub enum Got {
     Ended(String),
 }
 
+/// What [`Follower::take_until`] took.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The messages' envelopes, in order.
+    pub messages: Vec<Value>,
+    /// Whatever else happened, described.
+    pub surprises: Vec<String>,
+}
+
 /// What a follower's task hands over.
 #[derive(Debug)]
 enum Item {
@@ -251,6 +260,36 @@ impl Follower {
         }
     }
 
+    /// Takes messages until every id of `last` has come, or until nothing comes for
+    /// [`FOLLOW_LIMIT`]; returns what it took, for [`Ledger::tally`](crate::Ledger::tally).
+    /// Anything else it gets (a reset, the end of the connection) is kept in `surprises`.
+    pub async fn take_until(&mut self, last: &[String]) -> Taken {
+        let mut waiting: BTreeSet<&str> = last.iter().map(String::as_str).collect();
+        let mut taken = Taken::default();
+        while !waiting.is_empty() {
+            match self.next_within(FOLLOW_LIMIT).await {
+                Got::Message(message) => {
+                    if let Some(id) = message["id"].as_str() {
+                        waiting.remove(id);
+                    }
+                    taken.messages.push(message);
+                }
+                Got::Reset(reset) => taken.surprises.push(format!("reset {reset}")),
+                Got::Quiet => {
+                    taken.surprises.push(format!(
+                        "nothing for {FOLLOW_LIMIT:?} while waiting for {waiting:?}"
+                    ));
+                    break;
+                }
+                Got::Ended(reason) => {
+                    taken.surprises.push(format!("ended: {reason}"));
+                    break;
+                }
+            }
+        }
+        taken
+    }
+
     /// WebSocket only: sends a `ping` frame and waits for its `pong` (messages read meanwhile
     /// are kept for later). Panics if none comes within [`TIMEOUT`](crate::TIMEOUT).
     pub async fn ping(&mut self) {
@@ -276,24 +315,6 @@ impl Follower {
                 Item::Ended(reason) => panic!("{self:?}: ended ({reason}) while pinged"),
                 other => self.held.push_back(other),
             }
-        }
-    }
-
-    /// Waits until it has read `more` heartbeats beyond those read so far, for at most
-    /// `limit`; panics otherwise.
-    pub async fn expect_heartbeats(&mut self, more: usize, limit: Duration) {
-        let target = self.heartbeats() + more;
-        let started = Instant::now();
-        while self.heartbeats() < target {
-            assert!(
-                started.elapsed() < limit,
-                "{self:?}: fewer than {more} heartbeats within {limit:?}"
-            );
-            assert!(
-                !self.task.is_finished(),
-                "{self:?}: the connection ended while heartbeats were expected"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
