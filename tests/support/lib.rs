@@ -1,12 +1,14 @@
 //! Support for Switchboard's end-to-end tests: an in-process gateway and small, real clients
-//! for each transport; for several nodes, real Redis servers and clusters ([`redis`]) and
-//! gateways sharing them ([`nodes`]). Every wait is bounded (by [`TIMEOUT`] unless it says
-//! otherwise), so a failing test fails, never hangs.
+//! for each transport; for several nodes, real Redis servers and clusters ([`redis`]),
+//! gateways sharing them ([`nodes`]), subscribers that read in the background ([`follow`]) and
+//! the counting of what many of them received ([`tally`]). Every wait is bounded (by
+//! [`TIMEOUT`] unless it says otherwise), so a failing test fails, never hangs.
 //!
 //! Clients take URLs, not a [`Gateway`], so that a test can point them at anything that speaks
 //! the protocol (a proxy in front of the gateway, for instance).
 
 pub mod endpoint;
+pub mod follow;
 pub mod gateway;
 pub mod http;
 pub mod nginx;
@@ -17,6 +19,7 @@ pub mod redis;
 pub mod scenarios;
 pub mod sse;
 pub mod stuck;
+pub mod tally;
 pub mod transport;
 pub mod ws;
 
@@ -26,13 +29,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub use endpoint::Endpoint;
+pub use follow::{Follower, Got};
 pub use gateway::Gateway;
 pub use http::{PollReply, assert_serving, expect_error, json_body, poll, publish, publish_text};
 pub use nginx::Nginx;
-pub use nodes::{NodeProcess, Nodes};
+pub use nodes::{Deployment, NodeProcess, Nodes};
 pub use redis::{RedisCluster, RedisOptions, RedisServer};
 pub use sse::{SseClient, SseConnection, SseEvent, SseItem};
-pub use transport::{Subscriber, Transport};
+pub use tally::{Ledger, Rng, Tally};
+pub use transport::{Refused, Subscriber, Transport};
 pub use ws::WsClient;
 
 /// The longest any single wait in a test may take.

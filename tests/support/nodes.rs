@@ -1,6 +1,7 @@
 //! Several gateway nodes at once, as a deployment behind a load balancer runs them: in-process
-//! gateways ([`Nodes`]) that share one Redis or one Redis Cluster, or the `switchboard` binary as
-//! a process of its own ([`NodeProcess`]) for tests that must `kill -9` a node.
+//! gateways ([`Nodes`]) that share one Redis or one Redis Cluster (together, a [`Deployment`]), or
+//! the `switchboard` binary as a process of its own ([`NodeProcess`]) for tests that must
+//! `kill -9` a node.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use switchboard::Config;
 
 use crate::process::Supervised;
-use crate::redis::{RedisCluster, RedisServer};
+use crate::redis::{RedisCluster, RedisOptions, RedisServer};
 use crate::{Endpoint, Gateway};
 
 /// One in-process node: its settings and port outlive a stop, so that it can come back.
@@ -116,6 +117,63 @@ impl Nodes {
         let node = &mut self.nodes[index];
         assert!(node.gateway.is_none(), "node {index} is running");
         node.gateway = Some(Gateway::start_on(node.addr, node.config.clone()).await);
+    }
+}
+
+/// Gateway nodes and the Redis (a [`RedisServer`] or a [`RedisCluster`]) they share, started
+/// together and dropped together, the nodes first.
+#[derive(Debug)]
+pub struct Deployment<R> {
+    pub nodes: Nodes,
+    pub redis: R,
+}
+
+impl Deployment<RedisServer> {
+    /// `count` nodes with the default settings on a Redis without persistence.
+    pub async fn on_redis(count: usize) -> Deployment<RedisServer> {
+        Deployment::on_redis_with(RedisOptions::new(), count, |_| {}).await
+    }
+
+    /// `count` nodes on a Redis started with `options`, each node's settings changed by
+    /// `configure` (after its Redis is set).
+    pub async fn on_redis_with(
+        options: RedisOptions,
+        count: usize,
+        mut configure: impl FnMut(&mut Config),
+    ) -> Deployment<RedisServer> {
+        let redis = RedisServer::start(options).await;
+        let url = redis.url();
+        let nodes = Nodes::start(count, |config| {
+            config.redis = Some(url.clone());
+            configure(config);
+        })
+        .await;
+        Deployment { nodes, redis }
+    }
+}
+
+impl Deployment<RedisCluster> {
+    /// `count` nodes with the default settings on a Redis Cluster of 3 masters without
+    /// persistence.
+    pub async fn on_cluster(count: usize) -> Deployment<RedisCluster> {
+        let redis = RedisCluster::start(3).await;
+        let nodes = Nodes::on_cluster(&redis, count).await;
+        Deployment { nodes, redis }
+    }
+}
+
+impl<R> Deployment<R> {
+    /// Node `index`. Panics if it is stopped.
+    pub fn node(&self, index: usize) -> &Gateway {
+        self.nodes.node(index)
+    }
+
+    /// Every running node, as the endpoints clients connect to.
+    pub fn endpoints(&self) -> Vec<&dyn Endpoint> {
+        self.nodes
+            .running()
+            .map(|node| node as &dyn Endpoint)
+            .collect()
     }
 }
 

@@ -250,16 +250,24 @@ impl SseClient {
     }
 
     async fn read_item(&mut self) -> Option<SseItem> {
+        self.try_read_item()
+            .await
+            .unwrap_or_else(|e| panic!("SSE body failed (not a clean end): {e}"))
+    }
+
+    /// The next item, `Ok(None)` when the response has ended cleanly, an error when the body
+    /// failed. Waits as long as it takes (the caller bounds it); cancel-safe.
+    pub async fn try_read_item(&mut self) -> Result<Option<SseItem>, reqwest::Error> {
         loop {
             if let Some(item) = self.items.pop_front() {
-                return Some(item);
+                return Ok(Some(item));
             }
             if self.ended {
-                return None;
+                return Ok(None);
             }
             match self.body.next().await {
                 Some(Ok(chunk)) => self.parser.feed(&chunk, &mut self.items),
-                Some(Err(e)) => panic!("SSE body failed (not a clean end): {e}"),
+                Some(Err(e)) => return Err(e),
                 None => self.ended = true,
             }
         }

@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 
-use crate::http::{poll, publish};
+use crate::http::{json_body, poll, publish};
 use crate::sse::SseClient;
+use crate::within;
 use crate::ws::WsClient;
 
 /// A transport of the gateway.
@@ -39,14 +40,80 @@ impl Transport {
     }
 }
 
-fn ws_base(base: &str, path_and_query: &str) -> String {
+/// A publish the gateway refused.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// The HTTP status; `None` on WebSocket, which answers with an `error` frame.
+    pub status: Option<u16>,
+    /// The error code.
+    pub code: String,
+    /// The whole answer: the JSON error body, or the `error` frame.
+    pub answer: Value,
+}
+
+impl Transport {
+    /// Publishes as [`publish`](Self::publish) does, and returns the id, or how the gateway
+    /// refused it. A WebSocket publish is sent with `ref` `"try"`.
+    pub async fn try_publish(
+        self,
+        base: &str,
+        topic: &str,
+        data: Value,
+    ) -> Result<String, Refused> {
+        let path = match self {
+            Transport::Ws => {
+                let mut ws = WsClient::connect(&ws_base(base, "/ws")).await;
+                let answer = ws.publish_reply(topic, data, "try").await;
+                ws.close().await;
+                if answer["type"] == "ack" {
+                    let id = answer["id"].as_str().expect("an ack has an id").to_owned();
+                    return Ok(id);
+                }
+                let code = answer["code"].as_str().unwrap_or_default().to_owned();
+                return Err(Refused {
+                    status: None,
+                    code,
+                    answer,
+                });
+            }
+            Transport::Sse => "events",
+            Transport::Poll => "poll",
+        };
+        let url = format!("{base}/{path}?topic={topic}");
+        let response = within(
+            "publish reply",
+            reqwest::Client::new().post(&url).json(&data).send(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = response.status().as_u16();
+        let answer = json_body(response).await;
+        if status == 200 {
+            let id = answer["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("POST {url}: {answer}"));
+            return Ok(id.to_owned());
+        }
+        let code = answer["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Err(Refused {
+            status: Some(status),
+            code,
+            answer,
+        })
+    }
+}
+
+pub(crate) fn ws_base(base: &str, path_and_query: &str) -> String {
     let authority = base
         .strip_prefix("http://")
         .unwrap_or_else(|| panic!("base URL {base:?} is not http://"));
     format!("ws://{authority}{path_and_query}")
 }
 
-fn query(topics: &[&str], since: Option<&str>) -> String {
+pub(crate) fn query(topics: &[&str], since: Option<&str>) -> String {
     let mut query: Vec<String> = topics.iter().map(|t| format!("topic={t}")).collect();
     if let Some(since) = since {
         query.push(format!("since={since}"));

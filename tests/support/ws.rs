@@ -234,6 +234,20 @@ impl WsClient {
         (frames, closed)
     }
 
+    /// The socket itself, and the frames read but not returned yet: for a client that reads on
+    /// its own terms (see [`Follower`](crate::follow::Follower)).
+    pub fn into_parts(self) -> (WebSocketStream<MaybeTlsStream<TcpStream>>, VecDeque<Value>) {
+        (self.stream, self.pending)
+    }
+
+    /// Publishes `data` to `topic` with `ref` set to `reference` and returns the answer, an
+    /// `ack` or an `error` frame (frames of other types read meanwhile are kept).
+    pub async fn publish_reply(&mut self, topic: &str, data: Value, reference: &str) -> Value {
+        self.send(json!({"type": "publish", "topic": topic, "data": data, "ref": reference}))
+            .await;
+        self.next_of_any(&["ack", "error"]).await
+    }
+
     /// Sends a close frame (a polite client leaving).
     pub async fn close(mut self) {
         let _ = within("WebSocket close", self.stream.close(None)).await;

@@ -168,8 +168,13 @@ impl RedisBroker {
         });
         inner.client.connect();
         inner.subscriber.connect();
-        // Subscriptions come back by themselves after a reconnect.
-        inner.subscriber.manage_subscriptions();
+        // Not `manage_subscriptions()`: after every reconnect (on a cluster, every new
+        // connection to a cluster node, three at start-up with three masters) fred's
+        // `resubscribe_all` sends `SUBSCRIBE` and `PSUBSCRIBE` even with nothing to subscribe
+        // to. Redis answers those with errors, and fred, which waits for no answer to either,
+        // hands them to the next `SSUBSCRIBE` on that connection: a join refused with
+        // `broker_unavailable`, and answers shifted by one from then on. The listener has the
+        // subscriptions made again instead (`ChannelCommand::Resubscribe`).
         tokio::spawn(local::carry_out(Arc::downgrade(&inner), commands));
         tokio::spawn(listener::run(Arc::downgrade(&inner)));
         Ok(RedisBroker { inner })

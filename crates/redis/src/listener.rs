@@ -12,7 +12,7 @@ use switchboard_hub::{Data, Message, Position};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::Inner;
-use crate::local::LocalTopic;
+use crate::local::{ChannelCommand, LocalTopic};
 use crate::scripts;
 
 /// How often every live topic's position is checked against Redis.
@@ -35,6 +35,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
         enum Event {
             Message(fred::types::Message),
             Resync,
+            Reconnected,
         }
         let event = tokio::select! {
             received = messages.recv() => match received {
@@ -46,7 +47,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
                 Err(RecvError::Closed) => return,
             },
             reconnected = reconnects.recv() => match reconnected {
-                Ok(_) | Err(RecvError::Lagged(_)) => Event::Resync,
+                Ok(_) | Err(RecvError::Lagged(_)) => Event::Reconnected,
                 Err(RecvError::Closed) => return,
             },
             _ = check.tick() => Event::Resync,
@@ -55,7 +56,25 @@ pub(crate) async fn run(inner: Weak<Inner>) {
         match event {
             Event::Message(message) => handle(&inner, message).await,
             Event::Resync => resync(&inner).await,
+            Event::Reconnected => {
+                resubscribe(&inner).await;
+                resync(&inner).await;
+            }
         }
+    }
+}
+
+/// Has the channels subscribed again after a reconnect, in order with the other subscriptions,
+/// and waits until they are: what is published after that comes through the channels, and the
+/// resync that follows catches up on what was published before.
+async fn resubscribe(inner: &Inner) {
+    let (done, resubscribed) = tokio::sync::oneshot::channel();
+    if inner
+        .channel_commands
+        .send(ChannelCommand::Resubscribe(done))
+        .is_ok()
+    {
+        let _ = resubscribed.await;
     }
 }
 

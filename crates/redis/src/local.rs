@@ -16,6 +16,9 @@ use crate::Inner;
 pub(crate) enum ChannelCommand {
     Subscribe(String, oneshot::Sender<Result<(), String>>),
     Unsubscribe(String),
+    /// The pub/sub connection (on a cluster, one of them) came back: subscribe again to every
+    /// channel subscribed so far, then say so.
+    Resubscribe(oneshot::Sender<()>),
 }
 
 /// A topic with subscribers on this node.
@@ -206,6 +209,32 @@ pub(crate) async fn carry_out(
                     tracing::debug!("unsubscribing from a Redis channel failed: {e}");
                 }
             }
+            ChannelCommand::Resubscribe(done) => {
+                if let Err(e) = resubscribe(&inner).await {
+                    tracing::warn!("subscribing again to Redis channels failed: {e}");
+                }
+                let _ = done.send(());
+            }
         }
     }
+}
+
+/// Subscribes again to the channels subscribed so far (fred keeps the list), and sends nothing
+/// when there are none. Subscribing to a channel already subscribed changes nothing, so on a
+/// cluster the channels of every master are subscribed again, not only those of the one that
+/// came back; each on its own, since one `SSUBSCRIBE` takes channels of one slot only.
+async fn resubscribe(inner: &Inner) -> Result<(), fred::error::Error> {
+    use fred::prelude::*;
+    let subscriber = &inner.subscriber;
+    if inner.cluster {
+        for channel in subscriber.tracked_shard_channels() {
+            subscriber.ssubscribe(channel).await?;
+        }
+    } else {
+        let channels: Vec<_> = subscriber.tracked_channels().into_iter().collect();
+        if !channels.is_empty() {
+            subscriber.subscribe(channels).await?;
+        }
+    }
+    Ok(())
 }
