@@ -258,22 +258,20 @@ impl Inner {
         Ok(Message::new(topic.clone(), position, time, data))
     }
 
-    /// Where `topic` stands and up to `count` retained messages after `after`.
-    async fn read(
-        &self,
-        topic: &TopicName,
-        after: u64,
-        count: usize,
-    ) -> Result<scripts::Read, Error> {
+    /// Where `topic` stands and up to a `page` of the retained messages after `after`; the
+    /// page's bytes are applied in Redis, so that a large read never holds up the commands
+    /// queued behind it on the connection.
+    async fn read(&self, topic: &TopicName, after: u64, page: Page) -> Result<scripts::Read, Error> {
         let reply: Value = scripts::READ
             .evalsha_with_reload(
                 &self.client,
                 vec![self.keys.meta(topic), self.keys.history(topic)],
                 vec![
                     after.to_string(),
-                    count.to_string(),
+                    page.messages.min(u32::MAX as usize).to_string(),
                     (self.settings.retention_age.as_millis() as u64).to_string(),
                     self.meta_ttl_ms().to_string(),
+                    page.bytes.min(u32::MAX as usize).to_string(),
                 ],
             )
             .await?;
@@ -295,7 +293,7 @@ impl Inner {
             _ => u64::MAX >> 1,
         };
         let mut read = self
-            .read(topic, hint, count)
+            .read(topic, hint, page)
             .await
             .map_err(|e| unavailable(&e))?;
         let view = TopicView {
@@ -310,7 +308,7 @@ impl Inner {
         // position of another epoch); a subscription from now needs no messages.
         if count > 0 && from.is_some() && after != hint.max(read.first.saturating_sub(1)) {
             read = self
-                .read(topic, after, count)
+                .read(topic, after, page)
                 .await
                 .map_err(|e| unavailable(&e))?;
         }

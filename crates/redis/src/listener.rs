@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fred::prelude::*;
-use switchboard_hub::{Data, Message, Position};
+use switchboard_hub::{Data, Message, Page, Position};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::Inner;
@@ -18,8 +18,11 @@ use crate::scripts;
 /// How often every live topic's position is checked against Redis.
 const POSITION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Messages fetched from a stream at a time when filling a gap.
-const CATCH_UP_PAGE: usize = 256;
+/// What is fetched from a stream at a time when filling a gap.
+const CATCH_UP_PAGE: Page = Page {
+    messages: 256,
+    bytes: 256 * 1024,
+};
 
 pub(crate) async fn run(inner: Weak<Inner>) {
     let (mut messages, mut reconnects) = match inner.upgrade() {

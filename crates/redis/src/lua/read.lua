@@ -3,7 +3,7 @@
 --
 -- KEYS[1] meta hash, KEYS[2] history stream
 -- ARGV[1] after this sequence, ARGV[2] count, ARGV[3] retention_age in ms (0: none),
--- ARGV[4] meta TTL in ms (0: none)
+-- ARGV[4] meta TTL in ms (0: none), ARGV[5] most bytes of data past the first message
 -- Returns {epoch, last, first, {{id, {'d', data, 't', time}}, ...}}.
 local meta, history = KEYS[1], KEYS[2]
 local count, max_age = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -20,6 +20,15 @@ end
 local entries = {}
 if count > 0 then
   -- The sequence as given: Lua would print a large number in exponent form.
-  entries = redis.call('XRANGE', history, '(' .. ARGV[1] .. '-0', '+', 'COUNT', count)
+  local range = redis.call('XRANGE', history, '(' .. ARGV[1] .. '-0', '+', 'COUNT', count)
+  -- At most max_bytes of data past the first message, so that a reply stays small.
+  local bytes, max_bytes = 0, tonumber(ARGV[5])
+  for i, entry in ipairs(range) do
+    bytes = bytes + #entry[2][2]
+    if i > 1 and bytes > max_bytes then
+      break
+    end
+    entries[i] = entry
+  end
 end
 return {epoch, last, first, entries}
