@@ -261,7 +261,12 @@ impl Inner {
     /// Where `topic` stands and up to a `page` of the retained messages after `after`; the
     /// page's bytes are applied in Redis, so that a large read never holds up the commands
     /// queued behind it on the connection.
-    async fn read(&self, topic: &TopicName, after: u64, page: Page) -> Result<scripts::Read, Error> {
+    async fn read(
+        &self,
+        topic: &TopicName,
+        after: u64,
+        page: Page,
+    ) -> Result<scripts::Read, Error> {
         let reply: Value = scripts::READ
             .evalsha_with_reload(
                 &self.client,

@@ -18,6 +18,9 @@ use crate::scripts;
 /// How often every live topic's position is checked against Redis.
 const POSITION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Live topics whose positions are checked together.
+const CHECK_BATCH: usize = 64;
+
 /// What is fetched from a stream at a time when filling a gap.
 const CATCH_UP_PAGE: Page = Page {
     messages: 256,
@@ -159,29 +162,43 @@ async fn resync(inner: &Inner) {
         return;
     }
     inner.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-    for local in topics {
-        let reply: Result<Value, _> = scripts::CHECK
-            .evalsha_with_reload(
-                &inner.client,
-                vec![inner.keys.meta(&local.name)],
-                vec![inner.meta_ttl_ms().to_string()],
-            )
-            .await;
-        let current = match reply.and_then(scripts::parse_check) {
-            Ok(current) => current,
-            Err(e) => {
-                tracing::debug!("cannot check topic {} in Redis: {e}", local.name);
-                return;
+    // Checked a batch at a time, the batch in flight together on the connection: one round
+    // trip per batch rather than per topic.
+    for batch in topics.chunks(CHECK_BATCH) {
+        let checks = batch.iter().map(|local| check(inner, local));
+        let positions = futures_util::future::join_all(checks).await;
+        for (local, current) in batch.iter().zip(positions) {
+            let current = match current {
+                Ok(current) => current,
+                Err(e) => {
+                    tracing::debug!("cannot check topic {} in Redis: {e}", local.name);
+                    return;
+                }
+            };
+            let behind = match (current, local.last()) {
+                (Some((epoch, last)), Some((known, seq))) => {
+                    epoch > known || (epoch == known && last > seq)
+                }
+                _ => false,
+            };
+            if behind {
+                catch_up(inner, local).await;
             }
-        };
-        let behind = match (current, local.last()) {
-            (Some((epoch, last)), Some((known, seq))) => {
-                epoch > known || (epoch == known && last > seq)
-            }
-            _ => false,
-        };
-        if behind {
-            catch_up(inner, &local).await;
         }
     }
+}
+
+/// Where `local` stands in Redis, refreshing its TTL.
+async fn check(
+    inner: &Inner,
+    local: &LocalTopic,
+) -> Result<Option<(u64, u64)>, fred::error::Error> {
+    let reply: Value = scripts::CHECK
+        .evalsha_with_reload(
+            &inner.client,
+            vec![inner.keys.meta(&local.name)],
+            vec![inner.meta_ttl_ms().to_string()],
+        )
+        .await?;
+    scripts::parse_check(reply)
 }
