@@ -30,7 +30,7 @@ mod scripts;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
@@ -108,6 +108,9 @@ struct Inner {
     topics: Mutex<HashMap<TopicName, Arc<LocalTopic>>>,
     /// Channel subscriptions and unsubscriptions, carried out in order by one task.
     channel_commands: mpsc::UnboundedSender<ChannelCommand>,
+    /// Cleared when the pub/sub connection fails, set again once its channels are subscribed
+    /// again and live topics caught up: the node is not ready in between.
+    restored: AtomicBool,
     stats: RedisStats,
 }
 
@@ -164,6 +167,7 @@ impl RedisBroker {
             settings,
             topics: Mutex::new(HashMap::new()),
             channel_commands,
+            restored: AtomicBool::new(true),
             stats: RedisStats::default(),
         });
         inner.client.connect();
@@ -418,6 +422,8 @@ impl Broker for RedisBroker {
             Some("Redis cannot be reached".to_owned())
         } else if !self.inner.subscriber.is_connected() {
             Some("the Redis pub/sub connection is down".to_owned())
+        } else if !self.inner.restored.load(Ordering::Acquire) {
+            Some("subscribing again to Redis channels".to_owned())
         } else {
             None
         };

@@ -28,10 +28,11 @@ const CATCH_UP_PAGE: Page = Page {
 };
 
 pub(crate) async fn run(inner: Weak<Inner>) {
-    let (mut messages, mut reconnects) = match inner.upgrade() {
+    let (mut messages, mut reconnects, mut errors) = match inner.upgrade() {
         Some(inner) => (
             inner.subscriber.message_rx(),
             inner.subscriber.reconnect_rx(),
+            inner.subscriber.error_rx(),
         ),
         None => return,
     };
@@ -42,6 +43,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
             Message(fred::types::Message),
             Resync,
             Reconnected,
+            Failed,
         }
         let event = tokio::select! {
             received = messages.recv() => match received {
@@ -56,18 +58,38 @@ pub(crate) async fn run(inner: Weak<Inner>) {
                 Ok(_) | Err(RecvError::Lagged(_)) => Event::Reconnected,
                 Err(RecvError::Closed) => return,
             },
+            failed = errors.recv() => match failed {
+                Ok(_) | Err(RecvError::Lagged(_)) => Event::Failed,
+                Err(RecvError::Closed) => return,
+            },
             _ = check.tick() => Event::Resync,
         };
         let Some(inner) = inner.upgrade() else { return };
         match event {
             Event::Message(message) => handle(&inner, message).await,
+            // A periodic check also restores what a missed reconnect left undone.
+            Event::Resync if !inner.restored.load(Ordering::Acquire) => restore(&inner).await,
             Event::Resync => resync(&inner).await,
-            Event::Reconnected => {
-                resubscribe(&inner).await;
-                resync(&inner).await;
+            Event::Reconnected => restore(&inner).await,
+            Event::Failed => {
+                if !inner.subscriber.is_connected() {
+                    // Not ready again until the channels are subscribed again.
+                    inner.restored.store(false, Ordering::Release);
+                }
             }
         }
     }
+}
+
+/// After the pub/sub connection came back: subscribe again, catch up, and only then count as
+/// ready.
+async fn restore(inner: &Inner) {
+    if !inner.subscriber.is_connected() {
+        return;
+    }
+    resubscribe(inner).await;
+    resync(inner).await;
+    inner.restored.store(true, Ordering::Release);
 }
 
 /// Has the channels subscribed again after a reconnect, in order with the other subscriptions,
