@@ -18,9 +18,14 @@ local function new_epoch(seconds, micros)
 end
 
 -- Drops retained messages older than max_age_ms from the front of the history, a bounded
--- number at a time so that no call takes long.
+-- number at a time so that no call takes long. Most calls find the oldest message still young
+-- and look at that one alone.
 local function trim_expired(history, now, max_age_ms)
   if max_age_ms <= 0 then
+    return
+  end
+  local first = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)
+  if #first == 0 or tonumber(first[1][2][4]) + max_age_ms >= now then
     return
   end
   local oldest = redis.call('XRANGE', history, '-', '+', 'COUNT', 64)
