@@ -9,8 +9,9 @@ use crate::client::Flavor;
 use crate::error::{Error, Result};
 use crate::plan::plan;
 use crate::procfs;
+use crate::redis::script_calls;
 use crate::report::{self, Results};
-use crate::server::{Launch, Server};
+use crate::server::{Deployment, Launch};
 use crate::workload::{self, MAX_OTHER_CPU, Opts, RunResult, Spec};
 
 /// Runs the suite; `Ok(false)` when switchboard failed a correctness check (see
@@ -56,8 +57,9 @@ pub(crate) async fn suite(a: SuiteArgs) -> Result<bool> {
     };
     let md = report::markdown(&res);
     println!("\n{md}");
-    write_results(&a.out, mode, &stamp, &res, &md)?;
-    println!("results: {}/{mode}.{{json,md,svg}}", a.out.display());
+    let name = a.results_name.as_deref().unwrap_or(mode);
+    write_results(&a.out, name, &stamp, &res, &md)?;
+    println!("results: {}/{name}.{{json,md,svg}}", a.out.display());
     let _ = std::fs::remove_dir_all(&scratch);
     let failures = report::correctness_failures(&rows);
     for f in &failures {
@@ -101,14 +103,16 @@ fn open_files_limit() -> Option<u64> {
 /// How to start the servers, from the arguments. Switchboard's connection limit is raised
 /// above the largest workload; `--switchboard-arg`s come after, so they can override it.
 fn launch(a: &SuiteArgs, scratch: PathBuf) -> Launch {
-    let nchan_conf = std::fs::canonicalize(&a.nchan_conf).unwrap_or_else(|_| a.nchan_conf.clone());
+    let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
     let mut switchboard_args = vec!["--max-connections".to_string(), "30000".to_string()];
     switchboard_args.extend(a.switchboard_args.iter().cloned());
     Launch {
         switchboard_bin: a.switchboard_bin.clone(),
         switchboard_args,
-        nchan_conf,
+        nchan_conf: absolute(&a.nchan_conf),
+        nchan_redis_conf: absolute(&a.nchan_redis_conf),
         nginx_bin: a.nginx.clone(),
+        redis_bin: a.redis_server.clone(),
         core: (!a.no_pin).then_some(a.server_core),
         scratch,
         switchboard_wrap: a
@@ -230,31 +234,31 @@ async fn wait_for_quiet(a: &SuiteArgs, w: &Spec) {
     }
 }
 
-/// One run of `w` against a freshly started `flavor` server.
+/// One run of `w` against freshly started `flavor` servers (and Redis, for several nodes).
 async fn run_once(w: &Spec, flavor: Flavor, launch: &Launch, opts: &Opts, tag: &str) -> RunResult {
-    match Server::start(flavor, launch, tag).await {
-        Ok(server) => {
-            let r = workload::run(w, &server, opts).await;
-            server.stop().await;
+    match Deployment::start(flavor, launch, tag, w.nodes).await {
+        Ok(d) => {
+            let r = workload::run(w, &d, opts).await;
+            d.stop().await;
             r
         }
         Err(e) => RunResult::failed(w, flavor, e.to_string()),
     }
 }
 
-/// Writes `{mode}.json`, `.md` and `.svg` into `out`. Every run's JSON is also kept under
+/// Writes `{name}.json`, `.md` and `.svg` into `out`. Every run's JSON is also kept under
 /// `history/` with its time stamp, so the optimisation log can cite older runs.
-fn write_results(out: &Path, mode: &str, stamp: &str, res: &Results, md: &str) -> Result<()> {
+fn write_results(out: &Path, name: &str, stamp: &str, res: &Results, md: &str) -> Result<()> {
     let json = serde_json::to_string_pretty(res).map_err(|e| Error::json("results", e))?;
     let write = |name: String, body: &str| -> Result<()> {
         let p = out.join(name);
         std::fs::write(&p, body).map_err(|e| Error::io(p.display(), e))
     };
-    write(format!("{mode}.json"), &json)?;
+    write(format!("{name}.json"), &json)?;
     create_dir(&out.join("history"))?;
-    write(format!("history/{mode}-{stamp}.json"), &json)?;
-    write(format!("{mode}.md"), md)?;
-    write(format!("{mode}.svg"), &report::svg(res))?;
+    write(format!("history/{name}-{stamp}.json"), &json)?;
+    write(format!("{name}.md"), md)?;
+    write(format!("{name}.svg"), &report::svg(res))?;
     Ok(())
 }
 
@@ -309,8 +313,27 @@ fn summary(r: &RunResult) -> String {
             r.delivered_per_s,
             steps_summary(r)
         ),
-        _ => format!("{head}: {}{errs}", flow_summary(r)),
+        _ => format!("{head}: {}{}{errs}", flow_summary(r), nodes_summary(r)),
     }
+}
+
+/// On several nodes: Redis's CPU per delivered message, its script calls and commands (those
+/// scripts run included) per publish, and each node's CPU seconds.
+fn nodes_summary(r: &RunResult) -> String {
+    if r.nodes <= 1 {
+        return String::new();
+    }
+    let nodes: Vec<String> = r.node_cpu_s.iter().map(|s| format!("{s:.2}")).collect();
+    let per_publish = |n: u64| r.per_publish(n as f64).unwrap_or(0.0);
+    format!(
+        "; {} nodes, Redis {:.3} µs CPU/msg ({:.2}s), per publish {:.2} Redis scripts and {:.2} commands, node CPU s [{}]",
+        r.nodes,
+        r.redis_cpu_us_per_msg,
+        r.redis_cpu_s,
+        per_publish(script_calls(&r.redis_calls)),
+        per_publish(r.redis_commands),
+        nodes.join(" ")
+    )
 }
 
 /// Each saturation step as `RATE:ok` or `RATE:x`, marked where the generator was the limit.
