@@ -112,6 +112,10 @@ struct SuiteArgs {
     /// many times in all (the least disturbed one is kept).
     #[arg(long, default_value_t = 3)]
     attempts: u32,
+    /// Rounds of every workload on every server, interleaved; the median round is reported,
+    /// with every round's figure (a round that failed a correctness check is kept instead).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
     /// Measure Nchan only (to validate the instrument while switchboard is unavailable).
     #[arg(long, hide = true)]
     nchan_only: bool,

@@ -425,9 +425,15 @@ pub(crate) fn markdown(res: &Results) -> String {
     } else {
         "Server pinned to core 0"
     };
+    let rounds = match res.settings["repeat"].as_u64() {
+        Some(n) if n > 1 => {
+            format!(" Each figure is the median of {n} rounds (their range in parentheses).")
+        }
+        _ => String::new(),
+    };
     let _ = writeln!(
         s,
-        "Machine: {} cores, {}, kernel {}, {} GiB. {pinned}, generator to core 1. {}.\n",
+        "Machine: {} cores, {}, kernel {}, {} GiB. {pinned}, generator to core 1. {}.{rounds}\n",
         m["cores"],
         m["model"].as_str().unwrap_or("?"),
         m["kernel"].as_str().unwrap_or("?"),
@@ -490,14 +496,14 @@ fn flow_table(s: &mut String, rows: &[RunResult]) {
             let fail = failure(r);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} / {} | {} | {} | {:.2} | {} | {} | {} | {:.0}%{} |",
+                "| {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {:.0}%{} |",
                 w,
                 label(r),
                 r.subscribers,
                 r.topics,
                 num(r.publish_rate),
                 num(r.delivered_per_s),
-                r.cpu_us_per_msg,
+                spread(us2(r.cpu_us_per_msg), r, us2),
                 vs_nchan(rows, r, cpu),
                 latency(r),
                 correctness(r),
@@ -529,6 +535,22 @@ fn latency(r: &RunResult) -> String {
 /// `lost / dup / ooo`.
 fn correctness(r: &RunResult) -> String {
     format!("{} / {} / {}", r.lost, r.duplicated, r.out_of_order)
+}
+
+/// `shown` (a run's figure), then the range of its rounds' figures when it is the median of
+/// several (`--repeat`), each written with `fmt`.
+fn spread(shown: String, r: &RunResult, fmt: fn(f64) -> String) -> String {
+    if r.rounds.len() < 2 {
+        return shown;
+    }
+    let lo = r.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = r.rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{shown} ({}–{})", fmt(lo), fmt(hi))
+}
+
+/// A CPU figure in µs, two decimals.
+fn us2(v: f64) -> String {
+    format!("{v:.2}")
 }
 
 /// `x` per successful publish with two decimals, or `–`.
@@ -600,14 +622,14 @@ fn nodes_table(s: &mut String, rows: &[RunResult]) {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} / {} | {} | {:.2} | {redis_cpu} | {vs_one} | {} | {} | {} | {commands} | {:.0}%{} |",
+                "| {} | {} | {} | {} / {} | {} | {} | {redis_cpu} | {vs_one} | {} | {} | {} | {commands} | {:.0}%{} |",
                 r.workload,
                 label(r),
                 r.nodes.max(1),
                 r.subscribers,
                 r.topics,
                 num(r.delivered_per_s),
-                r.cpu_us_per_msg,
+                spread(us2(r.cpu_us_per_msg), r, us2),
                 vs_nchan(rows, r, cpu),
                 latency(r),
                 correctness(r),
@@ -665,7 +687,7 @@ fn publish_table(s: &mut String, rows: &[RunResult]) {
             r.nodes.max(1),
             r.subscribers,
             r.topics,
-            num(r.publish_rate),
+            spread(num(r.publish_rate), r, num),
             num(r.delivered_per_s),
             us(node0),
             us(r.server_cpu_s),
@@ -1190,6 +1212,7 @@ mod tests {
     fn multi_node_tables_and_targets() {
         let publish = RunResult {
             kind: "throughput".into(),
+            rounds: vec![5000.0, 4500.0, 5600.0],
             topics: 100,
             subscribers: 100,
             published: 10_000,
@@ -1208,12 +1231,21 @@ mod tests {
         let rows = [
             flow("switchboard", "ws-fanout-1k", 10.0),
             flow("nchan", "ws-fanout-1k", 10.0),
-            on_nodes("switchboard", "nodes-ws-fanout-1k", 13.0),
+            RunResult {
+                rounds: vec![13.0, 12.5, 14.25],
+                ..on_nodes("switchboard", "nodes-ws-fanout-1k", 13.0)
+            },
             on_nodes("nchan", "nodes-ws-fanout-1k", 26.0),
             publish,
         ];
-        let md = markdown(&results(&rows, targets(&rows)));
+        let mut res = results(&rows, targets(&rows));
+        res.settings = serde_json::json!({"repeat": 3});
+        let md = markdown(&res);
         let lines: Vec<&str> = md.lines().collect();
+        assert!(
+            lines[0]
+                .ends_with("Each figure is the median of 3 rounds (their range in parentheses).")
+        );
         assert!(lines[0].contains(
             "Server pinned to core 0 (several nodes: every node and Redis), generator to core 1."
         ));
@@ -1228,11 +1260,11 @@ mod tests {
             "| ws-fanout-1k | switchboard | 1 | 1000 / 1 | 50.0k | 10.00 |  |  | 1.00× | 5.42 / 13.4 / 122 | 0 / 0 / 0 |  | 44% |",
         );
         let multi = at(
-            "| nodes-ws-fanout-1k | switchboard | 3 | 1000 / 1 | 50.0k | 13.00 | 1.30 | 1.30× | 0.50× | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 10.00 | 44% |",
+            "| nodes-ws-fanout-1k | switchboard | 3 | 1000 / 1 | 50.0k | 13.00 (12.50–14.25) | 1.30 | 1.30× | 0.50× | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 10.00 | 44% |",
         );
         assert!(single.is_some() && single < multi);
         assert!(lines.contains(&"| nodes-ws-fanout-1k | nchan | 3 | 1000 / 1 | 50.0k | 26.00 | 2.60 | 2.60× |  | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 10.00 | 44% |"));
-        assert!(lines.contains(&"| nodes-publish | switchboard | 3 | 100 / 100 | 5000 | 5000 | 100.00 / 50.00 / 190.00 | 1.00 / 10.00 / 0.70 | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"));
+        assert!(lines.contains(&"| nodes-publish | switchboard | 3 | 100 / 100 | 5000 (4500–5600) | 5000 | 100.00 / 50.00 / 190.00 | 1.00 / 10.00 / 0.70 | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"));
         assert!(lines.contains(
             &"| nodes-ws-fanout-1k | switchboard | pexpire 2.00, evalsha 1.00, publish 1.00 |"
         ));

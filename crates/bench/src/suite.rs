@@ -45,6 +45,7 @@ pub(crate) async fn suite(a: SuiteArgs) -> Result<bool> {
         settings: serde_json::json!({
             "payload_bytes": a.payload_bytes,
             "server_core": launch.core,
+            "repeat": a.repeat.max(1),
             "switchboard_args": launch.switchboard_args,
             "workloads": workloads,
         }),
@@ -124,7 +125,9 @@ fn launch(a: &SuiteArgs, scratch: PathBuf) -> Launch {
 }
 
 /// Runs every workload on every server measured (and each of its variants of the transport),
-/// printing a summary line per run.
+/// `--repeat` times, printing a summary line per run. Rounds are interleaved (switchboard,
+/// Nchan, switchboard, …) so that a slow drift of the machine affects both alike; each keeps
+/// its [`representative`] run.
 async fn run_all(a: &SuiteArgs, workloads: &[Spec], launch: &Launch) -> Vec<RunResult> {
     let opts = Opts {
         payload_bytes: a.payload_bytes,
@@ -150,20 +153,75 @@ async fn run_all(a: &SuiteArgs, workloads: &[Spec], launch: &Launch) -> Vec<RunR
             };
             w.rate = rate;
         }
-        for &flavor in &servers {
-            for transport in flavor.variants(w.transport) {
-                let w = Spec {
-                    transport,
-                    ..w.clone()
-                };
-                if let Some(r) = measure(a, &w, flavor, launch, &opts).await {
-                    println!("{}", summary(&r));
-                    results.push(r);
+        let runs: Vec<(Flavor, Spec)> = servers
+            .iter()
+            .flat_map(|&flavor| {
+                let w = &w;
+                flavor
+                    .variants(w.transport)
+                    .into_iter()
+                    .map(move |transport| {
+                        let w = Spec {
+                            transport,
+                            ..w.clone()
+                        };
+                        (flavor, w)
+                    })
+            })
+            .collect();
+        let repeat = a.repeat.max(1);
+        let mut rounds: Vec<Vec<RunResult>> = vec![Vec::new(); runs.len()];
+        for round in 1..=repeat {
+            for ((flavor, w), done) in runs.iter().zip(&mut rounds) {
+                if let Some(r) = measure(a, w, *flavor, launch, &opts).await {
+                    let of = if repeat > 1 {
+                        format!(" (round {round}/{repeat})")
+                    } else {
+                        String::new()
+                    };
+                    println!("{}{of}", summary(&r));
+                    done.push(r);
                 }
             }
         }
+        results.extend(rounds.into_iter().filter_map(representative));
     }
     results
+}
+
+/// The figure rounds of a workload are compared on: CPU per message (flow), publishes/s
+/// (throughput), memory per connection (idle), the rate kept up with (saturation).
+fn figure(r: &RunResult) -> f64 {
+    match r.kind.as_str() {
+        "throughput" => r.publish_rate,
+        "idle" => r.rss_per_conn_bytes,
+        "saturation" => r.saturation_rate.unwrap_or(0.0),
+        _ => r.cpu_us_per_msg,
+    }
+}
+
+/// The run that stands for several rounds of one workload on one server: the first that
+/// failed or lost, duplicated, reordered or dropped anything (so that no median hides it),
+/// else the median by [`figure`] (the lower middle one of an even number). It keeps every
+/// round's figure in `rounds`.
+fn representative(mut runs: Vec<RunResult>) -> Option<RunResult> {
+    let rounds: Vec<f64> = runs.iter().map(figure).collect();
+    let faulty = |r: &RunResult| {
+        r.failure.is_some()
+            || r.lost + r.duplicated + r.out_of_order + r.dropped + r.connect_failed > 0
+    };
+    let mut kept = match runs.iter().position(faulty) {
+        Some(i) => runs.swap_remove(i),
+        None => {
+            runs.sort_by(|a, b| figure(a).total_cmp(&figure(b)));
+            let middle = runs.len().checked_sub(1)? / 2;
+            runs.swap_remove(middle)
+        }
+    };
+    if rounds.len() > 1 {
+        kept.rounds = rounds;
+    }
+    Some(kept)
 }
 
 /// The rate of `latency-ws-1k`: `--latency-rate`, else half the saturation rate measured so
@@ -392,6 +450,29 @@ mod tests {
         assert_eq!(day(1_795_322_090).0, "2026-11-22 04:34:50 UTC");
         assert_eq!(day(1_709_208_000).1, "20240229-120000");
         assert_eq!(day(951_868_800).0, "2000-03-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn rounds_keep_the_median_unless_one_is_faulty() {
+        let run = |cpu_us_per_msg: f64, lost: u64| RunResult {
+            kind: "flow".into(),
+            cpu_us_per_msg,
+            lost,
+            ..RunResult::default()
+        };
+        let kept = representative(vec![run(9.0, 0), run(7.0, 0), run(8.0, 0)]);
+        let kept = kept.unwrap_or_default();
+        assert_eq!(
+            (kept.cpu_us_per_msg, kept.rounds),
+            (8.0, vec![9.0, 7.0, 8.0])
+        );
+        let kept = representative(vec![run(9.0, 0), run(7.0, 0)]).unwrap_or_default();
+        assert_eq!(kept.cpu_us_per_msg, 7.0);
+        let kept = representative(vec![run(9.0, 0), run(7.0, 3), run(8.0, 0)]);
+        assert_eq!(kept.map(|k| k.lost), Some(3));
+        let one = representative(vec![run(9.0, 0)]).unwrap_or_default();
+        assert!(one.rounds.is_empty());
+        assert!(representative(Vec::new()).is_none());
     }
 
     #[test]

@@ -165,6 +165,9 @@ pub(crate) struct RunResult {
     /// Saturation: the highest rate kept up with (its step's figures are the run's).
     pub(crate) saturation_rate: Option<f64>,
     pub(crate) steps: Vec<Step>,
+    /// With `--repeat`: the figure rounds were compared on (see `suite::figure`), for every
+    /// round, of which this run is the median (or the one that failed).
+    pub(crate) rounds: Vec<f64>,
     /// Error message → count.
     pub(crate) errors: BTreeMap<String, u64>,
     /// Why the run could not take place or be completed.
