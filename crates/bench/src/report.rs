@@ -992,7 +992,7 @@ fn panels(rows: &[RunResult]) -> [Panel; 4] {
         panel(
             rows,
             "Delivered messages per second (higher is better)",
-            &["longpoll-1k", "saturation-ws-1k"],
+            &["longpoll-1k", "saturation-ws-1k", "nodes-publish"],
             rate,
             false,
             |v| format!("{} /s", num(v)),
