@@ -6,7 +6,8 @@
 #   bench/run.sh --smoke      tiny run in seconds (make test); fails on any switchboard error
 #
 # Any further arguments go to `switchboard-bench suite` (e.g. --only ws-fanout-1k,idle-ws-10k,
-# --duration 20, --switchboard-arg=--send-queue --switchboard-arg=4096). See bench/README.md.
+# --duration 20, --switchboard-arg=--send-queue --switchboard-arg=4096; `--only nodes
+# --results-name nodes`: the multi-node workloads on Redis, into bench/results/nodes.*).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ for a in "$@"; do
         --compare) mode=compare ;;
         --smoke) mode=smoke ;;
         -h | --help)
-            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) args+=("$a") ;;
@@ -50,21 +51,44 @@ target_dir=$($CARGO metadata --format-version 1 --no-deps 2>/dev/null |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 target_dir=${target_dir:-target}
 
+# Installs Debian packages. A package may start a system-wide service (nginx, Redis); the
+# bench runs its own, separately, on free ports.
+apt_install() {
+    echo "bench: installing $* (Debian packages)"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# Whether the run includes multi-node workloads (`nodes-…`, or the group `--only nodes`),
+# which start a redis-server of their own: every run does unless `--only` leaves them out.
+needs_redis() {
+    local only="" i
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case "${args[i]}" in
+            --only) only=${args[i + 1]:-} ;;
+            --only=*) only=${args[i]#--only=} ;;
+        esac
+    done
+    [ -z "$only" ] || [[ ",$only," == *,nodes,* ]] || [[ ",$only," == *,nodes-* ]]
+}
+
 if [ "$mode" = compare ]; then
     nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
     if [ ! -x "$nginx_bin" ] || [ ! -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
-        echo "bench: installing nginx and libnginx-mod-nchan (Debian packages)"
-        sudo=""
-        [ "$(id -u)" = 0 ] || sudo=sudo
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
+        apt_install nginx libnginx-mod-nchan
         nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
     fi
-    # The package may start a system-wide nginx; ours runs separately on its own port.
     set -- "$@" --nginx "$nginx_bin"
 fi
+if needs_redis; then
+    command -v redis-server >/dev/null || apt_install redis-server
+    set -- "$@" --redis-server "$(command -v redis-server)"
+fi
 
-# Server on core 0 (the bench pins it), generator on core 1, when there are two cores.
+# Server on core 0 (the bench pins it; every node and Redis of a multi-node workload too),
+# generator on core 1, when there are two cores.
 pin=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
     pin=(taskset -c 1)
@@ -77,5 +101,6 @@ status=0
 "${pin[@]}" "$target_dir/$profile/switchboard-bench" suite \
     --switchboard-bin "$target_dir/$profile/switchboard" \
     --nchan-conf bench/nchan.conf \
+    --nchan-redis-conf bench/nchan-redis.conf \
     --out "$out" "$@" "${args[@]}" || status=$?
 exit "$status"

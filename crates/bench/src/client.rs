@@ -101,13 +101,33 @@ impl Dialer {
     }
 }
 
+/// One server node as clients reach it.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    /// The `Host` header: the node's address.
+    pub(crate) host: String,
+    pub(crate) dialer: Dialer,
+}
+
+impl Endpoint {
+    /// The node at `addr`, dialled from `n_sources` source addresses (see [`Dialer::new`]).
+    pub(crate) fn new(addr: SocketAddr, n_sources: u8) -> Self {
+        Self {
+            host: addr.to_string(),
+            dialer: Dialer::new(addr, n_sources),
+        }
+    }
+}
+
 /// Everything a run's tasks share.
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) flavor: Flavor,
-    /// The `Host` header: the server's address.
-    pub(crate) host: String,
-    pub(crate) dialer: Dialer,
+    /// Where every publisher connects.
+    pub(crate) publish_to: Endpoint,
+    /// Where subscribers connect: each on the one its [`Sub::node`] picks. Several nodes
+    /// (all but the publishers') in multi-node workloads.
+    pub(crate) subscribe_to: Vec<Endpoint>,
     /// Bounds concurrent connection set-ups so that 10k subscribers do not overflow the
     /// server's accept backlog (which would show up as multi-second SYN retries).
     pub(crate) connect_sem: Semaphore,
@@ -125,6 +145,15 @@ pub(crate) struct Ctx {
 pub(crate) struct Sub {
     /// Its topic and which of the topic's messages it has seen.
     pub(crate) tracker: RefCell<Tracker>,
+    /// Which of [`Ctx::subscribe_to`] it connects to (modulo their number).
+    pub(crate) node: usize,
+}
+
+impl Ctx {
+    /// The node `sub` connects to.
+    fn node_of(&self, sub: &Sub) -> &Endpoint {
+        &self.subscribe_to[sub.node % self.subscribe_to.len()]
+    }
 }
 
 /// Runs one subscriber until its stream ends (or the run aborts the task).
@@ -172,15 +201,19 @@ impl Drop for Connecting<'_> {
     }
 }
 
-/// Waits for a connection set-up slot, then dials. The slot is held until the permit is
+/// Waits for a connection set-up slot, then dials `to`. The slot is held until the permit is
 /// dropped, so a caller can keep it until its subscription is set up.
-async fn dial<'a>(ctx: &'a Ctx, what: &str) -> Result<(SemaphorePermit<'a>, TcpStream)> {
+async fn dial<'a>(
+    ctx: &'a Ctx,
+    to: &Endpoint,
+    what: &str,
+) -> Result<(SemaphorePermit<'a>, TcpStream)> {
     let permit = ctx
         .connect_sem
         .acquire()
         .await
         .map_err(|_| Error::Setup("semaphore closed".into()))?;
-    let stream = ctx
+    let stream = to
         .dialer
         .connect()
         .await
@@ -212,8 +245,9 @@ async fn open_stream<'a>(ctx: &'a Ctx, sub: &Sub, transport: Transport) -> Resul
         (_, Flavor::Switchboard) => ("sse", format!("/events?topic={topic}"), SSE_HEADERS, 200),
         (_, Flavor::Nchan) => ("sse", format!("/sub/sse/{topic}"), SSE_HEADERS, 200),
     };
-    let (permit, mut s) = dial(ctx, what).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n", ctx.host);
+    let to = ctx.node_of(sub);
+    let (permit, mut s) = dial(ctx, to, what).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{headers}\r\n", to.host);
     let mut buf = Vec::with_capacity(2048);
     let head = rawhttp::request(&mut s, req.as_bytes(), &mut buf).await?;
     drop(permit);
@@ -418,7 +452,8 @@ fn on_sse_lines(ctx: &Ctx, sub: &Sub, setup: &mut Connecting<'_>, lines: &[u8]) 
 async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<()> {
     let mut setup = Connecting::new(ctx);
     let topic = ctx.topics[sub.tracker.borrow().topic as usize].clone();
-    let (permit, mut s) = dial(ctx, "poll").await?;
+    let to = ctx.node_of(sub);
+    let (permit, mut s) = dial(ctx, to, "poll").await?;
     drop(permit);
     setup.ok();
     let mut at = PollPosition::default();
@@ -427,7 +462,7 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<()> {
     let mut body = Vec::with_capacity(4096);
     let mut req = Vec::with_capacity(512);
     loop {
-        at.request(&mut req, ctx, &topic, transport);
+        at.request(&mut req, ctx.flavor, &to.host, &topic, transport);
         let head = match rawhttp::exchange(&mut s, &req, &mut buf, &mut body).await {
             Ok(h) => h,
             Err(_) if ctx.shared.stopping.get() => return Ok(()),
@@ -453,7 +488,7 @@ async fn poll(ctx: &Ctx, sub: &Sub, transport: Transport) -> Result<()> {
             }
         }
         if close {
-            s = ctx
+            s = to
                 .dialer
                 .connect()
                 .await
@@ -474,10 +509,17 @@ struct PollPosition {
 }
 
 impl PollPosition {
-    /// Writes the next long-poll request for `topic` into `req`.
-    fn request(&self, req: &mut Vec<u8>, ctx: &Ctx, topic: &str, transport: Transport) {
+    /// Writes the next long-poll request for `topic` on `flavor` at `host` into `req`.
+    fn request(
+        &self,
+        req: &mut Vec<u8>,
+        flavor: Flavor,
+        host: &str,
+        topic: &str,
+        transport: Transport,
+    ) {
         req.clear();
-        match ctx.flavor {
+        match flavor {
             Flavor::Switchboard => {
                 req.extend_from_slice(b"GET /poll?topic=");
                 req.extend_from_slice(topic.as_bytes());
@@ -497,7 +539,7 @@ impl PollPosition {
             }
         }
         req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        req.extend_from_slice(ctx.host.as_bytes());
+        req.extend_from_slice(host.as_bytes());
         if let Some(v) = &self.last_modified {
             req.extend_from_slice(b"\r\nIf-Modified-Since: ");
             req.extend_from_slice(v);
@@ -550,7 +592,7 @@ pub(crate) struct PublishState {
 pub(crate) type PubItem = (u32, u64);
 
 /// Most publish requests one publisher keeps in flight (pipelined) on its connection.
-const PUBLISH_WINDOW: usize = 32;
+pub(crate) const PUBLISH_WINDOW: usize = 32;
 
 /// One keep-alive HTTP/1.1 connection publishing its queue in order, pipelined.
 ///
@@ -585,7 +627,7 @@ pub(crate) async fn publisher(ctx: Rc<Ctx>, mut rx: mpsc::Receiver<PubItem>) {
 /// Connects a publisher, retrying every 50 ms; `None` once the run is stopping.
 async fn connect_publisher(ctx: &Ctx) -> Option<TcpStream> {
     loop {
-        match ctx.dialer.connect().await {
+        match ctx.publish_to.dialer.connect().await {
             Ok(t) => return Some(t),
             Err(e) => {
                 ctx.shared
@@ -652,7 +694,7 @@ fn publish_request(req: &mut Vec<u8>, ctx: &Ctx, path: &str, seq: u64) {
     req.extend_from_slice(b"POST ");
     req.extend_from_slice(path.as_bytes());
     req.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    req.extend_from_slice(ctx.host.as_bytes());
+    req.extend_from_slice(ctx.publish_to.host.as_bytes());
     req.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
     req.extend_from_slice(body.len().to_string().as_bytes());
     req.extend_from_slice(b"\r\n\r\n");
@@ -741,8 +783,8 @@ mod tests {
         let addr = SocketAddr::from(([127, 0, 0, 1], 9));
         Ctx {
             flavor,
-            host: addr.to_string(),
-            dialer: Dialer::new(addr, 1),
+            publish_to: Endpoint::new(addr, 1),
+            subscribe_to: vec![Endpoint::new(addr, 1)],
             connect_sem: Semaphore::new(1),
             shared: Shared::new(),
             topics: vec!["t.0".into()],
@@ -760,6 +802,7 @@ mod tests {
         let ctx = ctx(Flavor::Switchboard);
         let sub = Sub {
             tracker: RefCell::new(Tracker::new(0)),
+            node: 0,
         };
         let mut rx = WsReceiver {
             ctx: &ctx,
@@ -802,13 +845,14 @@ mod tests {
         let mut req = Vec::new();
         let mut at = PollPosition::default();
         let sb = ctx(Flavor::Switchboard);
-        at.request(&mut req, &sb, "t.0", Transport::Poll);
+        at.request(&mut req, sb.flavor, "127.0.0.1:9", "t.0", Transport::Poll);
         assert_eq!(
             req,
             b"GET /poll?topic=t.0&timeout=25 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n"
         );
         let sub = Sub {
             tracker: RefCell::new(Tracker::new(0)),
+            node: 0,
         };
         at.on_reply(
             &sb,
@@ -816,7 +860,7 @@ mod tests {
             rawhttp::Head::default(),
             br#"{"cursor":"a-1","reset":[]}"#,
         );
-        at.request(&mut req, &sb, "t.0", Transport::Poll);
+        at.request(&mut req, sb.flavor, "127.0.0.1:9", "t.0", Transport::Poll);
         assert!(req.starts_with(b"GET /poll?topic=t.0&since=a-1&timeout=25 HTTP/1.1\r\n"));
 
         let nchan = ctx(Flavor::Nchan);
@@ -827,7 +871,13 @@ mod tests {
             ..rawhttp::Head::default()
         };
         at.on_reply(&nchan, &sub, head, b"");
-        at.request(&mut req, &nchan, "t.0", Transport::PollMultipart);
+        at.request(
+            &mut req,
+            nchan.flavor,
+            "127.0.0.1:9",
+            "t.0",
+            Transport::PollMultipart,
+        );
         assert_eq!(
             req,
             &b"GET /sub/lpm/t.0 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nIf-Modified-Since: Thu\r\n\

@@ -4,15 +4,17 @@
 //! and server memory per idle connection. `bench/run.sh` is the usual way in.
 //!
 //! The whole generator is one single-threaded tokio runtime: `bench/run.sh` pins it to one
-//! core and each server to another, so the two never compete for a CPU and the generator's
-//! own CPU use is reported to show it was not the bottleneck.
+//! core and each server to another (every node and Redis of a multi-node workload to that
+//! same one), so the two never compete for a CPU and the generator's own CPU use is reported
+//! to show it was not the bottleneck.
 //!
 //! This file is the command line. The rest, in the order a run uses it: `plan` (the
 //! workloads), `suite` (runs them and writes the results), `server` (starts each server
 //! fresh), `workload` (one run: connect, warm up, publish, drain, measure), `client` (the
 //! subscribers and publishers) over `rawhttp` (HTTP/1.1 and WebSocket framing) and `payload`
 //! (the message and how it is found again), `stats` (per-run counters and latency),
-//! `procfs` (CPU and memory from `/proc`), `report` (tables, targets, chart) and `error`.
+//! `procfs` (CPU and memory from `/proc`), `redis` (the multi-node workloads' `redis-server`
+//! and its counters), `report` (tables, targets, chart) and `error`.
 
 mod client;
 mod error;
@@ -20,6 +22,7 @@ mod payload;
 mod plan;
 mod procfs;
 mod rawhttp;
+mod redis;
 mod report;
 mod server;
 mod stats;
@@ -45,7 +48,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the workloads, each against a freshly started server, and write the results.
-    Suite(SuiteArgs),
+    Suite(Box<SuiteArgs>),
     /// Re-render the table and chart from a results JSON file.
     Report {
         /// Results file written by `suite`.
@@ -74,12 +77,22 @@ struct SuiteArgs {
     /// Nchan configuration template (see the file's header).
     #[arg(long, default_value = "bench/nchan.conf")]
     nchan_conf: PathBuf,
+    /// Nchan configuration template for nodes on Redis (multi-node workloads).
+    #[arg(long, default_value = "bench/nchan-redis.conf")]
+    nchan_redis_conf: PathBuf,
     /// The nginx binary.
     #[arg(long, default_value = "nginx")]
     nginx: String,
+    /// The redis-server binary (multi-node workloads start one of their own per run).
+    #[arg(long, default_value = "redis-server")]
+    redis_server: String,
     /// Directory for results (JSON, Markdown table, SVG chart).
     #[arg(long)]
     out: PathBuf,
+    /// Name of the results files (default: `smoke`, `compare` or `switchboard`), so that a
+    /// partial run (`--only`) can be kept beside the full one.
+    #[arg(long)]
+    results_name: Option<String>,
     /// Only these workloads (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -99,6 +112,10 @@ struct SuiteArgs {
     /// many times in all (the least disturbed one is kept).
     #[arg(long, default_value_t = 3)]
     attempts: u32,
+    /// Rounds of every workload on every server, interleaved; the median round is reported,
+    /// with every round's figure (a round that failed a correctness check is kept instead).
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
     /// Measure Nchan only (to validate the instrument while switchboard is unavailable).
     #[arg(long, hide = true)]
     nchan_only: bool,
@@ -137,7 +154,7 @@ fn main() {
         }
     };
     let result = match cli.cmd {
-        Cmd::Suite(a) => tokio::task::LocalSet::new().block_on(&rt, suite::suite(a)),
+        Cmd::Suite(a) => tokio::task::LocalSet::new().block_on(&rt, suite::suite(*a)),
         Cmd::Report { json } => report_cmd(&json).map(|()| true),
     };
     let code = match result {

@@ -1,4 +1,7 @@
 //! The workloads of a suite run: their sizes and rates, full or smoke, and `--only`.
+//!
+//! Multi-node workloads are named `nodes-…`; the single-node workload each one is compared
+//! with is the same name without `nodes-` (see [`single_node_basis`]).
 
 use crate::SuiteArgs;
 use crate::client::Transport;
@@ -24,7 +27,30 @@ fn spec(
         duration_s,
         drain_s: 5.0,
         max_steps: 1,
+        nodes: 1,
     }
+}
+
+/// Nodes of every multi-node workload: the publishers' node and two nodes of subscribers.
+const NODES: u32 = 3;
+
+/// `--only nodes`: every multi-node workload, and the single-node ones they are compared with.
+const NODES_GROUP: &str = "nodes";
+
+/// The single-node workload that multi-node workload `name` is compared with (`nodes-X` →
+/// `X`), if `name` is a multi-node one.
+pub(crate) fn single_node_basis(name: &str) -> Option<&str> {
+    name.strip_prefix("nodes-")
+}
+
+/// Whether `--only` asks for workload `name` (by name, or through the `nodes` group).
+fn selected(only: &[String], name: &str, all: &[Spec]) -> bool {
+    let in_nodes_group = || {
+        single_node_basis(name).is_some()
+            || all.iter().any(|w| single_node_basis(&w.name) == Some(name))
+    };
+    only.iter()
+        .any(|o| o == name || (o == NODES_GROUP && in_nodes_group()))
 }
 
 /// The workloads. Fan-out rates are chosen so that each delivers 50k messages/s: about half
@@ -37,7 +63,8 @@ pub(crate) fn plan(a: &SuiteArgs) -> Vec<Spec> {
         .filter(|w| w.transport == Transport::Poll)
         .for_each(|w| w.drain_s = 10.0);
     if !a.only.is_empty() {
-        v.retain(|w| a.only.iter().any(|o| o == &w.name));
+        let all = v.clone();
+        v.retain(|w| selected(&a.only, &w.name, &all));
     }
     v
 }
@@ -61,7 +88,7 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         20.0,
         r(3.0, 1.0),
     );
-    vec![
+    let mut v = vec![
         spec("ws-fanout-1k", Flow, Ws, z(1000, 20), 1, 50.0, d),
         spec("ws-fanout-5k", Flow, Ws, z(5000, 50), 1, 10.0, d),
         spec("sse-fanout-1k", Flow, Sse, z(1000, 20), 1, 50.0, d),
@@ -93,7 +120,43 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         },
         // The rate is filled in once saturation is known.
         spec("latency-ws-1k", Flow, Ws, z(1000, 20), 1, 0.0, d),
-    ]
+    ];
+    // Several nodes on one Redis: the fan-outs above, published on node 0 and delivered on
+    // the two others; and publishes as fast as node 0 answers them, over many topics with one
+    // subscriber each (on the other nodes), so that each is delivered too. A smoke run leaves
+    // out the SSE fan-out: its SSE path is the single-node one.
+    let on_nodes = |w: Spec| Spec { nodes: NODES, ..w };
+    v.push(on_nodes(spec(
+        "nodes-ws-fanout-1k",
+        Flow,
+        Ws,
+        z(1000, 20),
+        1,
+        50.0,
+        d,
+    )));
+    if !smoke {
+        v.push(on_nodes(spec(
+            "nodes-sse-fanout-1k",
+            Flow,
+            Sse,
+            1000,
+            1,
+            50.0,
+            d,
+        )));
+    }
+    let (subs, topics) = (z(100, 10), z(100, 10));
+    v.push(on_nodes(spec(
+        "nodes-publish",
+        Throughput,
+        Ws,
+        subs,
+        topics,
+        0.0,
+        d,
+    )));
+    v
 }
 
 #[cfg(test)]
@@ -133,14 +196,21 @@ mod tests {
         (w.name.as_str(), t.0, t.1, t.2, t.3, t.4, t.5)
     }
 
+    fn names(v: &[Spec]) -> String {
+        v.iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     #[test]
     fn full_plan() {
         let v = plan_of(&[]);
-        let names: Vec<&str> = v.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(
-            names.join(" "),
+            names(&v),
             "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k rooms-10k longpoll-1k \
-             idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k"
+             idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k \
+             nodes-ws-fanout-1k nodes-sse-fanout-1k nodes-publish"
         );
         let want = [
             ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
@@ -152,6 +222,36 @@ mod tests {
             assert_eq!(shape(&v[i]), want);
         }
         assert_eq!(v[8].kind, Kind::Saturation);
+        assert_eq!(
+            shape(&v[11]),
+            ("nodes-sse-fanout-1k", 1000, 1, 50.0, 10.0, 5.0, 1)
+        );
+        assert_eq!(
+            shape(&v[12]),
+            ("nodes-publish", 100, 100, 0.0, 10.0, 5.0, 1)
+        );
+        assert_eq!((v[12].kind, v[12].nodes), (Kind::Throughput, 3));
+        assert!(v[..10].iter().all(|w| w.nodes == 1));
+    }
+
+    #[test]
+    fn nodes_group() {
+        let v = plan_of(&["--only", "nodes", "--compare"]);
+        assert_eq!(
+            names(&v),
+            "ws-fanout-1k sse-fanout-1k nodes-ws-fanout-1k nodes-sse-fanout-1k nodes-publish"
+        );
+        let v = plan_of(&["--smoke", "--only", "nodes,rooms-10k"]);
+        assert_eq!(
+            names(&v),
+            "ws-fanout-1k rooms-10k nodes-ws-fanout-1k nodes-publish"
+        );
+        assert_eq!(shape(&v[3]), ("nodes-publish", 10, 10, 0.0, 1.5, 5.0, 1));
+        assert_eq!(
+            single_node_basis("nodes-ws-fanout-1k"),
+            Some("ws-fanout-1k")
+        );
+        assert_eq!(single_node_basis("ws-fanout-1k"), None);
     }
 
     #[test]

@@ -95,6 +95,15 @@ impl Usage {
         }
     }
 
+    /// Both processes' figures together.
+    pub(crate) fn plus(self, o: Self) -> Self {
+        Self {
+            user_s: self.user_s + o.user_s,
+            sys_s: self.sys_s + o.sys_s,
+            rss_kib: self.rss_kib + o.rss_kib,
+        }
+    }
+
     /// User plus system CPU seconds.
     pub(crate) fn cpu_s(&self) -> f64 {
         self.user_s + self.sys_s

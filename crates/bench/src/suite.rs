@@ -9,8 +9,9 @@ use crate::client::Flavor;
 use crate::error::{Error, Result};
 use crate::plan::plan;
 use crate::procfs;
+use crate::redis::script_calls;
 use crate::report::{self, Results};
-use crate::server::{Launch, Server};
+use crate::server::{Deployment, Launch};
 use crate::workload::{self, MAX_OTHER_CPU, Opts, RunResult, Spec};
 
 /// Runs the suite; `Ok(false)` when switchboard failed a correctness check (see
@@ -44,6 +45,7 @@ pub(crate) async fn suite(a: SuiteArgs) -> Result<bool> {
         settings: serde_json::json!({
             "payload_bytes": a.payload_bytes,
             "server_core": launch.core,
+            "repeat": a.repeat.max(1),
             "switchboard_args": launch.switchboard_args,
             "workloads": workloads,
         }),
@@ -56,8 +58,9 @@ pub(crate) async fn suite(a: SuiteArgs) -> Result<bool> {
     };
     let md = report::markdown(&res);
     println!("\n{md}");
-    write_results(&a.out, mode, &stamp, &res, &md)?;
-    println!("results: {}/{mode}.{{json,md,svg}}", a.out.display());
+    let name = a.results_name.as_deref().unwrap_or(mode);
+    write_results(&a.out, name, &stamp, &res, &md)?;
+    println!("results: {}/{name}.{{json,md,svg}}", a.out.display());
     let _ = std::fs::remove_dir_all(&scratch);
     let failures = report::correctness_failures(&rows);
     for f in &failures {
@@ -101,14 +104,16 @@ fn open_files_limit() -> Option<u64> {
 /// How to start the servers, from the arguments. Switchboard's connection limit is raised
 /// above the largest workload; `--switchboard-arg`s come after, so they can override it.
 fn launch(a: &SuiteArgs, scratch: PathBuf) -> Launch {
-    let nchan_conf = std::fs::canonicalize(&a.nchan_conf).unwrap_or_else(|_| a.nchan_conf.clone());
+    let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
     let mut switchboard_args = vec!["--max-connections".to_string(), "30000".to_string()];
     switchboard_args.extend(a.switchboard_args.iter().cloned());
     Launch {
         switchboard_bin: a.switchboard_bin.clone(),
         switchboard_args,
-        nchan_conf,
+        nchan_conf: absolute(&a.nchan_conf),
+        nchan_redis_conf: absolute(&a.nchan_redis_conf),
         nginx_bin: a.nginx.clone(),
+        redis_bin: a.redis_server.clone(),
         core: (!a.no_pin).then_some(a.server_core),
         scratch,
         switchboard_wrap: a
@@ -120,7 +125,9 @@ fn launch(a: &SuiteArgs, scratch: PathBuf) -> Launch {
 }
 
 /// Runs every workload on every server measured (and each of its variants of the transport),
-/// printing a summary line per run.
+/// `--repeat` times, printing a summary line per run. Rounds are interleaved (switchboard,
+/// Nchan, switchboard, …) so that a slow drift of the machine affects both alike; each keeps
+/// its [`representative`] run.
 async fn run_all(a: &SuiteArgs, workloads: &[Spec], launch: &Launch) -> Vec<RunResult> {
     let opts = Opts {
         payload_bytes: a.payload_bytes,
@@ -146,20 +153,75 @@ async fn run_all(a: &SuiteArgs, workloads: &[Spec], launch: &Launch) -> Vec<RunR
             };
             w.rate = rate;
         }
-        for &flavor in &servers {
-            for transport in flavor.variants(w.transport) {
-                let w = Spec {
-                    transport,
-                    ..w.clone()
-                };
-                if let Some(r) = measure(a, &w, flavor, launch, &opts).await {
-                    println!("{}", summary(&r));
-                    results.push(r);
+        let runs: Vec<(Flavor, Spec)> = servers
+            .iter()
+            .flat_map(|&flavor| {
+                let w = &w;
+                flavor
+                    .variants(w.transport)
+                    .into_iter()
+                    .map(move |transport| {
+                        let w = Spec {
+                            transport,
+                            ..w.clone()
+                        };
+                        (flavor, w)
+                    })
+            })
+            .collect();
+        let repeat = a.repeat.max(1);
+        let mut rounds: Vec<Vec<RunResult>> = vec![Vec::new(); runs.len()];
+        for round in 1..=repeat {
+            for ((flavor, w), done) in runs.iter().zip(&mut rounds) {
+                if let Some(r) = measure(a, w, *flavor, launch, &opts).await {
+                    let of = if repeat > 1 {
+                        format!(" (round {round}/{repeat})")
+                    } else {
+                        String::new()
+                    };
+                    println!("{}{of}", summary(&r));
+                    done.push(r);
                 }
             }
         }
+        results.extend(rounds.into_iter().filter_map(representative));
     }
     results
+}
+
+/// The figure rounds of a workload are compared on: CPU per message (flow), publishes/s
+/// (throughput), memory per connection (idle), the rate kept up with (saturation).
+fn figure(r: &RunResult) -> f64 {
+    match r.kind.as_str() {
+        "throughput" => r.publish_rate,
+        "idle" => r.rss_per_conn_bytes,
+        "saturation" => r.saturation_rate.unwrap_or(0.0),
+        _ => r.cpu_us_per_msg,
+    }
+}
+
+/// The run that stands for several rounds of one workload on one server: the first that
+/// failed or lost, duplicated, reordered or dropped anything (so that no median hides it),
+/// else the median by [`figure`] (the lower middle one of an even number). It keeps every
+/// round's figure in `rounds`.
+fn representative(mut runs: Vec<RunResult>) -> Option<RunResult> {
+    let rounds: Vec<f64> = runs.iter().map(figure).collect();
+    let faulty = |r: &RunResult| {
+        r.failure.is_some()
+            || r.lost + r.duplicated + r.out_of_order + r.dropped + r.connect_failed > 0
+    };
+    let mut kept = match runs.iter().position(faulty) {
+        Some(i) => runs.swap_remove(i),
+        None => {
+            runs.sort_by(|a, b| figure(a).total_cmp(&figure(b)));
+            let middle = runs.len().checked_sub(1)? / 2;
+            runs.swap_remove(middle)
+        }
+    };
+    if rounds.len() > 1 {
+        kept.rounds = rounds;
+    }
+    Some(kept)
 }
 
 /// The rate of `latency-ws-1k`: `--latency-rate`, else half the saturation rate measured so
@@ -230,31 +292,31 @@ async fn wait_for_quiet(a: &SuiteArgs, w: &Spec) {
     }
 }
 
-/// One run of `w` against a freshly started `flavor` server.
+/// One run of `w` against freshly started `flavor` servers (and Redis, for several nodes).
 async fn run_once(w: &Spec, flavor: Flavor, launch: &Launch, opts: &Opts, tag: &str) -> RunResult {
-    match Server::start(flavor, launch, tag).await {
-        Ok(server) => {
-            let r = workload::run(w, &server, opts).await;
-            server.stop().await;
+    match Deployment::start(flavor, launch, tag, w.nodes).await {
+        Ok(d) => {
+            let r = workload::run(w, &d, opts).await;
+            d.stop().await;
             r
         }
         Err(e) => RunResult::failed(w, flavor, e.to_string()),
     }
 }
 
-/// Writes `{mode}.json`, `.md` and `.svg` into `out`. Every run's JSON is also kept under
+/// Writes `{name}.json`, `.md` and `.svg` into `out`. Every run's JSON is also kept under
 /// `history/` with its time stamp, so the optimisation log can cite older runs.
-fn write_results(out: &Path, mode: &str, stamp: &str, res: &Results, md: &str) -> Result<()> {
+fn write_results(out: &Path, name: &str, stamp: &str, res: &Results, md: &str) -> Result<()> {
     let json = serde_json::to_string_pretty(res).map_err(|e| Error::json("results", e))?;
     let write = |name: String, body: &str| -> Result<()> {
         let p = out.join(name);
         std::fs::write(&p, body).map_err(|e| Error::io(p.display(), e))
     };
-    write(format!("{mode}.json"), &json)?;
+    write(format!("{name}.json"), &json)?;
     create_dir(&out.join("history"))?;
-    write(format!("history/{mode}-{stamp}.json"), &json)?;
-    write(format!("{mode}.md"), md)?;
-    write(format!("{mode}.svg"), &report::svg(res))?;
+    write(format!("history/{name}-{stamp}.json"), &json)?;
+    write(format!("{name}.md"), md)?;
+    write(format!("{name}.svg"), &report::svg(res))?;
     Ok(())
 }
 
@@ -309,8 +371,27 @@ fn summary(r: &RunResult) -> String {
             r.delivered_per_s,
             steps_summary(r)
         ),
-        _ => format!("{head}: {}{errs}", flow_summary(r)),
+        _ => format!("{head}: {}{}{errs}", flow_summary(r), nodes_summary(r)),
     }
+}
+
+/// On several nodes: Redis's CPU per delivered message, its script calls and commands (those
+/// scripts run included) per publish, and each node's CPU seconds.
+fn nodes_summary(r: &RunResult) -> String {
+    if r.nodes <= 1 {
+        return String::new();
+    }
+    let nodes: Vec<String> = r.node_cpu_s.iter().map(|s| format!("{s:.2}")).collect();
+    let per_publish = |n: u64| r.per_publish(n as f64).unwrap_or(0.0);
+    format!(
+        "; {} nodes, Redis {:.3} µs CPU/msg ({:.2}s), per publish {:.2} Redis scripts and {:.2} commands, node CPU s [{}]",
+        r.nodes,
+        r.redis_cpu_us_per_msg,
+        r.redis_cpu_s,
+        per_publish(script_calls(&r.redis_calls)),
+        per_publish(r.redis_commands),
+        nodes.join(" ")
+    )
 }
 
 /// Each saturation step as `RATE:ok` or `RATE:x`, marked where the generator was the limit.
@@ -369,6 +450,29 @@ mod tests {
         assert_eq!(day(1_795_322_090).0, "2026-11-22 04:34:50 UTC");
         assert_eq!(day(1_709_208_000).1, "20240229-120000");
         assert_eq!(day(951_868_800).0, "2000-03-01 00:00:00 UTC");
+    }
+
+    #[test]
+    fn rounds_keep_the_median_unless_one_is_faulty() {
+        let run = |cpu_us_per_msg: f64, lost: u64| RunResult {
+            kind: "flow".into(),
+            cpu_us_per_msg,
+            lost,
+            ..RunResult::default()
+        };
+        let kept = representative(vec![run(9.0, 0), run(7.0, 0), run(8.0, 0)]);
+        let kept = kept.unwrap_or_default();
+        assert_eq!(
+            (kept.cpu_us_per_msg, kept.rounds),
+            (8.0, vec![9.0, 7.0, 8.0])
+        );
+        let kept = representative(vec![run(9.0, 0), run(7.0, 0)]).unwrap_or_default();
+        assert_eq!(kept.cpu_us_per_msg, 7.0);
+        let kept = representative(vec![run(9.0, 0), run(7.0, 3), run(8.0, 0)]);
+        assert_eq!(kept.map(|k| k.lost), Some(3));
+        let one = representative(vec![run(9.0, 0)]).unwrap_or_default();
+        assert!(one.rounds.is_empty());
+        assert!(representative(Vec::new()).is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! One workload run against one fresh server: connect subscribers, prove every subscription
-//! live with warm-up messages, publish at a fixed rate, drain, and account for every message.
+//! One workload run against a fresh deployment (one server, or several nodes on one Redis):
+//! connect subscribers, prove every subscription live with warm-up messages, publish at a
+//! fixed rate (or as fast as the server answers), drain, and account for every message.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -9,9 +10,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::client::{self, Ctx, Dialer, Flavor, PubItem, PublishState, Sub, Transport};
+use crate::client::Transport;
+use crate::client::{self, Ctx, Endpoint, Flavor, PUBLISH_WINDOW, PubItem, PublishState, Sub};
 use crate::procfs::{CpuStat, Usage};
-use crate::server::Server;
+use crate::redis::Counters;
+use crate::server::Deployment;
 use crate::stats::{Shared, Tracker};
 
 /// What a workload measures.
@@ -24,6 +27,9 @@ pub(crate) enum Kind {
     Idle,
     /// Raise the rate step by step until delivery no longer keeps up.
     Saturation,
+    /// Publish as fast as the server answers (every publisher keeps its pipeline full) for
+    /// `duration_s`: publishes per second one node sustains, and what each costs.
+    Throughput,
 }
 
 /// A workload's shape.
@@ -44,6 +50,9 @@ pub(crate) struct Spec {
     pub(crate) drain_s: f64,
     /// `Saturation` only: most steps to try.
     pub(crate) max_steps: u32,
+    /// Server nodes: 1 is one server; more share one Redis, node 0 takes every publish and the
+    /// subscribers are spread over the others (see `server::Deployment`).
+    pub(crate) nodes: u32,
 }
 
 /// Generator settings common to all runs.
@@ -89,7 +98,10 @@ pub(crate) struct RunResult {
     pub(crate) transport: String,
     pub(crate) subscribers: u32,
     pub(crate) topics: u32,
-    /// The rate asked for; `publish_rate` is what was handed out.
+    /// Server nodes (0 in files from before multi-node runs: one).
+    pub(crate) nodes: u32,
+    /// The rate asked for; `publish_rate` is what was handed out (throughput: publishes
+    /// answered per second, from the first publish to the last answer).
     pub(crate) target_rate: f64,
     pub(crate) publish_rate: f64,
     /// Seconds from the first publish to the last delivery.
@@ -119,6 +131,17 @@ pub(crate) struct RunResult {
     pub(crate) server_sys_s: f64,
     /// Server CPU µs per delivered message: the efficiency figure.
     pub(crate) cpu_us_per_msg: f64,
+    /// Multi-node runs: each node's CPU seconds over the window, node 0 (the publishers')
+    /// first. The server figures above are these plus Redis's.
+    pub(crate) node_cpu_s: Vec<f64>,
+    /// Multi-node runs: Redis's CPU seconds over the window, and per delivered message.
+    pub(crate) redis_cpu_s: f64,
+    pub(crate) redis_cpu_us_per_msg: f64,
+    /// Multi-node runs: what Redis counted over the window (see `redis::Counters`): commands
+    /// executed (those scripts call included), reads from client sockets, calls per command.
+    pub(crate) redis_commands: u64,
+    pub(crate) redis_reads: u64,
+    pub(crate) redis_calls: BTreeMap<String, u64>,
     /// Publish→deliver latency percentiles.
     pub(crate) lat_p50_us: u64,
     pub(crate) lat_p99_us: u64,
@@ -142,6 +165,9 @@ pub(crate) struct RunResult {
     /// Saturation: the highest rate kept up with (its step's figures are the run's).
     pub(crate) saturation_rate: Option<f64>,
     pub(crate) steps: Vec<Step>,
+    /// With `--repeat`: the figure rounds were compared on (see `suite::figure`), for every
+    /// round, of which this run is the median (or the one that failed).
+    pub(crate) rounds: Vec<f64>,
     /// Error message → count.
     pub(crate) errors: BTreeMap<String, u64>,
     /// Why the run could not take place or be completed.
@@ -170,18 +196,32 @@ struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// How an interval publishes.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// This many messages per second, evenly spread.
+    Paced(f64),
+    /// As fast as the server answers: every publisher's pipeline kept full.
+    Flood,
+}
+
 impl Running {
-    /// Starts `spec`'s subscribers against `server`, and its publishers: a few keep-alive
-    /// connections, topic i always on publisher i % n (so each topic's order is kept).
-    fn start(spec: &Spec, server: &Server, opts: &Opts) -> Self {
+    /// Starts `spec`'s subscribers against `d` (subscriber i on its subscriber node i % n),
+    /// and its publishers: a few keep-alive connections to `d`'s publish node, topic i always
+    /// on publisher i % n (so each topic's order is kept).
+    fn start(spec: &Spec, d: &Deployment, opts: &Opts) -> Self {
         let topics: Vec<String> = (0..spec.topics.max(1))
             .map(|i| format!("bench.{}.{i}", spec.name))
             .collect();
         let n_topics = topics.len();
         let ctx = Rc::new(Ctx {
-            flavor: server.flavor,
-            host: server.addr.to_string(),
-            dialer: Dialer::new(server.addr, opts.source_addrs),
+            flavor: d.flavor,
+            publish_to: Endpoint::new(d.publish_addr(), opts.source_addrs),
+            subscribe_to: d
+                .subscriber_addrs()
+                .into_iter()
+                .map(|a| Endpoint::new(a, opts.source_addrs))
+                .collect(),
             connect_sem: Semaphore::new(opts.connect_concurrency.max(1)),
             shared: Shared::new(),
             topics,
@@ -196,6 +236,7 @@ impl Running {
             .map(|i| {
                 Rc::new(Sub {
                     tracker: RefCell::new(Tracker::new(i % n_topics as u32)),
+                    node: i as usize,
                 })
             })
             .collect();
@@ -242,12 +283,12 @@ impl Running {
         r.not_ready = sh.connected.get().saturating_sub(sh.ready.get());
     }
 
-    /// One measured interval: publishes at `rate` for `duration`, waits for every publish to be
-    /// answered and then up to `drain` for the deliveries they owe, and measures all of it.
+    /// One measured interval: publishes (`load`) for `duration`, waits for every publish to
+    /// be answered and then up to `drain` for the deliveries they owe, and measures all of it.
     async fn interval(
         &self,
-        server: &Server,
-        rate: f64,
+        d: &Deployment,
+        load: Load,
         duration: Duration,
         drain: Duration,
         next_topic: &mut u32,
@@ -256,15 +297,22 @@ impl Running {
         sh.reset_histogram();
         let d0 = sh.delivered.get();
         let e0 = self.expected();
-        let w = Window::start(server);
-        let handed = self.pace(rate, duration, next_topic).await;
+        let acked0 = self.ctx.publish.acked.get();
+        let w = Window::start(d, sh).await;
+        let handed = match load {
+            Load::Paced(rate) => self.pace(rate, duration, next_topic).await,
+            Load::Flood => self.flood(duration, next_topic).await,
+        };
         self.finish_publishing().await;
+        let publish_s = w.t0.elapsed().as_secs_f64();
         let expected = self.expected() - e0;
         wait_until(drain, || sh.delivered.get() - d0 >= expected).await;
-        let m = w.end(server);
+        let m = w.end(d, sh).await;
         let end = sh.last_delivery.get().max(w.t0 + Duration::from_millis(1));
         Interval {
             handed,
+            acked: self.ctx.publish.acked.get() - acked0,
+            publish_s,
             expected,
             delivered: sh.delivered.get() - d0,
             window_s: end.duration_since(w.t0).as_secs_f64(),
@@ -272,6 +320,7 @@ impl Running {
             m,
         }
     }
+
     /// Deliveries owed to all subscribers for messages handed out so far (failed publishes
     /// excluded: those messages never existed).
     fn expected(&self) -> u64 {
@@ -369,6 +418,31 @@ impl Running {
         handed
     }
 
+    /// Hands out messages round-robin over topics for `duration`, as fast as the publishers
+    /// take them: each keeps its pipeline full, with as much again queued behind it. Returns
+    /// the number handed out.
+    async fn flood(&self, duration: Duration, next_topic: &mut u32) -> u64 {
+        let topics = self.ctx.topics.len() as u32;
+        let most = (self.txs.len() * PUBLISH_WINDOW * 2) as u64;
+        let p = &self.ctx.publish;
+        let start = Instant::now();
+        let mut handed = 0u64;
+        while start.elapsed() < duration {
+            while p.inflight.get() < most {
+                let t = *next_topic;
+                let seq = p.assigned.borrow()[t as usize] + 1;
+                if !self.enqueue(t, seq) {
+                    break;
+                }
+                p.assigned.borrow_mut()[t as usize] = seq;
+                *next_topic = (t + 1) % topics;
+                handed += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        handed
+    }
+
     async fn finish_publishing(&self) {
         let p = &self.ctx.publish;
         if !wait_until(Duration::from_secs(30), || p.inflight.get() == 0).await {
@@ -399,6 +473,10 @@ fn pctl(shared: &Shared) -> (u64, u64, u64) {
 struct Interval {
     /// Messages handed to the publishers.
     handed: u64,
+    /// Publishes the server acknowledged.
+    acked: u64,
+    /// From the first publish until every publish was answered.
+    publish_s: f64,
     /// Deliveries owed for them.
     expected: u64,
     delivered: u64,
@@ -416,8 +494,13 @@ impl Interval {
 
     /// Server CPU per delivered message, in µs (0 when nothing was delivered).
     fn cpu_us_per_msg(&self) -> f64 {
+        self.per_delivery(self.m.server_user_s + self.m.server_sys_s)
+    }
+
+    /// `cpu_s` seconds of CPU per delivered message, in µs (0 when nothing was delivered).
+    fn per_delivery(&self, cpu_s: f64) -> f64 {
         if self.delivered > 0 {
-            (self.m.server_user_s + self.m.server_sys_s) * 1e6 / self.delivered as f64
+            cpu_s * 1e6 / self.delivered as f64
         } else {
             0.0
         }
@@ -437,6 +520,7 @@ impl RunResult {
                 .unwrap_or_default(),
             subscribers: spec.subscribers,
             topics: spec.topics,
+            nodes: spec.nodes,
             target_rate: spec.rate,
             ..Self::default()
         }
@@ -448,6 +532,7 @@ impl RunResult {
             server: flavor.name().into(),
             workload: spec.name.clone(),
             kind: spec.kind.name(),
+            nodes: spec.nodes,
             failure: Some(why),
             ..Self::default()
         }
@@ -491,17 +576,18 @@ impl Kind {
     }
 }
 
-/// Runs `spec` against `server` (fresh) and measures it.
-pub(crate) async fn run(spec: &Spec, server: &Server, opts: &Opts) -> RunResult {
-    let mut r = RunResult::of(spec, server.flavor);
-    let before = server.usage();
+/// Runs `spec` against `d` (fresh) and measures it.
+pub(crate) async fn run(spec: &Spec, d: &Deployment, opts: &Opts) -> RunResult {
+    let mut r = RunResult::of(spec, d.flavor);
+    let before = d.usage();
     r.rss_before_kib = before.rss_kib;
-    let run = Running::start(spec, server, opts);
+    let run = Running::start(spec, d, opts);
     run.set_up(&mut r).await;
     match spec.kind {
-        Kind::Idle => idle(server, before, &mut r).await,
-        Kind::Flow => flow(spec, server, &run, &mut r).await,
-        Kind::Saturation => saturation(spec, server, &run, &mut r).await,
+        Kind::Idle => idle(d, before, &mut r).await,
+        Kind::Flow => flow(spec, d, &run, &mut r).await,
+        Kind::Saturation => saturation(spec, d, &run, &mut r).await,
+        Kind::Throughput => throughput(spec, d, &run, &mut r).await,
     }
     r.count(&run.ctx);
     run.stop();
@@ -511,10 +597,10 @@ pub(crate) async fn run(spec: &Spec, server: &Server, opts: &Opts) -> RunResult 
 }
 
 /// Server memory per connection, once the connections are up and subscribed.
-async fn idle(server: &Server, before: Usage, r: &mut RunResult) {
+async fn idle(d: &Deployment, before: Usage, r: &mut RunResult) {
     // Let allocations settle (the server may finish set-up work after replying).
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let after = server.usage();
+    let after = d.usage();
     r.rss_after_kib = after.rss_kib;
     if r.connected > 0 {
         r.rss_per_conn_bytes =
@@ -523,39 +609,76 @@ async fn idle(server: &Server, before: Usage, r: &mut RunResult) {
 }
 
 /// Publishing at the spec's rate: throughput, CPU per message, latency and correctness.
-async fn flow(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
+async fn flow(spec: &Spec, d: &Deployment, run: &Running, r: &mut RunResult) {
+    let duration = Duration::from_secs_f64(spec.duration_s);
+    let drain = Duration::from_secs_f64(spec.drain_s);
     let i = run
-        .interval(
-            server,
-            spec.rate,
-            Duration::from_secs_f64(spec.duration_s),
-            Duration::from_secs_f64(spec.drain_s),
-            &mut 0,
-        )
+        .interval(d, Load::Paced(spec.rate), duration, drain, &mut 0)
         .await;
-    r.other_cpu_util = i.m.other_util;
-    r.server_core_irq_util = i.m.server_core_irq_util;
-    r.steal_util = i.m.steal_util;
-    r.published = i.handed;
+    r.record(&i, run);
     r.publish_rate = i.handed as f64 / spec.duration_s;
-    r.window_s = i.window_s;
-    r.expected = i.expected;
-    r.delivered = i.delivered;
-    r.lost = run.lost();
-    r.delivered_per_s = i.delivered_per_s();
-    r.server_user_s = i.m.server_user_s;
-    r.server_sys_s = i.m.server_sys_s;
-    r.server_cpu_s = i.m.server_user_s + i.m.server_sys_s;
-    r.rss_after_kib = i.m.rss_kib;
-    r.cpu_us_per_msg = i.cpu_us_per_msg();
-    (r.lat_p50_us, r.lat_p99_us, r.lat_max_us) = i.lat;
-    r.generator_cpu_util = i.m.generator_util;
+}
+
+/// Publishing as fast as the server answers: publishes per second, and what each costs
+/// (on several nodes: on the publishing node, on Redis, and to deliver it elsewhere).
+async fn throughput(spec: &Spec, d: &Deployment, run: &Running, r: &mut RunResult) {
+    let duration = Duration::from_secs_f64(spec.duration_s);
+    let drain = Duration::from_secs_f64(spec.drain_s);
+    let i = run.interval(d, Load::Flood, duration, drain, &mut 0).await;
+    r.record(&i, run);
+    r.publish_rate = i.acked as f64 / i.publish_s.max(1e-3);
+}
+
+impl RunResult {
+    /// Takes a flow or throughput interval's figures as the run's.
+    fn record(&mut self, i: &Interval, run: &Running) {
+        self.other_cpu_util = i.m.other_util;
+        self.server_core_irq_util = i.m.server_core_irq_util;
+        self.steal_util = i.m.steal_util;
+        self.published = i.handed;
+        self.window_s = i.window_s;
+        self.expected = i.expected;
+        self.delivered = i.delivered;
+        self.lost = run.lost();
+        self.delivered_per_s = i.delivered_per_s();
+        self.server_user_s = i.m.server_user_s;
+        self.server_sys_s = i.m.server_sys_s;
+        self.server_cpu_s = i.m.server_user_s + i.m.server_sys_s;
+        self.rss_after_kib = i.m.rss_kib;
+        self.cpu_us_per_msg = i.cpu_us_per_msg();
+        (self.lat_p50_us, self.lat_p99_us, self.lat_max_us) = i.lat;
+        self.generator_cpu_util = i.m.generator_util;
+        if self.nodes > 1 {
+            self.node_cpu_s.clone_from(&i.m.node_cpu_s);
+            self.redis_cpu_s = i.m.redis_cpu_s;
+            self.redis_cpu_us_per_msg = i.per_delivery(i.m.redis_cpu_s);
+        }
+        if let Some(c) = &i.m.redis {
+            self.redis_commands = c.commands;
+            self.redis_reads = c.reads;
+            self.redis_calls.clone_from(&c.calls);
+        }
+    }
+
+    /// Publishes that were measured and succeeded.
+    pub(crate) fn publishes_ok(&self) -> u64 {
+        self.published.saturating_sub(self.publish_failed)
+    }
+
+    /// `x` per successful publish (`None` when nothing was published).
+    pub(crate) fn per_publish(&self, x: f64) -> Option<f64> {
+        let n = self.publishes_ok();
+        (n > 0).then(|| x / n as f64)
+    }
 }
 
 /// CPU accounting over one measurement window.
 struct Window {
     t0: Instant,
     server: Usage,
+    nodes: Vec<Usage>,
+    redis: Option<Usage>,
+    redis_counters: Option<Counters>,
     generator: Usage,
     machine: CpuStat,
     server_core: CpuStat,
@@ -564,8 +687,14 @@ struct Window {
 /// What a window measured.
 #[derive(Default)]
 struct Measured {
+    /// Every node and Redis together.
     server_user_s: f64,
     server_sys_s: f64,
+    /// Each node's CPU seconds, and Redis's (multi-node runs).
+    node_cpu_s: Vec<f64>,
+    redis_cpu_s: f64,
+    /// What Redis counted over the window (multi-node runs).
+    redis: Option<Counters>,
     rss_kib: u64,
     /// Cores' worth of CPU, over the window's wall time.
     generator_util: f64,
@@ -574,30 +703,62 @@ struct Measured {
     steal_util: f64,
 }
 
+/// What Redis has counted so far, if the deployment has one (a failure is counted in `sh`).
+async fn redis_counters(d: &Deployment, sh: &Shared) -> Option<Counters> {
+    match d.redis()?.counters().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            sh.error(format!("redis INFO: {e}"));
+            None
+        }
+    }
+}
+
 impl Window {
-    fn start(server: &Server) -> Self {
-        let (machine, server_core) = CpuStat::read(server.core);
+    async fn start(d: &Deployment, sh: &Shared) -> Self {
+        let redis_counters = redis_counters(d, sh).await;
+        let (machine, server_core) = CpuStat::read(d.core);
         Self {
             t0: Instant::now(),
-            server: server.usage(),
+            server: d.usage(),
+            nodes: d.node_usage(),
+            redis: d.redis_usage(),
+            redis_counters,
             generator: Usage::of_self(),
             machine,
             server_core,
         }
     }
 
-    fn end(&self, server: &Server) -> Measured {
-        let (machine, server_core) = CpuStat::read(server.core);
-        let srv = server.usage();
+    async fn end(&self, d: &Deployment, sh: &Shared) -> Measured {
+        let (machine, server_core) = CpuStat::read(d.core);
+        let srv = d.usage();
+        let nodes = d.node_usage();
+        let redis = d.redis_usage();
         let generator = Usage::of_self();
+        let counters = redis_counters(d, sh).await;
         let wall = self.t0.elapsed().as_secs_f64().max(1e-3);
         let machine = machine.minus(self.machine);
         let server_core = server_core.minus(self.server_core);
         let server_cpu = srv.cpu_s() - self.server.cpu_s();
         let generator_cpu = generator.cpu_s() - self.generator.cpu_s();
+        let cpu_since = |now: &Usage, then: &Usage| now.cpu_s() - then.cpu_s();
         Measured {
             server_user_s: srv.user_s - self.server.user_s,
             server_sys_s: srv.sys_s - self.server.sys_s,
+            node_cpu_s: nodes
+                .iter()
+                .zip(&self.nodes)
+                .map(|(now, then)| cpu_since(now, then))
+                .collect(),
+            redis_cpu_s: match (&redis, &self.redis) {
+                (Some(now), Some(then)) => cpu_since(now, then),
+                _ => 0.0,
+            },
+            redis: match (counters, &self.redis_counters) {
+                (Some(now), Some(then)) => Some(now.since(then)),
+                _ => None,
+            },
             rss_kib: srv.rss_kib,
             generator_util: generator_cpu / wall,
             other_util: ((machine.procs - server_cpu - generator_cpu) / wall).max(0.0),
@@ -632,7 +793,7 @@ const KEEP_UP_P99_US: u64 = 250_000;
 
 /// Raises the rate ×1.25 per step until delivery no longer keeps up; a step disturbed by other
 /// processes is repeated (3 times at most over the run).
-async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResult) {
+async fn saturation(spec: &Spec, d: &Deployment, run: &Running, r: &mut RunResult) {
     let sh = &run.ctx.shared;
     let mut rate = spec.rate;
     let mut next_topic = 0;
@@ -640,7 +801,7 @@ async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResu
     let mut steps = 0;
     while steps < spec.max_steps.max(1) {
         let dropped0 = sh.dropped.get();
-        let step = saturation_step(spec, server, run, rate, &mut next_topic).await;
+        let step = saturation_step(spec, d, run, rate, &mut next_topic).await;
         let kept_up = step.kept_up;
         let disturbed = step.other_cpu_util > MAX_OTHER_CPU;
         r.steps.push(step);
@@ -671,7 +832,7 @@ async fn saturation(spec: &Spec, server: &Server, run: &Running, r: &mut RunResu
 /// One saturation step at `rate`, and whether delivery kept up with it.
 async fn saturation_step(
     spec: &Spec,
-    server: &Server,
+    d: &Deployment,
     run: &Running,
     rate: f64,
     next_topic: &mut u32,
@@ -681,7 +842,7 @@ async fn saturation_step(
     let duration = Duration::from_secs_f64(spec.duration_s);
     let drain = Duration::from_secs_f64(spec.drain_s);
     let i = run
-        .interval(server, rate, duration, drain, next_topic)
+        .interval(d, Load::Paced(rate), duration, drain, next_topic)
         .await;
     let (p50, p99, max) = i.lat;
     Step {
@@ -718,6 +879,8 @@ mod tests {
     fn interval_rates() {
         let mut i = Interval {
             handed: 10,
+            acked: 10,
+            publish_s: 1.0,
             expected: 1000,
             delivered: 1000,
             window_s: 2.0,
@@ -779,6 +942,7 @@ mod tests {
             duration_s: 1.0,
             drain_s: 1.0,
             max_steps: 1,
+            nodes: 1,
         };
         let r = RunResult::of(&spec, Flavor::Nchan);
         assert_eq!((r.server.as_str(), r.kind.as_str()), ("nchan", "flow"));
