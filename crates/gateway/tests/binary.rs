@@ -45,44 +45,16 @@ fn read_until(stream: &mut TcpStream, needle: &str, deadline: Instant) -> String
 
 #[test]
 fn serves_and_exits_cleanly_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("startup line");
-    let addr = line
-        .trim()
-        .strip_prefix("switchboard listening on http://")
-        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"))
-        .to_string();
-
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut sse = TcpStream::connect(&addr).expect("connect");
-    sse.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    write!(
-        sse,
-        "GET /events?topic=bin HTTP/1.1\r\nHost: {addr}\r\n\r\n"
-    )
-    .expect("request");
-    let head = read_until(&mut sse, "event: subscribed", deadline);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let gateway = Running::start(&["--shutdown-grace", "5s"], "warn", Stdio::inherit());
+    let mut sse = gateway.open_sse(deadline);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    gateway.sigterm();
     // The chunked stream ends with its terminating chunk: a clean end, not a reset.
     let rest = read_until(&mut sse, "0\r\n\r\n", deadline);
     assert!(rest.ends_with("0\r\n\r\n"), "{rest:?}");
-    let exit = child.wait().expect("exit status");
-    assert!(exit.success(), "exited with {exit}");
+    let exit = gateway.exit_within(Duration::from_secs(10), "exit on SIGTERM");
+    assert!(exit.status.success(), "exited with {}", exit.status);
     assert!(Instant::now() < deadline);
 }
 
@@ -182,6 +154,7 @@ impl Running {
         );
         sse.write_all(request.as_bytes()).expect("request");
         let head = read_until(&mut sse, "event: subscribed", deadline);
+        assert!(head.starts_with("HTTP/1.1 200"), "SSE stream: {head:?}");
         assert!(head.contains("event: subscribed"), "SSE stream: {head:?}");
         sse
     }
