@@ -230,17 +230,21 @@ async fn retention_age_resets() {
     assert_envelope(&next.messages[0], "t", &id, &json!(3));
 }
 
-/// A topic forgotten after `idle_topic_ttl` (no subscribers, nothing retained) starts a new
-/// epoch: an old position gets `history_lost`.
-#[tokio::test(flavor = "multi_thread")]
-async fn forgotten_topic_is_history_lost() {
-    let config = Config {
+/// Messages age out after 100 ms and idle topics are forgotten 200 ms later, swept often.
+fn forgetting_soon() -> Config {
+    Config {
         retention_age: Duration::from_millis(100),
         idle_topic_ttl: Duration::from_millis(200),
         maintenance_interval: SWEEP_OFTEN,
         ..Config::default()
-    };
-    let gw = Gateway::start(config).await;
+    }
+}
+
+/// A topic forgotten after `idle_topic_ttl` (no subscribers, nothing retained) starts a new
+/// epoch: an old position gets `history_lost`.
+#[tokio::test(flavor = "multi_thread")]
+async fn forgotten_topic_is_history_lost() {
+    let gw = Gateway::start(forgetting_soon()).await;
     let id = publish(&gw.http_url("/events?topic=t"), &json!(1)).await;
     wait_for_health(&gw.base(), TIMEOUT, "`t` forgotten", |h| {
         h["topics"] == 0 && h["published"] == 1
@@ -256,13 +260,7 @@ async fn forgotten_topic_is_history_lost() {
 /// no messages yet still resumes without a reset once an unrelated topic has been forgotten.
 #[tokio::test(flavor = "multi_thread")]
 async fn forgetting_a_topic_does_not_reset_the_starting_positions_of_others() {
-    let config = Config {
-        retention_age: Duration::from_millis(100),
-        idle_topic_ttl: Duration::from_millis(200),
-        maintenance_interval: SWEEP_OFTEN,
-        ..Config::default()
-    };
-    let gw = Gateway::start(config).await;
+    let gw = Gateway::start(forgetting_soon()).await;
     let start = poll(&gw.http_url("/poll?topic=quiet&timeout=0"))
         .await
         .cursor;
