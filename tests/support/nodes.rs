@@ -372,15 +372,7 @@ impl Endpoint for NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill9();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- switchboard node log ({}, {}):\n{}---",
-                self.addr,
-                self.dir.display(),
-                self.log()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let what = format!("switchboard node {}", self.addr);
+        crate::process::leave_behind(&what, &self.dir, || self.log());
     }
 }

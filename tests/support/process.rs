@@ -120,6 +120,16 @@ impl Drop for Supervised {
     }
 }
 
+/// What a test's server leaves behind when it is done: its log printed if the test is failing
+/// (what it needs to be understood), otherwise its directory removed.
+pub fn leave_behind(what: &str, dir: &std::path::Path, log: impl FnOnce() -> String) {
+    if std::thread::panicking() {
+        eprintln!("--- {what} log ({}):\n{}---", dir.display(), log());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A loopback port nothing listens on right now (found by binding port 0 and releasing it, so
 /// someone else may take it before the caller does: callers retry on a clash). Never 6379, where
 /// a Redis installed as a system service may be listening or may start.

@@ -322,16 +322,8 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill9();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- redis-server log (port {}, {}):\n{}---",
-                self.port,
-                self.dir.display(),
-                self.log()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+        let what = format!("redis-server on port {}", self.port);
+        crate::process::leave_behind(&what, &self.dir, || self.log());
     }
 }
 
