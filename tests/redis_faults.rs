@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use switchboard_e2e::scenarios::{publish_range, publish_to};
 use switchboard_e2e::{
-    Deployment, Endpoint, Follower, Ledger, RedisOptions, RedisServer, TIMEOUT, Transport,
+    Deployment, Endpoint, Follower, Ledger, Nodes, RedisOptions, RedisServer, TIMEOUT, Transport,
     assert_envelope, assert_reset, json_body, within,
 };
 
@@ -74,6 +74,22 @@ async fn wait_readyz(node: &dyn Endpoint, status: u16) -> Value {
             "GET {url} still answers {now} {body} after {READY_LIMIT:?}, not {status}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `node` answers `/healthz`, for at most [`READY_LIMIT`].
+async fn wait_serving(node: &dyn Endpoint) {
+    let url = node.http_url("/healthz");
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("an HTTP client");
+    while client.get(&url).send().await.is_err() {
+        assert!(
+            started.elapsed() < READY_LIMIT,
+            "GET {url} unanswered after {READY_LIMIT:?}"
+        );
     }
 }
 
@@ -229,6 +245,32 @@ async fn redis_killed_mid_stream_then_restarted_with_its_data() {
     let now = publish_to(deployment.node(0), "f", json!("now")).await;
     for follower in &mut resumed {
         for (id, data) in before[1..].iter().chain(&after).chain([&now]) {
+            assert_envelope(&follower.message().await, "f", id, data);
+        }
+    }
+}
+
+/// Nodes started while their Redis is down serve but are unready and refuse publishes; once
+/// Redis starts, they connect on their own, become ready and carry messages between them.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_started_before_redis_connect_once_it_starts() {
+    let mut redis = RedisServer::start(RedisOptions::new()).await;
+    redis.kill9();
+    let nodes = Nodes::on_redis(&redis, 2).await;
+    let mut deployment = Deployment { nodes, redis };
+    // A node gives Redis a few seconds at start-up before it serves without it.
+    for node in deployment.endpoints() {
+        wait_serving(node).await;
+    }
+    expect_every_node_unready(&deployment).await;
+    expect_publishes_refused(&deployment, "f").await;
+
+    deployment.redis.restart().await;
+    expect_every_node_ready(&deployment).await;
+    let mut followers = follow_everywhere(&deployment, &["f"]).await;
+    let published = publish_from_every_node(&deployment, "f", "once Redis is up").await;
+    for follower in &mut followers {
+        for (id, data) in &published {
             assert_envelope(&follower.message().await, "f", id, data);
         }
     }

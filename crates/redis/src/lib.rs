@@ -135,13 +135,16 @@ impl RedisBroker {
     /// Connects (in the background: a node starts while Redis is down, and is not ready until
     /// it is reached) and starts the listener.
     pub fn start(settings: RedisSettings) -> Result<RedisBroker, String> {
-        let (config, cluster) = match &settings.servers {
+        let (mut config, cluster) = match &settings.servers {
             Servers::Single(url) => (
                 Config::from_url(url).map_err(|e| format!("redis {url}: {e}"))?,
                 false,
             ),
             Servers::Cluster(urls) => (cluster_config(urls)?, true),
         };
+        // A node may start before its Redis does (both started together, or Redis restarting):
+        // the first connection is retried like any other instead of being given up on.
+        config.fail_fast = false;
         let mut builder = Builder::from_config(config);
         builder
             .with_performance_config(|performance| {
