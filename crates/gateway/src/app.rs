@@ -96,6 +96,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "queued_bytes": state.queue_limits.queued_bytes(),
         "write_timeouts": state.write_deadlines.timed_out(),
         "log_dropped": crate::logging::dropped_lines(),
+        "rate_limited_addresses": state.rates.tracked_addresses(),
     });
     if let (Some(health), serde_json::Value::Object(details)) =
         (health.as_object_mut(), broker.details)

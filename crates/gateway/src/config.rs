@@ -14,7 +14,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use switchboard_hub::HubConfig;
 
+use crate::auth::AnonymousRule;
 use crate::host::HostPattern;
+pub use crate::rate::Rate;
 
 /// Everything `switchboard serve` can be told. Durations are written like `15s`, `500ms`, `1h`.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -173,6 +175,82 @@ pub struct Config {
     /// when listening on a loopback address, any host otherwise. Refuses DNS rebinding.
     #[arg(long, env = "SWITCHBOARD_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<HostPattern>,
+
+    // Access control (docs/PROTOCOL.md, "Access control"). With none of `jwt_secret`,
+    // `jwt_public_key` and `publish_key` set, it is off: everyone may do everything.
+    /// Secret of HS256 tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the public key of RS256 (RSA) or ES256 (EC P-256) tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_PUBLIC_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// When set, tokens must name this audience (`aud`).
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+
+    /// When set, tokens must come from this issuer (`iss`).
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+
+    /// Allowance for clocks that disagree, on tokens' `exp` and `nbf`.
+    #[arg(long, env = "SWITCHBOARD_JWT_LEEWAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub jwt_leeway: Duration,
+
+    /// Cookie that carries a browser's token (EventSource cannot set headers).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_COOKIE",
+        default_value = "switchboard_token"
+    )]
+    pub jwt_cookie: String,
+
+    /// Accept a token in the `access_token` query parameter (EventSource across sites, where
+    /// no cookie reaches); it never appears in logs.
+    #[arg(long, env = "SWITCHBOARD_ALLOW_QUERY_TOKEN", default_value_t = false)]
+    pub allow_query_token: bool,
+
+    /// Key with which a backend may publish to any topic (`Authorization: Bearer KEY`);
+    /// repeat it (or separate with commas) to rotate keys.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_PUBLISH_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub publish_key: Vec<String>,
+
+    /// What clients without credentials may do (`[[anonymous]]` tables in the file only).
+    #[arg(skip)]
+    pub anonymous: Vec<AnonymousRule>,
+
+    /// Publishes allowed per client address and per WebSocket (`20/s`, `600/m`); none by
+    /// default. Backends with a publish key are not limited.
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_rate: Option<Rate>,
+
+    /// Publishes allowed at once, in a burst (default: the rate's count, 20 for `20/s`).
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_burst: Option<u32>,
+
+    /// Subscribe requests (WebSocket handshakes, SSE streams, polls) allowed per client
+    /// address (`10/s`); none by default.
+    #[arg(long, env = "SWITCHBOARD_CONNECT_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_rate: Option<Rate>,
+
+    /// Subscribe requests allowed at once, in a burst (default: the rate's count).
+    #[arg(long, env = "SWITCHBOARD_CONNECT_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_burst: Option<u32>,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a CIDR range (`10.0.0.0/8`).
@@ -222,6 +300,9 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Settings that only the file can give, having no flag.
+const FILE_ONLY: [&str; 1] = ["anonymous"];
+
 /// Parses just the `Config` arguments, so `Default` shares the flags' defaults.
 #[derive(Debug, clap::Parser)]
 struct DefaultsOnly {
@@ -259,10 +340,11 @@ impl Config {
             toml::Table::try_from(&config).map_err(|e| ConfigError(format!("internal: {e}")))?;
         for (key, value) in file {
             let command = Config::augment_args(clap::Command::new("switchboard"));
-            let known = command
+            let known = (command
                 .get_arguments()
                 .any(|arg| arg.get_id() == key.as_str())
-                && key != "config";
+                && key != "config")
+                || FILE_ONLY.contains(&key.as_str());
             if !known {
                 return Err(ConfigError(format!(
                     "{}: unknown setting `{key}`",
@@ -303,6 +385,7 @@ impl Config {
             ("maintenance_interval", self.maintenance_interval, MS, HOUR),
             ("sse_retry", self.sse_retry, ZERO, HOUR),
             ("shutdown_grace", self.shutdown_grace, ZERO, HOUR),
+            ("jwt_leeway", self.jwt_leeway, ZERO, HOUR),
         ];
         for (name, value, min, max) in durations {
             if !(min..=max).contains(&value) {
@@ -334,6 +417,15 @@ impl Config {
                 "give either redis or redis_cluster, not both".into(),
             ));
         }
+        for (name, burst) in [
+            ("publish_burst", self.publish_burst),
+            ("connect_burst", self.connect_burst),
+        ] {
+            if burst == Some(0) {
+                return Err(ConfigError(format!("{name} must be at least 1")));
+            }
+        }
+        crate::auth::Auth::from_config(&self).map_err(ConfigError)?;
         if self.poll_timeout > self.poll_max_timeout {
             return Err(ConfigError(
                 "poll_timeout must not exceed poll_max_timeout".into(),

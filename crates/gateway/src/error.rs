@@ -27,12 +27,16 @@ pub enum ErrorCode {
     TooManyConnections,
     ShuttingDown,
     BrokerUnavailable,
+    Unauthorized,
+    Forbidden,
+    TokenExpired,
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, for the test that holds docs/PROTOCOL.md to them.
     #[cfg(test)]
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadTopic,
         ErrorCode::MissingTopic,
         ErrorCode::TooManyTopics,
@@ -49,6 +53,10 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::ShuttingDown,
         ErrorCode::BrokerUnavailable,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::TokenExpired,
+        ErrorCode::RateLimited,
     ];
 
     /// Where the code stands in [`ErrorCode::ALL`]; exhaustive, so that a new code cannot be
@@ -72,6 +80,10 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => 13,
             ErrorCode::ShuttingDown => 14,
             ErrorCode::BrokerUnavailable => 15,
+            ErrorCode::Unauthorized => 16,
+            ErrorCode::Forbidden => 17,
+            ErrorCode::TokenExpired => 18,
+            ErrorCode::RateLimited => 19,
         }
     }
 
@@ -93,12 +105,20 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::OriginNotAllowed | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::OriginNotAllowed | ErrorCode::HostNotAllowed | ErrorCode::Forbidden => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,6 +136,9 @@ impl ErrorCode {
 pub struct AppError {
     pub code: ErrorCode,
     pub message: String,
+    /// When the client may try again (`rate_limited`): `Retry-After`, or `retry_after` in a
+    /// WebSocket error frame.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl AppError {
@@ -123,7 +146,19 @@ impl AppError {
         AppError {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, wait: std::time::Duration) -> AppError {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// Whole seconds to wait, rounded up, as `Retry-After` has them.
+    fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after
+            .map(|wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
     }
 
     /// The JSON body: `{"error":{"code":…,"message":…}}`.
@@ -142,6 +177,7 @@ impl AppError {
             reference,
             code: self.code.as_str(),
             message: &self.message,
+            retry_after: self.retry_after_seconds(),
         }
         .text()
     }
@@ -158,6 +194,11 @@ impl IntoResponse for AppError {
             self.body(),
         )
             .into_response();
+        if let Some(seconds) = self.retry_after_seconds() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         // The rest of the request may still be on its way: the connection cannot be reused.
         if matches!(
             self.code,

@@ -13,9 +13,12 @@
 //! - `ws`, `sse`, `poll`: one file per transport; `publish`: HTTP publishing.
 //! - `wire`: every byte format the gateway writes (WebSocket frames, SSE events, poll
 //!   replies, error bodies, each transport's encoding of a message), in one place.
+//! - `caller`: who sent a request (address behind proxies, and its grant), an extractor.
 //! - `request`: query parameters (topics, cursor, timeout); `error`: every rejection.
 //! - `origin`: the allowlist of origins; `host`: the allowlist of `Host` names (DNS
 //!   rebinding); `client_addr`: trusted proxies.
+//! - `auth`: who may subscribe and publish (tokens, publish keys, anonymous rules);
+//!   `rate`: rate limits of publishes and subscribe requests.
 //! - `state`: what handlers share, including the connection and socket limits.
 //! - `socket`: an accepted client socket: its place in `max_sockets`, and the write
 //!   deadline that lets go of a client that stops reading.
@@ -23,7 +26,9 @@
 //! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
 
 mod app;
+mod auth;
 mod broker;
+mod caller;
 mod client_addr;
 pub mod config;
 mod error;
@@ -35,6 +40,7 @@ mod poll;
 #[cfg(test)]
 mod protocol_doc;
 mod publish;
+mod rate;
 mod request;
 pub mod server;
 pub mod shutdown;

@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use switchboard_hub::Page;
 
+use crate::caller::Caller;
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -14,6 +15,7 @@ use crate::wire;
 /// `GET /poll?topic=A[&topic=B][&since=C][&timeout=S]`.
 pub async fn poll(
     State(state): State<AppState>,
+    caller: Caller,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -21,7 +23,14 @@ pub async fn poll(
     let params = QueryParams::parse(uri.query());
     let topics = params.required_topics(config.max_topics_per_connection)?;
     let cursor = params.cursor(&headers)?;
+    caller.grant.check_subscribe(&topics)?;
+    state.rates.check_connect(caller.address)?;
     let timeout = params.timeout(config.poll_timeout, config.poll_max_timeout)?;
+    // A poll is not held past its token's end: the next one needs a fresh token.
+    let timeout = caller
+        .grant
+        .remaining()
+        .map_or(timeout, |remaining| timeout.min(remaining));
     let page = Page {
         messages: config.poll_batch,
         bytes: config.poll_batch_bytes,

@@ -1,4 +1,5 @@
-//! Publishing over HTTP: `POST /events` and `POST /poll`.
+//! Publishing over HTTP: `POST /events` and `POST /poll`, for clients whose credentials allow
+//! it and within the publish rate.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use switchboard_hub::Data;
 
+use crate::caller::Caller;
 use crate::error::{AppError, ErrorCode};
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -22,11 +24,17 @@ const DISCARD_BYTES: usize = 1024 * 1024;
 /// `POST /events?topic=T` or `POST /poll?topic=T`: publishes the body, JSON or text.
 pub async fn publish(
     State(state): State<AppState>,
+    caller: Caller,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let topic = QueryParams::parse(uri.query()).single_topic()?;
+    // Before the body is read: a refused client's body is not worth the wait.
+    caller.grant.check_publish(&topic)?;
+    if !caller.grant.is_publish_key() {
+        state.rates.check_publish(caller.address, None)?;
+    }
     let body = read_body(
         &headers,
         body,

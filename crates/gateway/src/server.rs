@@ -18,12 +18,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tower::ServiceExt;
 
 use crate::app::app;
+use crate::auth::Auth;
 use crate::broker;
 use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
+use crate::rate::FORGET_INTERVAL;
 use crate::socket::ClientSocket;
 use crate::state::AppState;
 use crate::stream_connection;
@@ -58,9 +61,21 @@ pub async fn run(
     fit_sockets_to_open_files_limit(&mut config);
     let grace = config.shutdown_grace;
     let header_timeout = config.header_timeout;
+    let auth = Auth::from_config(&config)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    log_access_control(&auth, &config);
     let running = broker::start(&config).await?;
     let token = CancellationToken::new();
-    let state = AppState::new(running.broker.clone(), config, token.clone());
+    let state = AppState::new(running.broker.clone(), config, token.clone()).with_auth(auth);
+    let rates = state.rates.clone();
+    // Stops with this function, however it ends.
+    let _forget_idle_addresses = AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut every = tokio::time::interval(FORGET_INTERVAL);
+        loop {
+            every.tick().await;
+            rates.forget_idle();
+        }
+    }));
     // Connections and WebSocket sessions alike: shutdown waits for both.
     let tasks = state.tasks.clone();
     let sockets = state.sockets.clone();
@@ -112,6 +127,22 @@ pub async fn run(
     }
     drop(running);
     Ok(())
+}
+
+/// Says at start-up whether access is controlled, so that an open gateway is a choice.
+fn log_access_control(auth: &Auth, config: &Config) {
+    if !auth.enabled() {
+        tracing::info!(
+            "access control is off: anyone who can reach the gateway may subscribe and publish \
+             to every topic (set jwt_secret, jwt_public_key or publish_key to turn it on)"
+        );
+    } else if config.allow_query_token {
+        tracing::info!(
+            "access control is on; tokens are also accepted in the access_token query parameter"
+        );
+    } else {
+        tracing::info!("access control is on");
+    }
 }
 
 /// Raises the process's open-files limit as far as it may go, and lowers `max_sockets` to fit

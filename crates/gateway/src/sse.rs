@@ -10,6 +10,8 @@ use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_hub::Message;
 
+use crate::auth;
+use crate::caller::Caller;
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -23,12 +25,15 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// `GET /events?topic=A[&topic=B][&since=C]`.
 pub async fn subscribe(
     State(state): State<AppState>,
+    caller: Caller,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let params = QueryParams::parse(uri.query());
     let topics = params.required_topics(state.config.max_topics_per_connection)?;
     let cursor = params.cursor(&headers)?;
+    caller.grant.check_subscribe(&topics)?;
+    state.rates.check_connect(caller.address)?;
     let permit = state.open_connection()?;
     let mut subscription = state.subscription();
     let resets = subscription.join(&topics, cursor.as_ref(), true).await?;
@@ -44,18 +49,32 @@ pub async fn subscribe(
         &subscription.positions(),
     );
     let single_topic = topics.len() == 1;
-    tracing::info!(topics = topics.len(), "sse stream opened");
+    tracing::info!(
+        topics = topics.len(),
+        sub = caller.grant.subject(),
+        "sse stream opened"
+    );
 
     let shutdown = state.shutdown.clone();
     let heartbeat_interval = state.config.heartbeat_interval;
+    let expiry = caller.grant.remaining();
     let stream = async_stream::stream! {
         let _permit = permit;
         yield Ok::<Bytes, Infallible>(prelude.freeze());
         let mut heartbeat = crate::heartbeat::interval(heartbeat_interval);
+        let expired = auth::after(expiry);
+        tokio::pin!(expired);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                () = &mut expired => {
+                    // Told, and ended: the client reconnects with a fresh token and its cursor.
+                    let mut event = BytesMut::new();
+                    sse::put_error(&mut event, &auth::expired());
+                    yield Ok(event.freeze());
+                    break;
+                }
                 next = subscription.next() => match next {
                     Next::Message(message) => {
                         yield Ok(coalesce(&mut subscription, message, single_topic));

@@ -7,8 +7,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
+use crate::rate::RateLimits;
 use crate::socket::WriteDeadlines;
 use crate::subscription::Subscription;
 
@@ -31,6 +33,10 @@ pub struct AppState {
     pub write_deadlines: Arc<WriteDeadlines>,
     /// The bounds of every connection's inbox, and of all of them together.
     pub queue_limits: Arc<QueueLimits>,
+    /// Who may subscribe and publish.
+    pub auth: Arc<Auth>,
+    /// Publishes and subscribe requests allowed per client address.
+    pub rates: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -45,10 +51,18 @@ impl AppState {
                 config.send_queue_bytes,
                 config.send_queue_total_bytes,
             ),
+            auth: Arc::new(Auth::open()),
+            rates: Arc::new(RateLimits::from_config(&config)),
             config: Arc::new(config),
             shutdown,
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// The same state with access control as `auth` says (open until this is called).
+    pub fn with_auth(mut self, auth: Auth) -> AppState {
+        self.auth = Arc::new(auth);
+        self
     }
 
     /// A slot for one more open stream, released when the permit is dropped.

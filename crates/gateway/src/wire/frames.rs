@@ -40,6 +40,18 @@ pub enum ServerFrame<'a> {
         reference: Option<&'a Reference>,
         code: &'static str,
         message: &'a str,
+        /// Seconds to wait before trying again, for `rate_limited`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
+    },
+    /// The answer to an `auth` frame: the new credentials are in force.
+    #[serde(rename = "ack")]
+    AuthAck {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Reference>,
+        /// When the new grant runs out (the token's `exp` plus the leeway), if it does.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires: Option<u64>,
     },
 }
 
@@ -125,10 +137,29 @@ mod tests {
             ServerFrame::Error {
                 reference: Some(&r2),
                 code: "bad_topic",
-                message: "…"
+                message: "…",
+                retry_after: None,
             }
             .text(),
             r#"{"type":"error","ref":"r2","code":"bad_topic","message":"…"}"#
+        );
+        assert_eq!(
+            ServerFrame::Error {
+                reference: None,
+                code: "rate_limited",
+                message: "…",
+                retry_after: Some(2),
+            }
+            .text(),
+            r#"{"type":"error","code":"rate_limited","message":"…","retry_after":2}"#
+        );
+        assert_eq!(
+            ServerFrame::AuthAck {
+                reference: Some(&r2),
+                expires: Some(1796000000),
+            }
+            .text(),
+            r#"{"type":"ack","ref":"r2","expires":1796000000}"#
         );
     }
 }

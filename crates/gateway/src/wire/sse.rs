@@ -8,7 +8,8 @@ use serde::Serialize;
 use switchboard_hub::{Message, Position, ResetReason, TopicName};
 
 use super::encodings::{sse_event, sse_event_with_id};
-use super::objects::{Positions, ResetObject, TopicNames, to_json};
+use super::objects::{ErrorDetail, Positions, ResetObject, TopicNames, to_json};
+use crate::error::AppError;
 
 /// The comment sent every heartbeat interval, so that proxies and clients see a live stream.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
@@ -28,6 +29,19 @@ pub fn put_event(out: &mut BytesMut, event: &str, id: Option<&str>, data: &str) 
     out.put_slice(b"\ndata: ");
     out.put_slice(data.as_bytes());
     out.put_slice(b"\n\n");
+}
+
+/// `event: error` with the error object (`{"code":…,"message":…}`), before the stream ends.
+pub fn put_error(out: &mut BytesMut, error: &AppError) {
+    put_event(
+        out,
+        "error",
+        None,
+        &to_json(&ErrorDetail {
+            code: error.code.as_str(),
+            message: &error.message,
+        }),
+    );
 }
 
 /// `retry:` first, so that a client knows how long to wait before reconnecting.

@@ -18,6 +18,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 
+use crate::caller::Caller;
 use crate::error::{AppError, ErrorCode};
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -42,23 +43,29 @@ pub(crate) mod close {
     /// A slow consumer, or a broker out of reach: reconnect with the cursor.
     pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
     pub(crate) const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// The connection's token ran out and no fresh one came in time.
+    pub(crate) const TOKEN_EXPIRED: u16 = 4001;
 
     /// Every code above, for the test that holds docs/PROTOCOL.md to them.
     #[cfg(test)]
-    pub(crate) const ALL: [u16; 6] = [
+    pub(crate) const ALL: [u16; 7] = [
         GOING_AWAY,
         PROTOCOL_ERROR,
         NOT_UTF8,
         TOO_BIG,
         TRY_AGAIN_LATER,
         HEARTBEAT_TIMEOUT,
+        TOKEN_EXPIRED,
     ];
 }
 
-/// `GET /ws[?topic=A&topic=B][&since=C]`. The query is checked before the upgrade, so a bad
-/// topic or cursor is an HTTP 400 rather than a socket that opens and closes.
+/// `GET /ws[?topic=A&topic=B][&since=C]`. The query and the credentials are checked before the
+/// upgrade, so a bad topic or cursor is an HTTP 400, and a topic the client may not follow a
+/// 401 or 403, rather than a socket that opens and closes. A client without credentials may
+/// open one and authenticate in-band.
 pub async fn upgrade(
     State(state): State<AppState>,
+    caller: Caller,
     uri: Uri,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -72,8 +79,14 @@ pub async fn upgrade(
     let params = QueryParams::parse(uri.query());
     let topics = params.topics(state.config.max_topics_per_connection)?;
     let cursor = params.cursor(&headers)?;
+    caller.grant.check_subscribe(&topics)?;
+    state.rates.check_connect(caller.address)?;
     let permit = state.open_connection()?;
-    tracing::info!(topics = topics.len(), "websocket opened");
+    tracing::info!(
+        topics = topics.len(),
+        sub = caller.grant.subject(),
+        "websocket opened"
+    );
     let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
     let tasks = state.tasks.clone();
     Ok(upgrade
@@ -83,7 +96,7 @@ pub async fn upgrade(
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                let session = Session::new(state, permit);
+                let session = Session::new(state, permit, caller);
                 session.run(socket, topics, cursor).await;
             })
         }))

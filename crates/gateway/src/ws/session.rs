@@ -1,5 +1,6 @@
 //! One WebSocket connection's loop: client frames, deliveries, heartbeats, and how it ends.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,11 +8,15 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use switchboard_hub::{Cursor, Data, Message, TopicName};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
 
 use super::client_frame::{ClientFrame, Refused, missing};
 use super::close;
+use crate::auth::{self, Grant};
+use crate::caller::Caller;
 use crate::error::{AppError, ErrorCode};
 use crate::publish::too_large;
+use crate::rate::ConnectionLimiter;
 use crate::state::AppState;
 use crate::subscription::{Next, Subscription};
 use crate::wire::encodings::ws_message;
@@ -33,16 +38,26 @@ pub struct Session {
     subscription: Subscription,
     /// Holds this connection's place in `max_connections`.
     _permit: OwnedSemaphorePermit,
+    /// The client's address (rate limits) and what it may do; an `auth` frame replaces the
+    /// grant.
+    caller: Caller,
+    /// When the grant runs out; boxed, since most connections have none.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// This connection's own publish allowance, when publishes are limited.
+    publish_limiter: Option<Box<ConnectionLimiter>>,
 }
 
 type SendResult = Result<(), axum::Error>;
 
 impl Session {
-    pub fn new(state: AppState, permit: OwnedSemaphorePermit) -> Session {
+    pub fn new(state: AppState, permit: OwnedSemaphorePermit, caller: Caller) -> Session {
         Session {
             subscription: state.subscription(),
+            expiry: expiry_of(&caller.grant),
+            publish_limiter: state.rates.connection_limiter().map(Box::new),
             state,
             _permit: permit,
+            caller,
         }
     }
 
@@ -103,6 +118,11 @@ impl Session {
                 biased;
                 () = shutdown.cancelled() => {
                     return Some(Ending { code: close::GOING_AWAY, reason: "gateway shutting down" });
+                }
+                () = until(&mut self.expiry) => {
+                    // Told, then closed: the client reconnects with a fresh token and its cursor.
+                    let _ = send_text(socket, auth::expired().frame(None)).await;
+                    return Some(Ending { code: close::TOKEN_EXPIRED, reason: "token expired" });
                 }
                 incoming = socket.next() => {
                     last_heard = tokio::time::Instant::now();
@@ -189,6 +209,12 @@ impl Session {
         match frame.kind()?.as_str() {
             "publish" => {
                 let topic = TopicName::new(&frame.string("topic")?)?;
+                self.caller.grant.check_publish(&topic)?;
+                if !self.caller.grant.is_publish_key() {
+                    self.state
+                        .rates
+                        .check_publish(self.caller.address, self.publish_limiter.as_deref())?;
+                }
                 let data = frame.fields.get("data").ok_or_else(|| missing("data"))?;
                 let limit = self.state.config.max_message_bytes;
                 if data.get().len() > limit {
@@ -205,6 +231,7 @@ impl Session {
             }
             "subscribe" => {
                 let topics = frame.topics(self.state.config.max_topics_per_connection)?;
+                self.caller.grant.check_subscribe(&topics)?;
                 let cursor = frame
                     .optional_string("since")?
                     .map(|c| Cursor::parse(&c))
@@ -228,13 +255,53 @@ impl Session {
                 };
                 Ok(send_text(socket, pong.text()).await)
             }
+            "auth" => {
+                let grant = self.state.auth.grant_for_token(&frame.string("token")?)?;
+                Ok(self.authenticate(grant, reference, socket).await)
+            }
             other => Err(AppError::new(
                 ErrorCode::UnknownType,
                 format!(
-                    "unknown frame type {other:?}; expected publish, subscribe, unsubscribe or ping"
+                    "unknown frame type {other:?}; expected publish, subscribe, unsubscribe, \
+                     ping or auth"
                 ),
             )),
         }
+    }
+
+    /// Puts `grant` in force: topics it does not cover are left (`unsubscribed`), its expiry
+    /// replaces the old one, and the client gets its `ack`.
+    async fn authenticate<S>(
+        &mut self,
+        grant: Grant,
+        reference: Option<Reference>,
+        socket: &mut S,
+    ) -> SendResult
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        let not_covered: Vec<TopicName> = self
+            .subscription
+            .positions()
+            .into_iter()
+            .map(|(topic, _)| topic)
+            .filter(|topic| !grant.may_subscribe(topic.as_str()))
+            .collect();
+        if !not_covered.is_empty() {
+            self.subscription.leave(&not_covered);
+            let left = ServerFrame::Unsubscribed {
+                reference: None,
+                topics: not_covered.iter().map(|t| t.as_str()).collect(),
+            };
+            socket.feed(text_frame(left.text())).await?;
+        }
+        self.expiry = expiry_of(&grant);
+        let ack = ServerFrame::AuthAck {
+            reference: reference.as_ref(),
+            expires: grant.expires(),
+        };
+        self.caller.grant = grant;
+        send_text(socket, ack.text()).await
     }
 
     /// Joins `topics` and sends, in order: resets, `subscribed`, then the missed messages; or
@@ -264,6 +331,21 @@ impl Session {
         let subscribed = frames::subscribed(reference.as_ref(), &positions);
         socket.feed(text_frame(subscribed.text())).await?;
         socket.flush().await
+    }
+}
+
+/// The timer of a grant that runs out.
+fn expiry_of(grant: &Grant) -> Option<Pin<Box<Sleep>>> {
+    grant
+        .remaining()
+        .map(|remaining| Box::pin(tokio::time::sleep(remaining)))
+}
+
+/// Completes when the timer does; never without one.
+async fn until(expiry: &mut Option<Pin<Box<Sleep>>>) {
+    match expiry {
+        Some(expiry) => expiry.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -378,7 +460,11 @@ mod tests {
                 .iter()
                 .map(|t| TopicName::new(t).expect("topic"))
                 .collect();
-            let session = Session::new(state.clone(), permit);
+            let caller = Caller {
+                address: "127.0.0.1".parse().expect("an address"),
+                grant: Grant::everyone(),
+            };
+            let session = Session::new(state.clone(), permit, caller);
             tokio::spawn(session.run(
                 FakeSocket {
                     to_client,
