@@ -7,6 +7,7 @@
 //! Clients take URLs, not a [`Gateway`], so that a test can point them at anything that speaks
 //! the protocol (a proxy in front of the gateway, for instance).
 
+pub mod auth;
 pub mod endpoint;
 pub mod follow;
 pub mod gateway;

@@ -253,7 +253,8 @@ impl WsClient {
         let _ = within("WebSocket close", self.stream.close(None)).await;
     }
 
-    async fn next_of_any(&mut self, types: &[&str]) -> Value {
+    /// The next frame whose `type` is one of `types`; others are kept for later reads.
+    pub async fn next_of_any(&mut self, types: &[&str]) -> Value {
         if let Some(i) = self
             .pending
             .iter()

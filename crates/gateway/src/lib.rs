@@ -26,7 +26,7 @@
 //! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
 
 mod app;
-mod auth;
+pub mod auth;
 mod broker;
 mod caller;
 mod client_addr;

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use switchboard_hub::TopicName;
 
-use self::pattern::{TopicPattern, any_matches};
+pub use self::pattern::TopicPattern;
+use self::pattern::any_matches;
 pub use self::token::Permissions;
 use self::token::TokenVerifier;
 use crate::config::Config;
