@@ -452,6 +452,24 @@ async fn through_nginx() {
     websocket_refreshes_in_band(&nginx).await;
     expiry_then_resume_loses_nothing(&nginx).await;
 
+    // A query token (refused here: allow_query_token is off) stays out of nginx's access log.
+    let token = ann(600);
+    let refused = subscribe(
+        &nginx,
+        Transport::Sse,
+        "chat",
+        None,
+        &Credentials::Query(token.clone()),
+    )
+    .await;
+    assert_refused(refused, Transport::Sse, "unauthorized");
+    let log = nginx.access_log();
+    assert!(log.contains("GET /events HTTP/1.1\" 401"), "{log}");
+    assert!(
+        !log.contains(&token) && !log.contains("access_token"),
+        "{log}"
+    );
+
     let limited = Gateway::start(rate_limited()).await;
     let nginx = Nginx::start(limited.addr()).await;
     rate_limits_spare_the_neighbours(&nginx).await;

@@ -111,4 +111,30 @@ cp "$work/sse" "$work/out"
 expect '"data":"from node one"'
 stop_nodes
 
+# Securing: a token to follow, a key to publish, and nothing without either.
+secured="target/release/switchboard serve --listen 127.0.0.1:8083 --jwt-secret 'use-32-or-more-random-bytes-here' --publish-key 'backend-key' &"
+issue="TOKEN=\$(SWITCHBOARD_JWT_SECRET='use-32-or-more-random-bytes-here' python3 examples/issue_token.py ann chat --publish chat)"
+follow="curl -N -H \"Authorization: Bearer \$TOKEN\" 'http://127.0.0.1:8083/events?topic=chat'"
+for command in "$secured" "$issue" "$follow"; do in_readme "$command"; done
+if (exec 3<>"/dev/tcp/127.0.0.1/8083") 2>/dev/null; then fail "port 8083 is taken; the README's example needs it"; fi
+setsid bash -c "$secured wait" >"$work/secured.out" 2>&1 &
+secured_node=$!
+stop_secured() { kill -TERM -- "-$secured_node" 2>/dev/null || true; wait "$secured_node" 2>/dev/null || true; }
+trap 'stop_secured; cleanup' EXIT
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null --max-time 1 "http://127.0.0.1:8083/readyz" && break
+  sleep 0.1
+done
+timeout 4 bash -c "$issue; $follow" >"$work/sse" 2>/dev/null &
+follower=$!
+for _ in $(seq 1 50); do grep -q "event: subscribed" "$work/sse" && break; sleep 0.1; done
+run 5 "curl -H 'Authorization: Bearer backend-key' -d 'from the backend' 'http://127.0.0.1:8083/events?topic=chat'"
+expect '"topic":"chat"'
+wait "$follower" || true
+cp "$work/sse" "$work/out"
+expect '"data":"from the backend"'
+run 5 "curl -s 'http://127.0.0.1:8083/events?topic=chat'"
+expect '"code":"unauthorized"'
+stop_secured
+
 echo "readme.sh: every README example works verbatim"

@@ -99,6 +99,7 @@ pub fn rewrite_site(
                 timeouts += 1;
                 read_timeout.map(rewrite_read_timeout)
             }
+            ["access_log", _path, rest @ ..] => Some(rewrite_access_log(rest)),
             _ => None,
         };
         match rewritten {
@@ -186,6 +187,7 @@ pub fn rewrite_cluster_site(
                 timeouts += 1;
                 read_timeout.map(rewrite_read_timeout)
             }
+            ["access_log", _path, rest @ ..] => Some(rewrite_access_log(rest)),
             _ => None,
         };
         match rewritten {
@@ -211,6 +213,13 @@ fn rewrite_listen(port: &str, rest: &[&str], listen_port: u16) -> String {
     };
     let end = if port.ends_with(';') { ";" } else { "" };
     format!("listen 127.0.0.1:{listen_port}{end}{rest}")
+}
+
+/// The site's access log, with the format it gives it, in nginx's prefix (the test's directory:
+/// a relative path is relative to it), where [`Nginx::access_log`] reads it.
+fn rewrite_access_log(rest: &[&str]) -> String {
+    let rest: String = rest.iter().map(|word| format!(" {word}")).collect();
+    format!("access_log access.log{rest}")
 }
 
 fn rewrite_read_timeout(read_timeout: Duration) -> String {
