@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tower_http::trace::TraceLayer;
 
@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
 use crate::host::{self, HostPolicy};
 use crate::state::AppState;
-use crate::{origin, poll, publish, sse, static_files, ws};
+use crate::{batch, origin, poll, publish, sse, static_files, ws};
 
 /// The gateway's routes, apart from how they are served.
 pub fn app(state: AppState) -> Router {
@@ -24,6 +24,7 @@ pub fn app(state: AppState) -> Router {
     let http_transports = Router::new()
         .route("/events", get(sse::subscribe).post(publish::publish))
         .route("/poll", get(poll::poll).post(publish::publish))
+        .route("/publish", post(batch::publish_batch))
         .layer(origin::cors(&config.allowed_origins));
     let transports = Router::new()
         .route("/ws", get(ws::upgrade))

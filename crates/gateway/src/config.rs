@@ -88,6 +88,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = 65536)]
     pub max_message_bytes: usize,
 
+    /// Largest body of a batch publish (`POST /publish`), in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_BATCH_BYTES", default_value_t = 1024 * 1024)]
+    pub max_batch_bytes: usize,
+
     /// Most open streams (WebSocket, SSE and held polls together).
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 10000)]
     pub max_connections: usize,
@@ -401,6 +405,7 @@ impl Config {
             ("poll_batch_bytes", self.poll_batch_bytes, 1, 1 << 30),
             ("max_sockets", self.max_sockets, 1, 1_000_000),
             ("max_message_bytes", self.max_message_bytes, 1, 16 << 20),
+            ("max_batch_bytes", self.max_batch_bytes, 1, 64 << 20),
             ("max_connections", self.max_connections, 0, 1_000_000),
             ("max_topics_per_connection", self.max_topics_per_connection, 1, 10_000),
             ("retention_messages", self.retention_messages, 0, 10_000_000),

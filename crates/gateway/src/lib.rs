@@ -10,7 +10,8 @@
 //! - `app`: the routes, origin check, CORS, logging, JSON errors for 404/405.
 //! - `subscription`: the plumbing all three transports share: joining topics from a
 //!   cursor, the connection's inbox, delivered positions.
-//! - `ws`, `sse`, `poll`: one file per transport; `publish`: HTTP publishing.
+//! - `ws`, `sse`, `poll`: one file per transport; `publish`: HTTP publishing; `batch`:
+//!   many messages in one request (`POST /publish`).
 //! - `wire`: every byte format the gateway writes (WebSocket frames, SSE events, poll
 //!   replies, error bodies, each transport's encoding of a message), in one place.
 //! - `caller`: who sent a request (address behind proxies, and its grant), an extractor.
@@ -27,6 +28,7 @@
 
 mod app;
 pub mod auth;
+mod batch;
 mod broker;
 mod caller;
 mod client_addr;

@@ -51,7 +51,7 @@ pub async fn publish(
 
 /// The whole body, if it is at most `limit` bytes and arrives within `timeout`. Over the limit,
 /// what the client still sends (up to [`DISCARD_BYTES`]) is read and dropped first.
-async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
