@@ -57,6 +57,7 @@ pub async fn subscribe(
 
     let shutdown = state.shutdown.clone();
     let heartbeat_interval = state.config.heartbeat_interval;
+    let (write_delay, write_max) = (state.config.write_delay, state.config.write_max_messages);
     let expiry = caller.grant.remaining();
     let stream = async_stream::stream! {
         let _permit = permit;
@@ -77,7 +78,10 @@ pub async fn subscribe(
                 }
                 next = subscription.next() => match next {
                     Next::Message(message) => {
-                        yield Ok(coalesce(&mut subscription, message, single_topic));
+                        if !write_delay.is_zero() {
+                            tokio::time::sleep(write_delay).await;
+                        }
+                        yield Ok(coalesce(&mut subscription, message, single_topic, write_max));
                     }
                     Next::Reset(topic, reason) => {
                         let mut event = BytesMut::new();
@@ -119,16 +123,28 @@ fn event_bytes(subscription: &Subscription, message: &Message, single_topic: boo
     }
 }
 
-/// The message, and every other one already queued, as one write.
-fn coalesce(subscription: &mut Subscription, first: Arc<Message>, single_topic: bool) -> Bytes {
+/// The message, and others already queued (up to `most` messages and about [`CHUNK_BYTES`]),
+/// as one write.
+fn coalesce(
+    subscription: &mut Subscription,
+    first: Arc<Message>,
+    single_topic: bool,
+    most: usize,
+) -> Bytes {
     let first = event_bytes(subscription, &first, single_topic);
+    if most < 2 {
+        return first;
+    }
     let Some(second) = subscription.try_next() else {
         return first;
     };
     let mut chunk = BytesMut::with_capacity(first.len() * 4);
     chunk.put_slice(&first);
     chunk.put_slice(&event_bytes(subscription, &second, single_topic));
-    while chunk.len() < CHUNK_BYTES {
+    for _ in 2..most {
+        if chunk.len() >= CHUNK_BYTES {
+            break;
+        }
         let Some(message) = subscription.try_next() else {
             break;
         };

@@ -166,13 +166,22 @@ impl Session {
         }
     }
 
-    /// Sends a live message and whatever else is already queued, in one write.
+    /// Sends a live message and what else is queued (up to `write_max_messages`), in one
+    /// write; with a `write_delay`, after waiting that long for more to queue up.
     async fn deliver<S>(&mut self, first: Arc<Message>, socket: &mut S) -> SendResult
     where
         S: Sink<WsMessage, Error = axum::Error> + Unpin,
     {
+        let config = &self.state.config;
+        let (delay, most) = (config.write_delay, config.write_max_messages);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         socket.feed(message_frame(&first)).await?;
-        while let Some(message) = self.subscription.try_next() {
+        for _ in 1..most {
+            let Some(message) = self.subscription.try_next() else {
+                break;
+            };
             socket.feed(message_frame(&message)).await?;
         }
         socket.flush().await
@@ -409,10 +418,13 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// A socket made of two channels: what the session sends, and what the test feeds it.
+    /// A socket made of channels: what the session sends, what the test feeds it, and how many
+    /// messages each write (each flush) carried.
     struct FakeSocket {
         to_client: mpsc::UnboundedSender<WsMessage>,
         from_client: mpsc::UnboundedReceiver<Result<WsMessage, axum::Error>>,
+        writes: mpsc::UnboundedSender<usize>,
+        fed: usize,
     }
 
     impl Sink<WsMessage> for FakeSocket {
@@ -420,10 +432,18 @@ mod tests {
         fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
             Poll::Ready(Ok(()))
         }
-        fn start_send(self: Pin<&mut Self>, item: WsMessage) -> Result<(), Self::Error> {
+        fn start_send(mut self: Pin<&mut Self>, item: WsMessage) -> Result<(), Self::Error> {
+            self.fed += 1;
             self.to_client.send(item).map_err(axum::Error::new)
         }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            let fed = std::mem::take(&mut self.fed);
+            if fed > 0 {
+                let _ = self.writes.send(fed);
+            }
             Poll::Ready(Ok(()))
         }
         fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -441,18 +461,25 @@ mod tests {
     struct Client {
         send: mpsc::UnboundedSender<Result<WsMessage, axum::Error>>,
         receive: mpsc::UnboundedReceiver<WsMessage>,
+        /// Messages per write, in order.
+        writes: mpsc::UnboundedReceiver<usize>,
         state: AppState,
     }
 
     impl Client {
         fn start(topics: &[&str]) -> Client {
+            Client::start_with(topics, Config::default())
+        }
+
+        fn start_with(topics: &[&str], config: Config) -> Client {
             let state = AppState::new(
                 Arc::new(Hub::new(Default::default())),
-                Config::default(),
+                config,
                 CancellationToken::new(),
             );
             let (to_client, receive) = mpsc::unbounded_channel();
             let (send, from_client) = mpsc::unbounded_channel();
+            let (written, writes) = mpsc::unbounded_channel();
             let permit = Arc::new(Semaphore::new(1))
                 .try_acquire_owned()
                 .expect("permit");
@@ -469,6 +496,8 @@ mod tests {
                 FakeSocket {
                     to_client,
                     from_client,
+                    writes: written,
+                    fed: 0,
                 },
                 topics,
                 None,
@@ -476,6 +505,7 @@ mod tests {
             Client {
                 send,
                 receive,
+                writes,
                 state,
             }
         }
@@ -496,6 +526,52 @@ mod tests {
                 other => panic!("expected a text frame, got {other:?}"),
             }
         }
+    }
+
+    /// Publishes `count` messages (`0`, `1`, …) to `topic` straight into the hub.
+    async fn publish_many(state: &AppState, topic: &str, count: usize) {
+        let topic = TopicName::new(topic).expect("topic");
+        for n in 0..count {
+            let data = Data::from_json(n.to_string().as_bytes()).expect("data");
+            state
+                .broker
+                .publish(&topic, &data)
+                .await
+                .expect("published");
+        }
+    }
+
+    /// With a write delay, messages that arrive within it go out in one write, at most
+    /// `write_max_messages` at a time; without one, the first goes out at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_delay_gathers_messages_into_one_write() {
+        let config = Config {
+            write_delay: Duration::from_millis(10),
+            write_max_messages: 4,
+            ..Config::default()
+        };
+        let mut client = Client::start_with(&["chat"], config);
+        assert_eq!(client.next().await["type"], "subscribed");
+        assert_eq!(client.writes.recv().await, Some(1), "the subscribed frame");
+        publish_many(&client.state, "chat", 1).await;
+        // The session has the first message and waits; six more arrive meanwhile.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        publish_many(&client.state, "chat", 6).await;
+        assert_eq!(client.writes.recv().await, Some(4), "the cap");
+        assert_eq!(
+            client.writes.recv().await,
+            Some(3),
+            "the rest, after another delay"
+        );
+        for n in [0, 0, 1, 2, 3, 4, 5] {
+            assert_eq!(client.next().await["data"], n);
+        }
+
+        let mut eager = Client::start(&["chat"]);
+        assert_eq!(eager.next().await["type"], "subscribed");
+        assert_eq!(eager.writes.recv().await, Some(1));
+        publish_many(&eager.state, "chat", 1).await;
+        assert_eq!(eager.writes.recv().await, Some(1));
     }
 
     #[tokio::test]
