@@ -13,7 +13,7 @@
 pub mod pattern;
 mod token;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
@@ -267,9 +267,12 @@ impl Grant {
         }))
     }
 
-    /// Everything, for ever: access control is off.
+    /// Everything, for ever: access control is off. One grant shared by every request, so
+    /// that an open gateway allocates nothing for it.
     pub fn everyone() -> Grant {
-        Grant::new(Holder::Everyone, Arc::default(), None)
+        static EVERYONE: LazyLock<Grant> =
+            LazyLock::new(|| Grant::new(Holder::Everyone, Arc::default(), None));
+        EVERYONE.clone()
     }
 
     /// The token's subject, if the grant comes from a token that names one.
