@@ -26,9 +26,10 @@ declare namespace Switchboard {
   interface SwitchboardError extends Error {
     name: 'SwitchboardError';
     /**
-     * A gateway error code (bad_topic, payload_too_large, ...) or a client one:
-     * closed, queue_full, timeout, connection_lost, network, connect_timeout, silence,
-     * unavailable, no_transport, slow_consumer, bad_json, bad_reply.
+     * A gateway error code (bad_topic, payload_too_large, unauthorized, forbidden,
+     * token_expired, rate_limited, ...) or a client one: closed, queue_full, timeout,
+     * connection_lost, network, connect_timeout, silence, unavailable, no_transport,
+     * slow_consumer, bad_json, bad_reply, token_error.
      */
     code: string;
     /** HTTP status, for errors that came from an HTTP reply. */
@@ -39,9 +40,20 @@ declare namespace Switchboard {
     closeCode?: number;
     /** The topic of a failed publish that had no callback. */
     topic?: string;
-    /** The topics of a rejected in-band subscribe. */
+    /** The topics of a rejected subscription (in-band subscribe, or `forbidden`/`unauthorized`). */
     topics?: string[];
+    /** For `token_error`: what the token function failed with. */
+    cause?: unknown;
   }
+
+  /**
+   * Gives the client a token: call `callback(null, token)` with a JWT, `callback(null, null)`
+   * when the cookie carries the credentials (or no one is logged in), or `callback(err)` when
+   * none can be had now (the client reports `token_error` and asks again after its backoff).
+   * Instead of calling back, the function may return a promise of the token. Called before
+   * connecting, again before the token's `exp`, and after the gateway says `token_expired`.
+   */
+  type TokenFunction = (callback: (err: unknown, token?: string | null) => void) => void | PromiseLike<string | null>;
 
   type Handler<T = unknown> = (data: T, message: Message<T>) => void;
   type PublishCallback = (err: SwitchboardError | null, id?: string) => void;
@@ -81,6 +93,17 @@ declare namespace Switchboard {
     positions?: { [topic: string]: string };
     /** Send cookies on cross-origin SSE and HTTP requests (default false). */
     withCredentials?: boolean;
+    /**
+     * Credentials for a gateway with access control: a JWT, or a function that gives a fresh
+     * one (default none). Sent in-band on WebSocket, as `Authorization: Bearer` on polls and
+     * HTTP publishes, and in the EventSource URL only with `queryToken`.
+     */
+    token?: string | TokenFunction | null;
+    /**
+     * Put the token in EventSource URLs as `access_token` (the gateway must allow it), for
+     * pages on another site than the gateway, where its cookie does not reach (default false).
+     */
+    queryToken?: boolean;
     /** Publishes that may wait for a connection (default 100); more fail with `queue_full`. */
     publishQueue?: number;
     timeouts?: Timeouts;
@@ -133,6 +156,14 @@ declare namespace Switchboard {
     /** The client constructor; `connect` is the same as `new Client(...)`. */
     Client: new (baseUrl?: string | null, options?: Options) => Client;
     validTopic(topic: unknown): boolean;
+    /** The payload of a JWT, decoded but not verified; null if `token` is not a JWT. */
+    jwtPayload(token: unknown): { [claim: string]: unknown } | null;
+    /**
+     * ms after `nowMs` at which the client replaces a token with this payload: 90 % of its
+     * lifetime or 30 s before `exp`, whichever is earlier (not before half of it, nor within
+     * 1 s); null for a token without `exp` or one already over.
+     */
+    refreshDelay(payload: { exp?: unknown; iat?: unknown } | null, nowMs: number): number | null;
   }
 }
 

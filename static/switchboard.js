@@ -22,12 +22,18 @@
   var TRANSPORTS = ['ws', 'sse', 'poll'];
   var TOPIC_RE = /^[A-Za-z0-9._\-:@\/]{1,128}$/;
   var SEEN_PER_TOPIC = 1000;
+  var REFRESH_AHEAD = 30;        // s: a token is replaced at least this long before it ends...
+  var REFRESH_FRACTION = 0.9;    // ...or at this fraction of its lifetime, whichever is earlier
+  var MAX_TIMER = 2147483647;    // ms: the longest delay setTimeout takes
+  var B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
   var DEFAULTS = {
     transports: TRANSPORTS,
     params: null,
     positions: null,
     withCredentials: false,
+    token: null,
+    queryToken: false,
     publishQueue: 100,
     timeouts: {
       connect: 10000,  // ms to establish a transport (WS subscribed/pong, SSE `subscribed`, first poll reply)
@@ -130,6 +136,63 @@
 
   function validTopic(topic) { return typeof topic === 'string' && TOPIC_RE.test(topic); }
 
+  // ----------------------------------------------------------------- tokens
+
+  // base64url (or base64) to a string of byte values; null if it is not base64.
+  function base64UrlBytes(text) {
+    text = text.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    if (text.length % 4 === 1) { return null; }
+    var out = '';
+    var bits = 0;
+    var value = 0;
+    for (var i = 0; i < text.length; i++) {
+      var v = B64URL.indexOf(text.charAt(i));
+      if (v < 0) { return null; }
+      value = ((value << 6) | v) & 0xffffff;
+      bits += 6;
+      if (bits >= 8) {
+        bits -= 8;
+        out += String.fromCharCode((value >> bits) & 0xff);
+      }
+    }
+    return out;
+  }
+
+  // The payload of a JWT, decoded but NOT verified (the gateway verifies it): the client only
+  // reads `exp` and `iat` to know when to fetch the next token. null if `token` is not a JWT.
+  function jwtPayload(token) {
+    if (typeof token !== 'string') { return null; }
+    var parts = token.split('.');
+    if (parts.length !== 3) { return null; }
+    var bytes = base64UrlBytes(parts[1]);
+    if (bytes === null) { return null; }
+    var text;
+    try {
+      // The payload is UTF-8: percent-encode its bytes and let the browser decode them.
+      text = decodeURIComponent(bytes.replace(/[\s\S]/g, function (ch) {
+        return '%' + ('0' + ch.charCodeAt(0).toString(16)).slice(-2);
+      }));
+    } catch (e) {
+      return null;
+    }
+    var payload = parseJson(text);
+    return payload && typeof payload === 'object' && !isArray(payload) ? payload : null;
+  }
+
+  // ms from now until a token with this payload is to be replaced: at 90 % of its lifetime or
+  // 30 s before it ends, whichever is earlier, but not before half of it (short-lived tokens)
+  // and not within 1 s. The lifetime runs from `iat` when the token has one (a page whose clock
+  // is wrong still refreshes in time), else from now by the page's clock. null when the token
+  // does not expire (no `exp`) or has already ended: the gateway will say `token_expired`.
+  function refreshDelay(payload, nowMs) {
+    if (!payload || typeof payload.exp !== 'number') { return null; }
+    var issued = typeof payload.iat === 'number' && payload.iat < payload.exp ? payload.iat : nowMs / 1000;
+    var life = payload.exp - issued;
+    if (!(life > 0)) { return null; }
+    var after = Math.max(life / 2, Math.min(life * REFRESH_FRACTION, life - REFRESH_AHEAD));
+    return Math.min(MAX_TIMER, Math.max(1000, Math.round(after * 1000)));
+  }
+
   // ----------------------------------------------------------------- client
 
   function Client(baseUrl, options) {
@@ -188,6 +251,16 @@
     this._upgradeTimer = null;
     this._stableTimer = null;
     this._syncTimer = null;
+    this._token = null;       // the token function's last token (null: none, or the cookie)
+    this._tokenStale = true;  // the function must be asked before the next use
+    this._tokenWaiters = [];  // callbacks waiting for the token function; non-empty while it runs
+    this._tokenTimer = null;  // fetches the next token before this one ends
+    this._authStreak = 0;     // auth refusals since a connection last opened
+
+    var t0 = opts.token;
+    if (t0 !== null && typeof t0 !== 'string' && typeof t0 !== 'function') {
+      throw makeError('bad_option', 'options.token must be a string or a function');
+    }
 
     var self = this;
     this._timer = this._setTimeout(function () { self._timer = null; self._connect(self._pickNewRound()); }, 0);
@@ -308,6 +381,7 @@
     this._inflight = {};
     this._dropConn();
     this._publishVia = null;
+    this._tokenWaiters = [];
     this._setState('closed');
     for (var i = 0; i < pending.length; i++) { this._finish(pending[i], err); }
     return this;
@@ -372,7 +446,8 @@
 
   Client.prototype._pump = function () {
     var self = this;
-    if (this.state !== 'open' || !this._conn || this._httpBusy) { return; }
+    // While a token is being fetched, publishes wait for it rather than go out with the old one.
+    if (this.state !== 'open' || !this._conn || this._httpBusy || this._tokenWaiters.length) { return; }
     if (this._publishVia === 'ws') {
       var conn = this._conn;
       while (this._outbox.length) {
@@ -396,13 +471,28 @@
           var body = parseJson(text);
           self._finish(e, null, body && body.id);
         } else {
-          self._finish(e, httpError(status, text));
+          self._refused(e, httpError(status, text));
         }
         if (self.state !== 'closed') { self._pump(); }
       });
     }
   };
 
+  // A publish the gateway refused. One refused because the token ran out was not accepted, so
+  // it is sent again, once, with a fresh token (ahead of the queue, keeping the tab's order).
+  Client.prototype._refused = function (entry, err) {
+    if (err.code === 'token_expired' && !entry.retried && this.options.token !== null &&
+        this.state !== 'closed' && !entry.done) {
+      entry.retried = true;
+      this._outbox.unshift(entry);
+      this._tokenStale = true;
+      this._refreshToken();
+      return;
+    }
+    this._finish(entry, err);
+  };
+
+  // HTTP requests carry the token in `Authorization: Bearer` (polls and publishes).
   Client.prototype._request = function (method, url, body, timeoutMs, cb) {
     var self = this;
     var XHR = this._lookup('XMLHttpRequest');
@@ -423,6 +513,8 @@
       xhr = new XHR();
       xhr.open(method, url, true);
       if (body !== null) { xhr.setRequestHeader('Content-Type', 'application/json'); }
+      var token = this._currentToken();
+      if (token) { xhr.setRequestHeader('Authorization', 'Bearer ' + token); }
       if (this.options.withCredentials) { xhr.withCredentials = true; }
       xhr.onreadystatechange = function () {
         if (xhr.readyState !== 4 || done) { return; }
@@ -446,6 +538,102 @@
         try { xhr.abort(); } catch (e) { /* ignore */ }
       }
     };
+  };
+
+  // ---------------------------------------------------------------- tokens
+
+  // The token in force: the string option, or the function's last one (null: none, or a cookie).
+  Client.prototype._currentToken = function () {
+    var source = this.options.token;
+    return typeof source === 'string' ? source : (typeof source === 'function' ? this._token : null);
+  };
+
+  // Calls back (err, token) with the token to use: the string option; the function's last token
+  // while it is current; else a fresh one from the function (one call at a time, shared by
+  // everyone waiting). null without the option, or when the function gives none.
+  Client.prototype._getToken = function (fresh, cb) {
+    var source = this.options.token;
+    if (typeof source !== 'function') {
+      cb(null, typeof source === 'string' ? source : null);
+      return;
+    }
+    if (!fresh && !this._tokenStale) {
+      cb(null, this._token);
+      return;
+    }
+    this._tokenWaiters.push(cb);
+    if (this._tokenWaiters.length === 1) { this._fetchToken(); }
+  };
+
+  // Asks the token function. It calls back `(err, token)`, or returns a promise of the token;
+  // whichever comes first counts, once.
+  Client.prototype._fetchToken = function () {
+    var self = this;
+    var done = false;
+    var ms = this.options.timeouts.connect;
+    var timer = this._setTimeout(function () {
+      timer = null;
+      finish(makeError('token_error', 'Switchboard: the token function did not call back within ' + ms + ' ms'));
+    }, ms);
+    function failed(cause) {
+      var text = cause && cause.message ? cause.message : String(cause);
+      return makeError('token_error', 'Switchboard: the token function failed: ' + text, { cause: cause });
+    }
+    function finish(err, token) {
+      if (done) { return; }
+      done = true;
+      if (timer !== null) { self._clearTimeout(timer); timer = null; }
+      if (!err && token !== null && token !== undefined && (typeof token !== 'string' || !token)) {
+        err = makeError('token_error', 'Switchboard: the token function must give a non-empty string, or null');
+      }
+      var waiters = self._tokenWaiters;
+      self._tokenWaiters = [];
+      if (self.state === 'closed') { return; }
+      if (!err) { self._setToken(token === undefined ? null : token); }
+      for (var i = 0; i < waiters.length; i++) { waiters[i](err, err ? null : self._token); }
+    }
+    try {
+      var promise = this.options.token(function (err, token) { finish(err ? failed(err) : null, token); });
+      if (promise && typeof promise.then === 'function') {
+        promise.then(function (token) { finish(null, token); }, function (e) { finish(failed(e || 'rejected')); });
+      }
+    } catch (e) {
+      finish(failed(e));
+    }
+  };
+
+  // Keeps a fresh token, and fetches the next one before it ends.
+  Client.prototype._setToken = function (token) {
+    var self = this;
+    this._token = token;
+    this._tokenStale = false;
+    if (this._tokenTimer !== null) { this._clearTimeout(this._tokenTimer); this._tokenTimer = null; }
+    var delay = token ? refreshDelay(jwtPayload(token), this._now()) : null;
+    if (delay === null) { return; }
+    this._tokenTimer = this._setTimeout(function () {
+      self._tokenTimer = null;
+      self._refreshToken();
+    }, delay);
+  };
+
+  // Fetches a fresh token and puts it to use: in-band on an open WebSocket, by restarting an SSE
+  // stream that carries it in its URL (with its cursor); polls and HTTP publishes simply send
+  // it from their next request on.
+  Client.prototype._refreshToken = function () {
+    var self = this;
+    if (typeof this.options.token !== 'function' || this.state === 'closed') { return; }
+    this._getToken(true, function (err, token) {
+      if (self.state === 'closed') { return; }
+      if (err) {
+        // The connection goes on with the old token; when it ends, the reconnect asks again.
+        err.transport = self.transport;
+        self._error(err);
+      } else {
+        var conn = self._conn;
+        if (conn && conn.opened && !conn.stopped) { conn.tokenChanged(token); }
+      }
+      self._pump();
+    });
   };
 
   // ------------------------------------------------------------- receiving
@@ -534,7 +722,7 @@
   };
 
   Client.prototype._clearTimers = function () {
-    var names = ['_timer', '_upgradeTimer', '_stableTimer', '_syncTimer'];
+    var names = ['_timer', '_upgradeTimer', '_stableTimer', '_syncTimer', '_tokenTimer'];
     for (var i = 0; i < names.length; i++) {
       if (this[names[i]] !== null) { this._clearTimeout(this[names[i]]); this[names[i]] = null; }
     }
@@ -610,6 +798,7 @@
     }
     this._round = { failed: [] };
     this._rounds = 0;
+    this._authStreak = 0;
     this._everOpen = true;
     this._publishVia = t === 'ws' ? 'ws' : 'http';
     if (this._stableTimer !== null) { this._clearTimeout(this._stableTimer); }
@@ -658,7 +847,9 @@
     if (this._upgradeTimer !== null) { this._clearTimeout(this._upgradeTimer); this._upgradeTimer = null; }
     if (this.state === 'closed') { return; }
     err.transport = conn.transport;
+    if (!err.topics && (err.code === 'forbidden' || err.code === 'unauthorized')) { err.topics = conn.topics.slice(); }
     this._error(err);
+    if (this._authRefused(conn, err)) { return; }
     if (err.code === 'bad_cursor') {
       // The gateway refused our positions: say so, and start those topics from now.
       for (var i = 0; i < conn.topics.length; i++) {
@@ -691,6 +882,41 @@
     this._scheduleRound(this._backoff(0));
   };
 
+  // Auth refusals are not the transport's fault: no fallback. An expired (or refused) token is
+  // replaced by a fresh one and the same transport reconnects at once with its cursor; if that
+  // is refused too, or the topics are forbidden, retrying would only be refused again, so the
+  // client closes and the application decides (docs/CLIENT.md). A token function that fails is
+  // asked again after the usual backoff. Returns whether `err` was one of these.
+  Client.prototype._authRefused = function (conn, err) {
+    var code = err.code;
+    if (code === 'token_error') {
+      this._scheduleRoundOn(conn.transport, this._backoff(this._rounds++));
+      return true;
+    }
+    if (code !== 'token_expired' && code !== 'unauthorized' && code !== 'forbidden') { return false; }
+    if (code !== 'forbidden' && this._authStreak++ === 0) {
+      this._tokenStale = true;
+      this._round = { failed: [] };
+      this._setState(this._everOpen ? 'reconnecting' : 'connecting');
+      this._connect(conn.transport);
+      return true;
+    }
+    this.close();
+    return true;
+  };
+
+  // A new round on `transport` after `delay`.
+  Client.prototype._scheduleRoundOn = function (transport, delay) {
+    var self = this;
+    this._round = { failed: [] };
+    this._setState(this._everOpen ? 'reconnecting' : 'connecting');
+    if (this._timer !== null) { this._clearTimeout(this._timer); }
+    this._timer = this._setTimeout(function () {
+      self._timer = null;
+      self._connect(transport);
+    }, delay);
+  };
+
   Client.prototype._topicsChanged = function () {
     var self = this;
     if (this._syncTimer !== null || this.state === 'closed') { return; }
@@ -713,6 +939,13 @@
       if (indexOf(conn.topics, this._topics[i]) < 0) { same = false; }
     }
     if (same) { return; }
+    this._restartStream();
+  };
+
+  // Restarts an SSE stream or a poll loop with the current topics, token and cursor; the client
+  // stays open meanwhile.
+  Client.prototype._restartStream = function () {
+    var conn = this._conn;
     if (conn.opened) {
       conn.stop();
       var fresh = new Conn(this, conn.transport, ++this._connSeq);
@@ -769,8 +1002,9 @@
     this.openedAt = this.client._now();
     if (this.connectTimer) { this.cancel(this.connectTimer); this.connectTimer = null; }
     if (this.restart) {
-      // A stream restarted for a new topic set: the client stays open.
+      // A stream restarted for a new topic set or token: the client stays open.
       var c = this.client;
+      c._authStreak = 0;
       if (topics && topics.length) { c._emit('subscribed', topics.slice()); }
       c._syncTopics();
       return;
@@ -779,6 +1013,26 @@
   };
 
   Conn.prototype.start = function () {
+    var self = this;
+    var c = this.client;
+    if (c.options.token === null) {
+      this.startTransport();
+      return;
+    }
+    // With a token, the transport starts once it is at hand (the function may fetch it, within
+    // its own deadline: a slow token function is no fault of the transport).
+    c._getToken(false, function (err, token) {
+      if (self.stopped) { return; }
+      if (err) {
+        self.later(function () { self.fail('token_error', err.message, { cause: err.cause }); }, 0);
+        return;
+      }
+      self.token = token;
+      self.startTransport();
+    });
+  };
+
+  Conn.prototype.startTransport = function () {
     var self = this;
     var c = this.client;
     this.connectTimer = this.later(function () {
@@ -790,6 +1044,19 @@
       else { this.startPoll(); }
     } catch (e) {
       this.later(function () { self.fail('unavailable', e.message || String(e)); }, 0);
+    }
+  };
+
+  // A fresh token while open: sent in-band on WebSocket; an SSE stream that carries its token
+  // in the URL reconnects with it and its cursor; polls send it with their next request.
+  Conn.prototype.tokenChanged = function (token) {
+    this.token = token;
+    if (!token) { return; }
+    if (this.transport === 'ws') {
+      this.authRef = 'a' + (++this.client._seq);
+      this.sendFrame({ type: 'auth', token: token, ref: this.authRef });
+    } else if (this.transport === 'sse' && this.client.options.queryToken && this.es) {
+      this.client._restartStream();
     }
   };
 
@@ -820,15 +1087,37 @@
     var self = this;
     var c = this.client;
     var WS = c._lookup('WebSocket');
-    var url = c.url.replace(/^http/i, 'ws') + '/ws' +
-      encodeQuery(this.topics, c.cursor(this.topics), c.options.params);
+    // With the token option, the topics are subscribed in-band, after the `auth` frame when
+    // there is a token: a token never goes in a URL, and a refusal of the handshake would be
+    // invisible to scripts, while an in-band one says why.
+    var inBand = c.options.token !== null;
+    var url = c.url.replace(/^http/i, 'ws') + '/ws' + (inBand ?
+      encodeQuery([], null, c.options.params) :
+      encodeQuery(this.topics, c.cursor(this.topics), c.options.params));
     this.pending = {};   // subscribe ref -> topics
     this.lastRx = c._now();
     var ws = this.ws = new WS(url);
     ws.onopen = function () {
       if (self.stopped) { return; }
       self.lastRx = c._now();
-      self.sendFrame({ type: 'ping', ref: 'open' });
+      if (inBand && (self.token || self.topics.length)) {
+        // Sent back to back: the gateway takes frames in order, so the subscribe is judged
+        // with the token's permissions.
+        if (self.token) {
+          self.authRef = 'a' + (++c._seq);
+          self.sendFrame({ type: 'auth', token: self.token, ref: self.authRef });
+        }
+        if (self.topics.length) {
+          self.initialRef = 's' + (++c._seq);
+          var frame = { type: 'subscribe', topics: self.topics.slice(), ref: self.initialRef };
+          var since = c.cursor(self.topics);
+          if (since) { frame.since = since; }
+          self.pending[self.initialRef] = self.topics.slice();
+          self.sendFrame(frame);
+        }
+      } else {
+        self.sendFrame({ type: 'ping', ref: 'open' });
+      }
       self.watchSilence();
     };
     ws.onmessage = function (ev) {
@@ -841,7 +1130,7 @@
     ws.onclose = function (ev) {
       if (self.stopped) { return; }
       var code = ev && ev.code;
-      self.fail(code === 1013 ? 'slow_consumer' : 'closed',
+      self.fail(code === 1013 ? 'slow_consumer' : (code === 4001 ? 'token_expired' : 'closed'),
         'closed' + (code ? ' with code ' + code : '') + (ev && ev.reason ? ' (' + ev.reason + ')' : '') +
         (self.opened ? '' : ' before it was established'), { closeCode: code });
     };
@@ -884,7 +1173,15 @@
           var asked = this.pending[f.ref];
           delete this.pending[f.ref];
           c._setPositions(f.positions, asked);
-          c._emit('subscribed', asked.slice());
+          if (f.ref === this.initialRef && !this.opened) { this.open(asked); }
+          else { c._emit('subscribed', asked.slice()); }
+        }
+        break;
+      case 'unsubscribed':
+        // Without a ref: a new token does not cover these topics any more.
+        if (f.ref === undefined || f.ref === null) {
+          topics = isArray(f.topics) ? f.topics : [];
+          this.fail('forbidden', 'the new token does not allow ' + topics.join(', '), { topics: topics });
         }
         break;
       case 'pong':
@@ -896,7 +1193,9 @@
         c._onReset(f);
         break;
       case 'ack':
-        if (typeof f.ref === 'string' && hasOwn(c._inflight, f.ref)) {
+        if (f.ref === this.authRef && this.authRef) {
+          if (!this.opened && !this.topics.length) { this.open([]); }
+        } else if (typeof f.ref === 'string' && hasOwn(c._inflight, f.ref)) {
           var entry = c._inflight[f.ref];
           delete c._inflight[f.ref];
           c._finish(entry, null, f.id);
@@ -904,10 +1203,18 @@
         break;
       case 'error':
         var err = makeError(f.code || 'error', String(f.message || f.code || 'error'));
+        var authCode = f.code === 'unauthorized' || f.code === 'forbidden' || f.code === 'token_expired';
         if (typeof f.ref === 'string' && hasOwn(c._inflight, f.ref)) {
           var e = c._inflight[f.ref];
           delete c._inflight[f.ref];
-          c._finish(e, err);
+          c._refused(e, err);
+        } else if ((f.ref === this.authRef && this.authRef) ||
+                   (f.code === 'token_expired' && (f.ref === undefined || f.ref === null))) {
+          // The token was refused, or ran out (close code 4001 follows): reconnect or stop,
+          // as Client._authRefused decides.
+          this.fail(f.code || 'error', err.message);
+        } else if (authCode && typeof f.ref === 'string' && hasOwn(this.pending, f.ref)) {
+          this.fail(f.code, err.message, { topics: this.pending[f.ref] });
         } else if (typeof f.ref === 'string' && hasOwn(this.pending, f.ref)) {
           topics = this.pending[f.ref];
           delete this.pending[f.ref];
@@ -926,7 +1233,9 @@
                 c._onReset({ topic: topics[i], reason: 'bad_cursor' });
               }
             }
-            this.syncTopics();
+            var again = this.syncTopics();
+            // The connection opens on the answer to the subscribe sent in its place.
+            if (f.ref === this.initialRef) { this.initialRef = again; }
           }
         } else {
           err.transport = 'ws';
@@ -938,7 +1247,7 @@
     }
   };
 
-  // In-band subscribe/unsubscribe to match the client's topic set.
+  // In-band subscribe/unsubscribe to match the client's topic set; returns the subscribe's ref.
   Conn.prototype.syncTopics = function () {
     var c = this.client;
     var add = [];
@@ -962,7 +1271,9 @@
       this.pending[ref] = add;
       for (i = 0; i < add.length; i++) { this.topics.push(add[i]); }
       this.sendFrame(frame);
+      return ref;
     }
+    return null;
   };
 
   // ---- Server-Sent Events
@@ -976,7 +1287,9 @@
       return;
     }
     var ES = c._lookup('EventSource');
-    var url = c.url + '/events' + encodeQuery(this.topics, c.cursor(this.topics), c.options.params);
+    // EventSource cannot set headers: its token is the cookie, or (queryToken) the URL's.
+    var extra = c.options.queryToken && this.token ? { access_token: this.token } : null;
+    var url = c.url + '/events' + encodeQuery(this.topics, c.cursor(this.topics), c.options.params, extra);
     var es = this.es = c.options.withCredentials ? new ES(url, { withCredentials: true }) : new ES(url);
     es.addEventListener('subscribed', function (ev) {
       if (self.stopped) { return; }
@@ -993,11 +1306,58 @@
       if (self.stopped) { return; }
       c._onReset(parseJson(ev.data));
     }, false);
-    es.onerror = function () {
+    es.onerror = function (ev) {
       if (self.stopped) { return; }
+      if (ev && typeof ev.data === 'string') {
+        // The gateway's `event: error` (token_expired) before it ends the stream.
+        var d = parseJson(ev.data) || {};
+        self.fail(d.code || 'error', String(d.message || d.code || 'error'));
+        return;
+      }
+      if (!self.opened && c.options.token !== null) {
+        es.close();
+        self.probeSse(url);
+        return;
+      }
       // EventSource would reconnect by itself; we reconnect with our own cursor instead.
       self.fail('closed', self.opened ? 'the event stream ended' : 'the event stream could not be opened');
     };
+  };
+
+  // EventSource does not tell why a stream was refused. The same request through
+  // XMLHttpRequest does, so that an auth refusal (401, 403) is not taken for a transport that
+  // does not work. A stream that would open (200) is dropped as soon as its headers arrive.
+  Conn.prototype.probeSse = function (url) {
+    var self = this;
+    var c = this.client;
+    var XHR = c._lookup('XMLHttpRequest');
+    function unopened() { self.fail('closed', 'the event stream could not be opened'); }
+    if (!XHR) { unopened(); return; }
+    var xhr;
+    function drop() {
+      xhr.onreadystatechange = null;
+      try { xhr.abort(); } catch (e) { /* ignore */ }
+    }
+    try {
+      xhr = new XHR();
+      xhr.open('GET', url, true);
+      if (c.options.withCredentials) { xhr.withCredentials = true; }
+      xhr.onreadystatechange = function () {
+        if (self.stopped || xhr.readyState < 2) { return; }
+        var status = xhr.status;
+        if (status === 200 || (xhr.readyState === 4 && !status)) {
+          drop();
+          unopened();
+        } else if (xhr.readyState === 4) {
+          var e = httpError(status, xhr.responseText);
+          self.fail(e.code, e.message, { status: status });
+        }
+      };
+      xhr.send(null);
+      this.xhr = { abort: drop };
+    } catch (e) {
+      unopened();
+    }
   };
 
   // ---- long-poll
@@ -1049,7 +1409,9 @@
     transports: TRANSPORTS.slice(),
     connect: function (baseUrl, options) { return new Client(baseUrl, options); },
     Client: Client,
-    validTopic: validTopic
+    validTopic: validTopic,
+    jwtPayload: jwtPayload,
+    refreshDelay: refreshDelay
   };
   return Switchboard;
 }));

@@ -365,7 +365,9 @@ impl Config {
                     path.display()
                 )));
             }
-            if matches.value_source(&key) == Some(ValueSource::DefaultValue)
+            // File-only settings have no argument to ask about (clap panics on an unknown id).
+            if FILE_ONLY.contains(&key.as_str())
+                || matches.value_source(&key) == Some(ValueSource::DefaultValue)
                 || matches.value_source(&key).is_none()
             {
                 merged.insert(key, value);
@@ -531,6 +533,25 @@ mod tests {
         assert_eq!(config.max_message_bytes, 65536);
         assert!(config.allowed_origins.is_empty());
         assert!(config.allowed_hosts.is_empty());
+    }
+
+    #[test]
+    fn anonymous_rules_load_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("switchboard-anon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("anonymous.toml");
+        std::fs::write(
+            &path,
+            "[[anonymous]]\ntopics = [\"public.*\"]\nallow = [\"subscribe\"]\n",
+        )
+        .expect("write config");
+        let config = load(&["--config", path.to_str().expect("utf-8 path")]).expect("loads");
+        assert_eq!(config.anonymous.len(), 1);
+        assert_eq!(
+            config.anonymous[0].allow,
+            vec![crate::auth::Action::Subscribe]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
