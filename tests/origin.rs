@@ -100,6 +100,10 @@ async fn listed_origin_gets_cors_and_websocket() {
         ("/events?topic=o", "GET", "last-event-id"),
         ("/poll?topic=o", "POST", "content-type"),
         ("/poll?topic=o", "GET", ""),
+        // Tokens: polls and publishes from pages carry `Authorization: Bearer`.
+        ("/poll?topic=o", "GET", "authorization"),
+        ("/events?topic=o", "POST", "authorization,content-type"),
+        ("/publish", "POST", "authorization,content-type"),
     ] {
         let mut preflight = Client::new()
             .request(Method::OPTIONS, gw.http_url(path))
@@ -115,6 +119,17 @@ async fn listed_origin_gets_cors_and_websocket() {
             response.status()
         );
         assert_allows_app(&response, &format!("preflight {method} {path}"));
+        let allowed = response
+            .headers()
+            .get("access-control-allow-headers")
+            .map(|v| v.to_str().expect("ASCII").to_ascii_lowercase())
+            .unwrap_or_default();
+        for header in headers.split(',').filter(|h| !h.is_empty()) {
+            assert!(
+                allowed.split(',').any(|a| a.trim() == header),
+                "preflight {method} {path}: {header} not in {allowed:?}"
+            );
+        }
     }
 
     // The actual requests carry the header too.

@@ -64,6 +64,7 @@ pub fn cors(allowed: &[String]) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
             header::CONTENT_TYPE,
+            header::AUTHORIZATION,
             header::HeaderName::from_static("last-event-id"),
         ])
         .max_age(std::time::Duration::from_secs(600))
