@@ -27,12 +27,13 @@ pub enum ErrorCode {
     TooManyConnections,
     ShuttingDown,
     BrokerUnavailable,
+    UnknownTopic,
 }
 
 impl ErrorCode {
     /// Every code, for the test that holds docs/PROTOCOL.md to them.
     #[cfg(test)]
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadTopic,
         ErrorCode::MissingTopic,
         ErrorCode::TooManyTopics,
@@ -49,6 +50,7 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::ShuttingDown,
         ErrorCode::BrokerUnavailable,
+        ErrorCode::UnknownTopic,
     ];
 
     /// Where the code stands in [`ErrorCode::ALL`]; exhaustive, so that a new code cannot be
@@ -72,6 +74,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => 13,
             ErrorCode::ShuttingDown => 14,
             ErrorCode::BrokerUnavailable => 15,
+            ErrorCode::UnknownTopic => 16,
         }
     }
 
@@ -93,13 +96,14 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
+            ErrorCode::UnknownTopic => "unknown_topic",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::OriginNotAllowed | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound | ErrorCode::UnknownTopic => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

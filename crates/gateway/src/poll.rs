@@ -1,10 +1,14 @@
 //! Long-poll: `GET /poll`. No server-side session: the cursor carries all the state.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use switchboard_hub::Page;
 
+use crate::client_addr::client_ip;
+use crate::connections::Transport;
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -14,6 +18,7 @@ use crate::wire;
 /// `GET /poll?topic=A[&topic=B][&since=C][&timeout=S]`.
 pub async fn poll(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -27,7 +32,7 @@ pub async fn poll(
         bytes: config.poll_batch_bytes,
     };
 
-    let mut subscription = state.subscription();
+    let mut subscription = state.subscription(Transport::Poll);
     // A first look that registers nothing: most polls that carry a cursor end here.
     let resets = subscription.join(&topics, cursor.as_ref(), false).await?;
     let mut batch = subscription.batch(page).await?;
@@ -37,6 +42,11 @@ pub async fn poll(
     }
 
     let _permit = state.open_connection()?;
+    // Only a poll that waits is a connection worth listing.
+    subscription.register(
+        &state.live_connections,
+        client_ip(peer, &headers, &state.config),
+    );
     batch.resets = subscription.go_live().await?;
     let published_meanwhile = subscription.batch(page).await?;
     batch.absorb(published_meanwhile);
@@ -64,8 +74,9 @@ pub async fn poll(
             batch.absorb(rest);
         }
         Some(Next::Unavailable(error)) => return Err(error),
-        // An inbox of at least one message overflows only after delivering it.
-        Some(Next::Overflowed) | None => {}
+        // An inbox of at least one message overflows only after delivering it; a poll that
+        // an operator ends is answered with what it has.
+        Some(Next::Overflowed | Next::Disconnected) | None => {}
     }
     Ok(reply(&subscription, batch))
 }

@@ -4,12 +4,16 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_hub::Message;
 
+use crate::client_addr::client_ip;
+use crate::connections::Transport;
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -23,6 +27,7 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// `GET /events?topic=A[&topic=B][&since=C]`.
 pub async fn subscribe(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -30,7 +35,11 @@ pub async fn subscribe(
     let topics = params.required_topics(state.config.max_topics_per_connection)?;
     let cursor = params.cursor(&headers)?;
     let permit = state.open_connection()?;
-    let mut subscription = state.subscription();
+    let mut subscription = state.subscription(Transport::Sse);
+    subscription.register(
+        &state.live_connections,
+        client_ip(peer, &headers, &state.config),
+    );
     let resets = subscription.join(&topics, cursor.as_ref(), true).await?;
 
     let mut prelude = BytesMut::new();
@@ -71,6 +80,10 @@ pub async fn subscribe(
                     }
                     Next::Unavailable(error) => {
                         tracing::warn!("sse stream ended: {}", error.message);
+                        break;
+                    }
+                    Next::Disconnected => {
+                        yield Ok(Bytes::from_static(sse::DISCONNECTED));
                         break;
                     }
                 },

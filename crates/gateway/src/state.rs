@@ -7,7 +7,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::activity::Activity;
 use crate::config::Config;
+use crate::connections::{Connections, Transport};
 use crate::error::{AppError, ErrorCode};
 use crate::socket::WriteDeadlines;
 use crate::subscription::Subscription;
@@ -31,6 +33,10 @@ pub struct AppState {
     pub write_deadlines: Arc<WriteDeadlines>,
     /// The bounds of every connection's inbox, and of all of them together.
     pub queue_limits: Arc<QueueLimits>,
+    /// Every live connection, for the admin API.
+    pub live_connections: Arc<Connections>,
+    /// Counters of publishes, deliveries, resets and endings, for the admin API and metrics.
+    pub activity: Arc<Activity>,
 }
 
 impl AppState {
@@ -48,6 +54,8 @@ impl AppState {
             config: Arc::new(config),
             shutdown,
             tasks: TaskTracker::new(),
+            live_connections: Arc::default(),
+            activity: Arc::default(),
         }
     }
 
@@ -80,11 +88,13 @@ impl AppState {
         self.config.max_sockets - self.sockets.available_permits()
     }
 
-    pub fn subscription(&self) -> Subscription {
+    pub fn subscription(&self, transport: Transport) -> Subscription {
         Subscription::new(
             self.broker.clone(),
             self.queue_limits.clone(),
             self.config.max_topics_per_connection,
+            transport,
+            self.activity.clone(),
         )
     }
 }

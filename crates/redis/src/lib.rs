@@ -39,8 +39,8 @@ use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
 use parking_lot::Mutex;
 use switchboard_hub::position::topic_tag;
 use switchboard_hub::{
-    BoxFuture, Broker, BrokerError, BrokerStatus, Catchup, Data, INBOX_KINDS, Inbox, Message,
-    Page, Position, TopicName, TopicStats, TopicView, resume,
+    BoxFuture, Broker, BrokerError, BrokerStatus, Catchup, Data, INBOX_KINDS, Inbox, Message, Page,
+    Position, TopicName, TopicStats, TopicView, resume,
 };
 use tokio::sync::mpsc;
 
@@ -414,8 +414,8 @@ impl Inner {
             .map_err(|e| unavailable(&e))?;
         let stored = scripts::parse_stats(reply).map_err(|e| unavailable(&e))?;
         let local = self.topics.lock().get(topic).cloned();
-        let (subscribers, rate_per_second) = local
-            .map_or(([0; INBOX_KINDS], 0.0), |local| local.activity());
+        let (subscribers, rate_per_second) =
+            local.map_or(([0; INBOX_KINDS], 0.0), |local| local.activity());
         let tag = topic_tag(topic);
         let mut stats = TopicStats {
             topic: topic.clone(),

@@ -109,7 +109,10 @@ impl LocalTopic {
     /// last minute.
     pub fn activity(&self) -> ([usize; INBOX_KINDS], f64) {
         let state = self.state.lock();
-        let rate = state.rate.as_ref().map_or(0.0, |r| r.per_second(now_second()));
+        let rate = state
+            .rate
+            .as_ref()
+            .map_or(0.0, |r| r.per_second(now_second()));
         (state.subscribers.by_kind(), rate)
     }
 

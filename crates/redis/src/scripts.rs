@@ -17,8 +17,7 @@ pub static PUBLISH: LazyLock<Script> =
 pub static READ: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/read.lua")));
 pub static STATS: LazyLock<Script> =
     LazyLock::new(|| Script::from_lua(include_str!("lua/stats.lua")));
-pub static DELETE: LazyLock<Script> =
-    LazyLock::new(|| with_common(include_str!("lua/delete.lua")));
+pub static DELETE: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/delete.lua")));
 pub static CHECK: LazyLock<Script> =
     LazyLock::new(|| Script::from_lua(include_str!("lua/check.lua")));
 

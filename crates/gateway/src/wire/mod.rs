@@ -8,8 +8,10 @@
 //! - [`frames`]: WebSocket server frames.
 //! - [`sse`]: the one SSE event writer, and the events of a stream.
 //! - [`poll`]: the poll reply.
+//! - [`admin`]: the admin API's replies and the dashboard's stats snapshot.
 //! - [`encodings`]: each transport's encoding of a message, made once and shared.
 
+pub mod admin;
 pub mod encodings;
 pub mod frames;
 pub mod objects;

@@ -12,12 +12,15 @@ mod session;
 
 pub use session::Session;
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 
+use crate::client_addr::client_ip;
 use crate::error::{AppError, ErrorCode};
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -42,16 +45,19 @@ pub(crate) mod close {
     /// A slow consumer, or a broker out of reach: reconnect with the cursor.
     pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
     pub(crate) const HEARTBEAT_TIMEOUT: u16 = 4000;
+    /// An operator ended the connection (`POST /admin/disconnect`).
+    pub(crate) const DISCONNECTED: u16 = 4001;
 
     /// Every code above, for the test that holds docs/PROTOCOL.md to them.
     #[cfg(test)]
-    pub(crate) const ALL: [u16; 6] = [
+    pub(crate) const ALL: [u16; 7] = [
         GOING_AWAY,
         PROTOCOL_ERROR,
         NOT_UTF8,
         TOO_BIG,
         TRY_AGAIN_LATER,
         HEARTBEAT_TIMEOUT,
+        DISCONNECTED,
     ];
 }
 
@@ -59,6 +65,7 @@ pub(crate) mod close {
 /// topic or cursor is an HTTP 400 rather than a socket that opens and closes.
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -73,6 +80,7 @@ pub async fn upgrade(
     let topics = params.topics(state.config.max_topics_per_connection)?;
     let cursor = params.cursor(&headers)?;
     let permit = state.open_connection()?;
+    let address = client_ip(peer, &headers, &state.config);
     tracing::info!(topics = topics.len(), "websocket opened");
     let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
     let tasks = state.tasks.clone();
@@ -83,7 +91,8 @@ pub async fn upgrade(
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                let session = Session::new(state, permit);
+                let mut session = Session::new(state, permit);
+                session.register(address);
                 session.run(socket, topics, cursor).await;
             })
         }))

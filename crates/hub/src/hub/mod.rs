@@ -422,7 +422,10 @@ impl Hub {
             retained_bytes: state.retained_bytes,
             first: state.retained.front().map(|m| m.position),
             last: state.retained.back().map(|m| m.position),
-            rate_per_second: state.rate.as_ref().map_or(0.0, |r| r.per_second(now_second)),
+            rate_per_second: state
+                .rate
+                .as_ref()
+                .map_or(0.0, |r| r.per_second(now_second)),
         })
     }
 

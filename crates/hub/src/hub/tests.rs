@@ -302,13 +302,18 @@ fn topic_stats_count_subscribers_by_kind_and_what_is_retained() {
     for inbox in &inboxes {
         hub.join(&chat, None, Some(inbox), Page::NONE);
     }
-    let messages: Vec<_> = (0..5).map(|i| hub.publish(&chat, &text(&i.to_string()))).collect();
+    let messages: Vec<_> = (0..5)
+        .map(|i| hub.publish(&chat, &text(&i.to_string())))
+        .collect();
     let stats = hub.topic_stats(&chat).expect("known");
     assert_eq!(stats.subscribers, [2, 0, 1, 0]);
     assert_eq!(stats.retained_messages, 3);
     assert_eq!(
         stats.retained_bytes,
-        messages[2..].iter().map(|m| m.retained_size()).sum::<usize>()
+        messages[2..]
+            .iter()
+            .map(|m| m.retained_size())
+            .sum::<usize>()
     );
     assert_eq!(stats.first, Some(messages[2].position));
     assert_eq!(stats.last, Some(messages[4].position));
@@ -318,7 +323,10 @@ fn topic_stats_count_subscribers_by_kind_and_what_is_retained() {
     clock.advance(Duration::from_secs(61));
     assert_eq!(hub.topic_stats(&chat).expect("known").rate_per_second, 0.0);
     hub.leave(&chat, &inboxes[2]);
-    assert_eq!(hub.topic_stats(&chat).expect("known").subscribers, [2, 0, 0, 0]);
+    assert_eq!(
+        hub.topic_stats(&chat).expect("known").subscribers,
+        [2, 0, 0, 0]
+    );
 }
 
 #[test]
@@ -337,9 +345,15 @@ fn topics_are_listed_by_name_with_a_prefix_and_a_limit() {
     };
     assert_eq!(
         names(hub.topics("", 10)),
-        (vec!["a.1".into(), "b.1".into(), "b.2".into(), "c".into()], false)
+        (
+            vec!["a.1".into(), "b.1".into(), "b.2".into(), "c".into()],
+            false
+        )
     );
-    assert_eq!(names(hub.topics("b.", 10)), (vec!["b.1".into(), "b.2".into()], false));
+    assert_eq!(
+        names(hub.topics("b.", 10)),
+        (vec!["b.1".into(), "b.2".into()], false)
+    );
     assert_eq!(names(hub.topics("b.", 1)), (vec!["b.1".into()], true));
     assert_eq!(names(hub.topics("", 4)).1, false);
     assert_eq!(names(hub.topics("z", 4)), (vec![], false));
@@ -372,7 +386,10 @@ async fn delete_restarts_subscribers_before_stale_messages() {
     assert_eq!(stale.position, old.position);
     // Retained history is the new one; the old position resets.
     let stats = hub.topic_stats(&chat).expect("known");
-    assert_eq!((stats.retained_messages, stats.first), (1, Some(new.position)));
+    assert_eq!(
+        (stats.retained_messages, stats.first),
+        (1, Some(new.position))
+    );
     let catchup = hub.join(&chat, Some(old.position), None, Page::ALL);
     assert_eq!(catchup.reset, Some(ResetReason::HistoryLost));
     assert_eq!(seqs(&catchup.messages), vec![1]);
