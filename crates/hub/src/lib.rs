@@ -40,7 +40,7 @@ pub use message::{Data, DataError, Message};
 pub use position::{Cursor, CursorError, Position};
 pub use resume::{TopicView, resume};
 pub use topic::{TopicError, TopicName};
-pub use topic_stats::{RATE_WINDOW_SECONDS, RecentRate, TopicStats};
+pub use topic_stats::{RATE_WINDOW_SECONDS, RecentRate, TopicDetail, TopicStats};
 
 /// A boxed future, so that [`Broker`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -115,7 +115,7 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         topic: &'a TopicName,
         recent: usize,
-    ) -> BoxFuture<'a, Result<Option<(TopicStats, Vec<Arc<Message>>)>, BrokerError>>;
+    ) -> BoxFuture<'a, Result<Option<TopicDetail>, BrokerError>>;
 
     /// For operators: forgets the history of `topic`; its subscribers get a `deleted` reset
     /// and go on from the new history. Returns whether there was anything to delete.
@@ -135,11 +135,14 @@ impl Broker for Hub {
         &'a self,
         topic: &'a TopicName,
         recent: usize,
-    ) -> BoxFuture<'a, Result<Option<(TopicStats, Vec<Arc<Message>>)>, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Option<TopicDetail>, BrokerError>> {
         let found = self
             .topic_stats(topic)
             .filter(TopicStats::is_active)
-            .map(|stats| (stats, self.recent(topic, recent)));
+            .map(|stats| TopicDetail {
+                stats,
+                recent: self.recent(topic, recent),
+            });
         Box::pin(std::future::ready(Ok(found)))
     }
 

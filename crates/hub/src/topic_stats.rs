@@ -32,6 +32,13 @@ impl TopicStats {
     }
 }
 
+/// One topic and its last retained messages, oldest first.
+#[derive(Debug, Clone)]
+pub struct TopicDetail {
+    pub stats: TopicStats,
+    pub recent: Vec<std::sync::Arc<crate::message::Message>>,
+}
+
 /// Messages counted per second over the last minute: a ring of counts, one per second, so
 /// that recording is an index and an increment, and the rate is exact to the second.
 #[derive(Debug, Clone)]

@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 use switchboard_hub::position::topic_tag;
 use switchboard_hub::{
     BoxFuture, Broker, BrokerError, BrokerStatus, Catchup, Data, INBOX_KINDS, Inbox, Message, Page,
-    Position, TopicName, TopicStats, TopicView, resume,
+    Position, TopicDetail, TopicName, TopicStats, TopicView, resume,
 };
 use tokio::sync::mpsc;
 
@@ -403,7 +403,7 @@ impl Inner {
         &self,
         topic: &TopicName,
         recent: usize,
-    ) -> Result<Option<(TopicStats, Vec<Arc<Message>>)>, BrokerError> {
+    ) -> Result<Option<TopicDetail>, BrokerError> {
         let reply: Value = scripts::STATS
             .evalsha_with_reload(
                 &self.client,
@@ -448,7 +448,10 @@ impl Inner {
                 ));
             }
         }
-        Ok(stats.is_active().then_some((stats, messages)))
+        Ok(stats.is_active().then_some(TopicDetail {
+            stats,
+            recent: messages,
+        }))
     }
 
     async fn topics(
@@ -466,13 +469,13 @@ impl Inner {
         names.sort_unstable();
         let mut found = Vec::new();
         for name in names {
-            let Some((stats, _)) = self.topic_stats(&name, 0).await? else {
+            let Some(detail) = self.topic_stats(&name, 0).await? else {
                 continue;
             };
             if found.len() == limit {
                 return Ok((found, true));
             }
-            found.push(stats);
+            found.push(detail.stats);
         }
         Ok((found, false))
     }
@@ -508,7 +511,7 @@ impl Broker for RedisBroker {
         &'a self,
         topic: &'a TopicName,
         recent: usize,
-    ) -> BoxFuture<'a, Result<Option<(TopicStats, Vec<Arc<Message>>)>, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Option<TopicDetail>, BrokerError>> {
         Box::pin(self.inner.topic_stats(topic, recent))
     }
 

@@ -94,12 +94,12 @@ async fn show_topic(
     Path(topic): Path<String>,
 ) -> Result<Response, AppError> {
     let topic = TopicName::new(&topic)?;
-    let Some((stats, recent)) = state.broker.topic(&topic, RECENT_MESSAGES).await? else {
+    let Some(found) = state.broker.topic(&topic, RECENT_MESSAGES).await? else {
         return Err(unknown_topic(&topic));
     };
     let detail = TopicDetail {
-        topic: Topic::new(&stats),
-        recent: Envelopes(&recent),
+        topic: Topic::new(&found.stats),
+        recent: Envelopes(&found.recent),
     };
     Ok(reply(admin::json(&detail)))
 }
