@@ -357,3 +357,73 @@ async fn the_stats_stream_counts_what_flows() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.expect("page").contains("/admin/stream"));
 }
+
+/// With Redis, retained history is Redis's (the same from every node) and subscribers are each
+/// node's own; a delete resets this node's subscribers at once (`deleted`) and other nodes'
+/// before the new history's first message (`history_lost`).
+#[tokio::test(flavor = "multi_thread")]
+async fn on_redis_each_node_shows_its_subscribers_and_the_shared_history() {
+    let deployment = switchboard_e2e::Deployment::on_redis(2).await;
+    let (one, two) = (deployment.node(0), deployment.node(1));
+    let mut ws = Follower::start(Transport::Ws, &one.base(), &["shared"], None).await;
+    let mut sse = Follower::start(Transport::Sse, &two.base(), &["shared"], None).await;
+    let url = one.http_url("/events?topic=shared");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(publish(&url, &json!(n)).await);
+    }
+    for id in &ids {
+        assert_eq!(&ws.message().await["id"], id);
+        assert_eq!(&sse.message().await["id"], id);
+    }
+    let get_on = |node: &Gateway, path: &str| {
+        let url = node.http_url(path);
+        async move {
+            let response = within("admin reply", reqwest::get(url)).await.expect("GET");
+            assert_eq!(response.status(), 200);
+            json_body(response).await
+        }
+    };
+    let on_one = get_on(one, "/admin/topics/shared").await;
+    let on_two = get_on(two, "/admin/topics/shared").await;
+    assert_eq!(on_one["subscribers"], json!({"ws":1,"sse":0,"poll":0}));
+    assert_eq!(on_two["subscribers"], json!({"ws":0,"sse":1,"poll":0}));
+    for topic in [&on_one, &on_two] {
+        assert_eq!(topic["retained"]["messages"], 3);
+        assert!(topic["retained"]["bytes"].as_u64().expect("bytes") > 0);
+        assert_eq!(
+            (&topic["first"], &topic["last"]),
+            (&json!(ids[0]), &json!(ids[2]))
+        );
+        let recent: Vec<&Value> = topic["recent"]
+            .as_array()
+            .expect("recent")
+            .iter()
+            .map(|m| &m["id"])
+            .collect();
+        let expected: Vec<Value> = ids.iter().map(|id| json!(id)).collect();
+        assert_eq!(recent, expected.iter().collect::<Vec<_>>());
+        assert_eq!(topic["recent"][2]["data"], 2);
+    }
+    let listed = get_on(two, "/admin/topics").await;
+    assert_eq!(listed["topics"][0]["topic"], "shared");
+
+    let deleted = request(reqwest::Method::DELETE, one, "/admin/topics/shared", None).await;
+    assert_eq!(json_body(deleted).await, json!({"deleted": "shared"}));
+    assert_reset(&ws.reset().await, "shared", "deleted");
+    assert_eq!(
+        get_on(two, "/admin/topics/shared").await["retained"]["messages"],
+        0
+    );
+    let new = publish(&url, &json!("new")).await;
+    assert!(new.ends_with("-1"), "the new history starts at 1: {new}");
+    assert_eq!(ws.message().await["id"], new);
+    assert_reset(&sse.reset().await, "shared", "history_lost");
+    assert_eq!(sse.message().await["id"], new);
+    expect_error(
+        request(reqwest::Method::DELETE, two, "/admin/topics/never", None).await,
+        404,
+        "unknown_topic",
+    )
+    .await;
+}
