@@ -81,7 +81,7 @@ run 5 "echo '{\"type\":\"publish\",\"topic\":\"chat\",\"data\":\"one-shot\",\"re
 expect '{"type":"ack","ref":"r1","topic":"chat","id":"'
 
 # The admin API and the dashboard, while an SSE stream follows `chat`.
-run 5 "curl -d 'for the admin' 'http://127.0.0.1:8080/events?topic=chat'"
+timeout 5 curl -s -d 'for the admin' 'http://127.0.0.1:8080/events?topic=chat' >/dev/null
 sse_follow="curl -N 'http://127.0.0.1:8080/events?topic=chat'"
 timeout 8 bash -c "$sse_follow" >"$work/sse" 2>/dev/null &
 follower=$!
