@@ -81,8 +81,8 @@ test('the numbers move while messages flow, on a phone and on a laptop', async (
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `horizontal overflow of ${overflow}px at ${viewport.width}px`);
       if (viewport.width > 1000 && process.env.DASHBOARD_SCREENSHOT) {
-        // Some seconds of chart first.
-        await page.waitForFunction(() => Number(document.getElementById('chart').dataset.points) >= 12, null, { timeout: 30000 });
+        // A minute of chart first, so that the topics' rates (over the last minute) have settled.
+        await page.waitForFunction(() => Number(document.getElementById('chart').dataset.points) >= 65, null, { timeout: 90000 });
         await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
       }
       assert.deepEqual(errors, []);
