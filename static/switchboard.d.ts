@@ -19,8 +19,8 @@ declare namespace Switchboard {
   /** Sent before anything else for a topic whose position could not be honoured. */
   interface Reset {
     topic: string;
-    /** "retention" or "history_lost" from the gateway; "bad_cursor" from the client. */
-    reason: 'retention' | 'history_lost' | 'bad_cursor' | string;
+    /** "retention", "history_lost" or "deleted" from the gateway; "bad_cursor" from the client. */
+    reason: 'retention' | 'history_lost' | 'deleted' | 'bad_cursor' | string;
   }
 
   interface SwitchboardError extends Error {

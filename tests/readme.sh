@@ -80,6 +80,33 @@ expect '"data":{"text":"hi from websocat"}'
 run 5 "echo '{\"type\":\"publish\",\"topic\":\"chat\",\"data\":\"one-shot\",\"ref\":\"r1\"}' | websocat -n1 'ws://127.0.0.1:8080/ws'"
 expect '{"type":"ack","ref":"r1","topic":"chat","id":"'
 
+# The admin API and the dashboard, while an SSE stream follows `chat`.
+timeout 5 curl -s -d 'for the admin' 'http://127.0.0.1:8080/events?topic=chat' >/dev/null
+sse_follow="curl -N 'http://127.0.0.1:8080/events?topic=chat'"
+timeout 8 bash -c "$sse_follow" >"$work/sse" 2>/dev/null &
+follower=$!
+for _ in $(seq 1 50); do grep -q "event: subscribed" "$work/sse" && break; sleep 0.1; done
+run 5 "curl 'http://127.0.0.1:8080/admin/topics?prefix=ch&limit=10'"
+expect '{"topics":[{"topic":"chat","subscribers":{"ws":0,"sse":1,"poll":0},"retained":{"messages":'
+run 5 "curl 'http://127.0.0.1:8080/admin/topics/chat'"
+expect '"data":"for the admin"'
+run 5 "curl 'http://127.0.0.1:8080/admin/connections?topic=chat'"
+expect '"count":{"ws":0,"sse":1,"poll":0}'
+run 5 "curl -X DELETE 'http://127.0.0.1:8080/admin/topics/chat'"
+expect '{"deleted":"chat"}'
+for _ in $(seq 1 50); do grep -q '"reason":"deleted"' "$work/sse" && break; sleep 0.1; done
+grep -q '"reason":"deleted"' "$work/sse" || fail "the SSE follower got no deleted reset"
+find_id="id=\$(curl -s 'http://127.0.0.1:8080/admin/connections?topic=chat' | sed 's/.*\"id\":\"\\([^\"]*\\)\".*/\\1/')"
+in_readme "$find_id"
+disconnect="curl -d \"{\\\"id\\\":\\\"\$id\\\"}\" 'http://127.0.0.1:8080/admin/disconnect'"
+in_readme "$disconnect"
+timeout 5 bash -c "$find_id; $disconnect" >"$work/out" 2>/dev/null || true
+expect '{"disconnected":1}'
+wait "$follower" || true
+grep -q ": disconnected by an operator" "$work/sse" || fail "the SSE follower was not disconnected"
+timeout 5 curl -s 'http://127.0.0.1:8080/dashboard' >"$work/out" || true
+expect "/admin/stream"
+
 # Several nodes on one Redis: published on the first, followed on the second.
 redis="redis-server --port 6380 --save '' &"
 node1="target/release/switchboard serve --listen 127.0.0.1:8081 --redis redis://127.0.0.1:6380 &"

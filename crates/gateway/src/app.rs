@@ -41,6 +41,8 @@ pub fn app(state: AppState) -> Router {
     }
     Router::new()
         .merge(transports)
+        .merge(crate::admin::api::routes())
+        .merge(crate::admin::dashboard::routes())
         .with_state(state.clone())
         .merge(static_files::router(config.static_dir.as_deref()))
         .layer(from_fn_with_state(Arc::new(hosts), host::check))

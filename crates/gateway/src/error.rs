@@ -31,12 +31,13 @@ pub enum ErrorCode {
     Forbidden,
     TokenExpired,
     RateLimited,
+    UnknownTopic,
 }
 
 impl ErrorCode {
     /// Every code, for the test that holds docs/PROTOCOL.md to them.
     #[cfg(test)]
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadTopic,
         ErrorCode::MissingTopic,
         ErrorCode::TooManyTopics,
@@ -57,6 +58,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::TokenExpired,
         ErrorCode::RateLimited,
+        ErrorCode::UnknownTopic,
     ];
 
     /// Where the code stands in [`ErrorCode::ALL`]; exhaustive, so that a new code cannot be
@@ -84,6 +86,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 17,
             ErrorCode::TokenExpired => 18,
             ErrorCode::RateLimited => 19,
+            ErrorCode::UnknownTopic => 20,
         }
     }
 
@@ -109,6 +112,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UnknownTopic => "unknown_topic",
         }
     }
 
@@ -119,7 +123,7 @@ impl ErrorCode {
             }
             ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound | ErrorCode::UnknownTopic => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

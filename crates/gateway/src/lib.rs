@@ -25,7 +25,12 @@
 //!   deadline that lets go of a client that stops reading.
 //! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
 //! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
+//! - `connections`: the live connections of every transport, for operators; `activity`:
+//!   counters of publishes, deliveries, resets and endings; `admin`: the admin API and the
+//!   dashboard.
 
+mod activity;
+mod admin;
 mod app;
 pub mod auth;
 mod batch;
@@ -33,6 +38,7 @@ mod broker;
 mod caller;
 mod client_addr;
 pub mod config;
+mod connections;
 mod error;
 mod heartbeat;
 mod host;

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use switchboard_hub::Page;
 
 use crate::caller::Caller;
+use crate::connections::Transport;
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -36,7 +37,7 @@ pub async fn poll(
         bytes: config.poll_batch_bytes,
     };
 
-    let mut subscription = state.subscription();
+    let mut subscription = state.subscription(Transport::Poll);
     // A first look that registers nothing: most polls that carry a cursor end here.
     let resets = subscription.join(&topics, cursor.as_ref(), false).await?;
     let mut batch = subscription.batch(page).await?;
@@ -46,6 +47,8 @@ pub async fn poll(
     }
 
     let _permit = state.open_connection()?;
+    // Only a poll that waits is a connection worth listing.
+    subscription.register(&state.live_connections, caller.address);
     batch.resets = subscription.go_live().await?;
     let published_meanwhile = subscription.batch(page).await?;
     batch.absorb(published_meanwhile);
@@ -73,8 +76,9 @@ pub async fn poll(
             batch.absorb(rest);
         }
         Some(Next::Unavailable(error)) => return Err(error),
-        // An inbox of at least one message overflows only after delivering it.
-        Some(Next::Overflowed) | None => {}
+        // An inbox of at least one message overflows only after delivering it; a poll that
+        // an operator ends is answered with what it has.
+        Some(Next::Overflowed | Next::Disconnected) | None => {}
     }
     Ok(reply(&subscription, batch))
 }

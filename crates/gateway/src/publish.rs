@@ -44,6 +44,10 @@ pub async fn publish(
     .await?;
     let data = data_from_body(&headers, &body)?;
     let message = state.broker.publish(&topic, &data).await?;
+    state
+        .activity
+        .published
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(Json(
         serde_json::json!({"topic": topic.as_str(), "id": message.id()}),
     ))

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::Response;
@@ -12,6 +13,7 @@ use switchboard_hub::Message;
 
 use crate::auth;
 use crate::caller::Caller;
+use crate::connections::Transport;
 use crate::error::AppError;
 use crate::request::QueryParams;
 use crate::state::AppState;
@@ -35,7 +37,8 @@ pub async fn subscribe(
     caller.grant.check_subscribe(&topics)?;
     state.rates.check_connect(caller.address)?;
     let permit = state.open_connection()?;
-    let mut subscription = state.subscription();
+    let mut subscription = state.subscription(Transport::Sse);
+    subscription.register(&state.live_connections, caller.address);
     let resets = subscription.join(&topics, cursor.as_ref(), true).await?;
 
     let mut prelude = BytesMut::new();
@@ -94,6 +97,10 @@ pub async fn subscribe(
                     }
                     Next::Unavailable(error) => {
                         tracing::warn!("sse stream ended: {}", error.message);
+                        break;
+                    }
+                    Next::Disconnected => {
+                        yield Ok(Bytes::from_static(sse::DISCONNECTED));
                         break;
                     }
                 },

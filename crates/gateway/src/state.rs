@@ -7,8 +7,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::activity::Activity;
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::connections::{Connections, Transport};
 use crate::error::{AppError, ErrorCode};
 use crate::rate::RateLimits;
 use crate::socket::WriteDeadlines;
@@ -37,6 +39,10 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Publishes and subscribe requests allowed per client address.
     pub rates: Arc<RateLimits>,
+    /// Every live connection, for the admin API.
+    pub live_connections: Arc<Connections>,
+    /// Counters of publishes, deliveries, resets and endings, for the admin API and metrics.
+    pub activity: Arc<Activity>,
 }
 
 impl AppState {
@@ -56,6 +62,8 @@ impl AppState {
             config: Arc::new(config),
             shutdown,
             tasks: TaskTracker::new(),
+            live_connections: Arc::default(),
+            activity: Arc::default(),
         }
     }
 
@@ -94,11 +102,13 @@ impl AppState {
         self.config.max_sockets - self.sockets.available_permits()
     }
 
-    pub fn subscription(&self) -> Subscription {
+    pub fn subscription(&self, transport: Transport) -> Subscription {
         Subscription::new(
             self.broker.clone(),
             self.queue_limits.clone(),
             self.config.max_topics_per_connection,
+            transport,
+            self.activity.clone(),
         )
     }
 }

@@ -3,12 +3,17 @@
 //! positions it has delivered, and leaving on drop.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use switchboard_hub::{
-    Broker, Cursor, Inbox, Message, Page, Position, QueueLimits, Received, ResetReason, TopicName,
+    Broker, Cursor, Inbox, Message, Page, Position, QueueLimits, Received, ResetReason, Restart,
+    TopicName,
 };
 
+use crate::activity::Activity;
+use crate::connections::{Connections, Registration, Transport};
 use crate::error::AppError;
 use crate::request::check_topic_count;
 
@@ -40,6 +45,8 @@ pub enum Next {
     Overflowed,
     /// The broker could not be reached: end the connection; the client resumes elsewhere.
     Unavailable(AppError),
+    /// An operator ended the connection (`POST /admin/disconnect`).
+    Disconnected,
 }
 
 /// What a poll replies with: messages, and any resets, in the order the client must see them.
@@ -73,6 +80,13 @@ pub struct Subscription {
     /// Whether the inbox is registered with the topics in `followed`.
     live: bool,
     max_topics: usize,
+    transport: Transport,
+    /// The gateway's counters: deliveries, resets, slow consumers.
+    activity: Arc<Activity>,
+    /// Messages delivered and not yet added to `activity`: added once per wake-up.
+    delivered: u64,
+    /// The connection's entry among the live connections, once it is one.
+    registration: Option<Registration>,
 }
 
 impl Subscription {
@@ -80,16 +94,58 @@ impl Subscription {
         broker: Arc<dyn Broker>,
         queue_limits: Arc<QueueLimits>,
         max_topics: usize,
+        transport: Transport,
+        activity: Arc<Activity>,
     ) -> Subscription {
         Subscription {
             broker,
-            inbox: Inbox::new(queue_limits),
+            inbox: Inbox::of_kind(queue_limits, transport.inbox_kind()),
             followed: Vec::new(),
             backlog: VecDeque::new(),
             resets: VecDeque::new(),
             live: false,
             max_topics,
+            transport,
+            activity,
+            delivered: 0,
+            registration: None,
         }
+    }
+
+    /// Lists the connection among the live ones (until the subscription is dropped), so that
+    /// operators see it and can end it: [`Subscription::next`] then says
+    /// [`Next::Disconnected`].
+    pub fn register(&mut self, connections: &Arc<Connections>, address: IpAddr) {
+        let registration = connections.register(self.transport, address, self.inbox.gauge());
+        self.registration = Some(registration);
+        self.list_topics();
+    }
+
+    /// Shows the followed topics in the connection's entry.
+    fn list_topics(&self) {
+        if let Some(registration) = &self.registration {
+            *registration.connection.topics.lock() =
+                self.followed.iter().map(|f| f.topic.clone()).collect();
+        }
+    }
+
+    fn is_disconnected(&self) -> bool {
+        self.registration
+            .as_ref()
+            .is_some_and(|r| r.connection.disconnect.is_cancelled())
+    }
+
+    /// Adds the deliveries counted so far to the gateway's counters.
+    fn count_deliveries(&mut self) {
+        self.activity
+            .delivered(self.transport, std::mem::take(&mut self.delivered));
+    }
+
+    /// A reset about to go to the client, counted.
+    fn count_reset(&self, resets: usize) {
+        self.activity
+            .resets
+            .fetch_add(resets as u64, Ordering::Relaxed);
     }
 
     /// Subscribes to `topics` from `cursor`, returning the positions that could not be
@@ -134,6 +190,8 @@ impl Subscription {
             });
         }
         self.live |= live;
+        self.list_topics();
+        self.count_reset(resets.len());
         Ok(resets)
     }
 
@@ -154,6 +212,7 @@ impl Subscription {
         }
         self.followed.retain(|f| !topics.contains(&f.topic));
         self.backlog.retain(|m| !topics.contains(&m.topic));
+        self.list_topics();
     }
 
     pub fn follows(&self, topic: &TopicName) -> bool {
@@ -165,7 +224,12 @@ impl Subscription {
     /// Cancel-safe.
     pub async fn next(&mut self) -> Next {
         loop {
+            if self.is_disconnected() {
+                self.activity.disconnected.fetch_add(1, Ordering::Relaxed);
+                return Next::Disconnected;
+            }
             if let Some((topic, reason)) = self.resets.pop_front() {
+                self.count_reset(1);
                 return Next::Reset(topic, reason);
             }
             if let Some(message) = self.next_fetched() {
@@ -177,15 +241,43 @@ impl Subscription {
                 }
                 continue;
             }
-            match self.inbox.recv().await {
+            self.count_deliveries();
+            let received = match &self.registration {
+                Some(registration) => {
+                    let disconnect = registration.connection.disconnect.clone();
+                    tokio::select! {
+                        biased;
+                        () = disconnect.cancelled() => continue,
+                        received = self.inbox.recv() => received,
+                    }
+                }
+                None => self.inbox.recv().await,
+            };
+            match received {
                 Received::Message(message) => {
                     if self.record(&message) {
                         return Next::Message(message);
                     }
                 }
-                Received::Overflowed => return Next::Overflowed,
+                Received::Overflowed => {
+                    self.activity.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    return Next::Overflowed;
+                }
+                Received::Restart(restart) => self.restart(restart),
             }
         }
+    }
+
+    /// A followed topic's history was deleted: tell the client, drop what was fetched of the
+    /// old history, and go on from the new one's start.
+    fn restart(&mut self, restart: Restart) {
+        let Some(followed) = self.followed.iter_mut().find(|f| f.topic == restart.topic) else {
+            return;
+        };
+        followed.position = restart.start;
+        followed.behind = false;
+        self.backlog.retain(|m| m.topic != restart.topic);
+        self.resets.push_back((restart.topic, restart.reason));
     }
 
     /// The next message if one is at hand now, for coalescing several into one write.
@@ -236,6 +328,7 @@ impl Subscription {
         }
         batch.resets.extend(self.resets.drain(..));
         batch.more = !self.backlog.is_empty() || self.is_behind();
+        self.count_reset(batch.resets.len());
         Ok(batch)
     }
 
@@ -303,6 +396,7 @@ impl Subscription {
             return false;
         }
         followed.position = position;
+        self.delivered += 1;
         true
     }
 
@@ -323,6 +417,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.count_deliveries();
         let topics: Vec<TopicName> = self.followed.iter().map(|f| f.topic.clone()).collect();
         self.leave(&topics);
     }

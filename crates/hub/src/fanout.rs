@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::inbox::{Delivery, Inbox, InboxSender};
+use crate::inbox::{Delivery, INBOX_KINDS, Inbox, InboxSender, Restart};
 use crate::message::Message;
 
 /// The inboxes following one topic. Not synchronised: its owner keeps it under the topic's
@@ -52,6 +52,23 @@ impl Subscribers {
             self.prune();
         }
         overflowed
+    }
+
+    /// How many subscribers there are of each inbox kind. Counted when asked (for operators),
+    /// so that subscribing and delivering pay nothing for it.
+    pub fn by_kind(&self) -> [usize; INBOX_KINDS] {
+        let mut counts = [0; INBOX_KINDS];
+        for subscriber in &self.inboxes {
+            counts[usize::from(subscriber.kind)] += 1;
+        }
+        counts
+    }
+
+    /// Tells every subscriber that the topic has a new history (see [`Restart`]).
+    pub fn restart(&self, restart: &Restart) {
+        for subscriber in &self.inboxes {
+            subscriber.restart(restart.clone());
+        }
     }
 
     /// Drops the subscribers whose connection has gone or overflowed.

@@ -14,7 +14,13 @@ use std::task::Poll;
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
 
+use crate::hub::ResetReason;
 use crate::message::Message;
+use crate::position::Position;
+use crate::topic::TopicName;
+
+/// How many kinds of connection an inbox can be labelled with (see [`Inbox::of_kind`]).
+pub const INBOX_KINDS: usize = 4;
 
 /// A drained queue keeps at most this many slots, so a burst does not pin memory for the rest
 /// of the connection's life.
@@ -88,6 +94,9 @@ pub(crate) struct InboxSender {
     limits: Arc<QueueLimits>,
     /// The connection's task, woken when a message arrives or the queue overflows.
     waker: AtomicWaker,
+    /// The kind of connection that owns the inbox, below [`INBOX_KINDS`]: the owner picks the
+    /// meaning (the gateway's transports), the hub only counts subscribers by it.
+    pub(crate) kind: u8,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +109,20 @@ struct Queue {
     overflowed: bool,
     /// Set when the connection is gone; topics drop it on their next publish or sweep.
     closed: bool,
+    /// Topics whose history was replaced (deleted) while the inbox followed them: the
+    /// connection hears of them before any message still queued, which belongs to the
+    /// history that is gone. Empty, and unallocated, almost always.
+    resets: Vec<Restart>,
+}
+
+/// A topic whose history was replaced: what was queued from it is gone, and the topic goes on
+/// from `start`.
+#[derive(Debug, Clone)]
+pub struct Restart {
+    pub topic: TopicName,
+    pub reason: ResetReason,
+    /// Where the new history starts: the messages that follow it come next.
+    pub start: Position,
 }
 
 /// What a publish did with one subscriber.
@@ -142,6 +165,22 @@ impl InboxSender {
         self.waker.wake();
         delivery
     }
+
+    /// Tells the connection that `restart.topic` has a new history.
+    pub(crate) fn restart(&self, restart: Restart) {
+        let mut queue = self.queue.lock();
+        if queue.overflowed || queue.closed {
+            return;
+        }
+        queue.resets.push(restart);
+        drop(queue);
+        self.waker.wake();
+    }
+
+    /// Messages queued now.
+    fn len(&self) -> usize {
+        self.queue.lock().messages.len()
+    }
 }
 
 /// A connection's queue of messages from all its topics.
@@ -157,29 +196,56 @@ pub enum Received {
     /// The queue overflowed and everything queued before that has been received: end the
     /// connection as a slow consumer.
     Overflowed,
+    /// A followed topic's history was replaced; what was queued from it before is stale.
+    Restart(Restart),
+}
+
+/// A view of how many messages an inbox holds, for operators; it does not keep the
+/// connection subscribed.
+#[derive(Debug, Clone)]
+pub struct InboxGauge(Arc<InboxSender>);
+
+impl InboxGauge {
+    /// Messages waiting to be sent now.
+    pub fn queued(&self) -> usize {
+        self.0.len()
+    }
 }
 
 impl Inbox {
     /// A queue within `limits`; beyond them its connection counts as slow.
     pub fn new(limits: Arc<QueueLimits>) -> Inbox {
+        Inbox::of_kind(limits, 0)
+    }
+
+    /// An inbox labelled with `kind` (below [`INBOX_KINDS`]), by which a topic's subscribers
+    /// are counted.
+    pub fn of_kind(limits: Arc<QueueLimits>, kind: u8) -> Inbox {
+        debug_assert!(usize::from(kind) < INBOX_KINDS);
         Inbox {
             sender: Arc::new(InboxSender {
                 queue: Mutex::new(Queue::default()),
                 limits,
                 waker: AtomicWaker::new(),
+                kind: kind.min(INBOX_KINDS as u8 - 1),
             }),
         }
+    }
+
+    /// A gauge of this inbox's length.
+    pub fn gauge(&self) -> InboxGauge {
+        InboxGauge(self.sender.clone())
     }
 
     /// Waits for the next message. Cancel-safe.
     pub async fn recv(&mut self) -> Received {
         poll_fn(|cx| {
-            if let Some(received) = self.take() {
+            if let Some(received) = self.take(true) {
                 return Poll::Ready(received);
             }
             self.sender.waker.register(cx.waker());
             // Checked again after registering, so a message queued in between is not missed.
-            match self.take() {
+            match self.take(true) {
                 Some(received) => Poll::Ready(received),
                 None => Poll::Pending,
             }
@@ -189,14 +255,19 @@ impl Inbox {
 
     /// The next message if one is queued now, for batching several into one write.
     pub fn try_recv(&mut self) -> Option<Arc<Message>> {
-        match self.take()? {
+        match self.take(false)? {
             Received::Message(message) => Some(message),
-            Received::Overflowed => None,
+            Received::Overflowed | Received::Restart(_) => None,
         }
     }
 
-    fn take(&self) -> Option<Received> {
+    /// The next thing received; a restart comes before any message, and only when
+    /// `restarts` is set (otherwise nothing does until `recv` has taken it).
+    fn take(&self, restarts: bool) -> Option<Received> {
         let mut queue = self.sender.queue.lock();
+        if !queue.resets.is_empty() {
+            return restarts.then(|| Received::Restart(queue.resets.remove(0)));
+        }
         if let Some(message) = queue.messages.pop_front() {
             queue.bytes -= message.queued_size();
             self.sender.limits.count_out(&message);

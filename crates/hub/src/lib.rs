@@ -25,6 +25,7 @@ pub mod message;
 pub mod position;
 pub mod resume;
 pub mod topic;
+pub mod topic_stats;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,11 +35,12 @@ pub use fanout::Subscribers;
 pub use hub::{
     Catchup, Clock, Hub, HubConfig, HubStats, ManualClock, Page, ResetReason, SystemClock,
 };
-pub use inbox::{Inbox, QueueLimits, Received};
+pub use inbox::{INBOX_KINDS, Inbox, InboxGauge, QueueLimits, Received, Restart};
 pub use message::{Data, DataError, Message};
 pub use position::{Cursor, CursorError, Position};
 pub use resume::{TopicView, resume};
 pub use topic::{TopicError, TopicName};
+pub use topic_stats::{RATE_WINDOW_SECONDS, RecentRate, TopicDetail, TopicStats};
 
 /// A boxed future, so that [`Broker`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -98,9 +100,56 @@ pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the broker can serve, and its counters.
     fn status(&self) -> BrokerStatus;
+
+    /// For operators: the topics whose name starts with `prefix` that have subscribers on this
+    /// node or retained messages, by name, at most `limit`; and whether more follow.
+    fn topics<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<TopicStats>, bool), BrokerError>>;
+
+    /// For operators: one topic and its last `recent` retained messages (oldest first), or
+    /// `None` when it has neither subscribers here nor retained messages.
+    fn topic<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        recent: usize,
+    ) -> BoxFuture<'a, Result<Option<TopicDetail>, BrokerError>>;
+
+    /// For operators: forgets the history of `topic`; its subscribers get a `deleted` reset
+    /// and go on from the new history. Returns whether there was anything to delete.
+    fn delete<'a>(&'a self, topic: &'a TopicName) -> BoxFuture<'a, Result<bool, BrokerError>>;
 }
 
 impl Broker for Hub {
+    fn topics<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<TopicStats>, bool), BrokerError>> {
+        Box::pin(std::future::ready(Ok(Hub::topics(self, prefix, limit))))
+    }
+
+    fn topic<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        recent: usize,
+    ) -> BoxFuture<'a, Result<Option<TopicDetail>, BrokerError>> {
+        let found = self
+            .topic_stats(topic)
+            .filter(TopicStats::is_active)
+            .map(|stats| TopicDetail {
+                stats,
+                recent: self.recent(topic, recent),
+            });
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn delete<'a>(&'a self, topic: &'a TopicName) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(std::future::ready(Ok(Hub::delete(self, topic))))
+    }
+
     fn publish<'a>(
         &'a self,
         topic: &'a TopicName,

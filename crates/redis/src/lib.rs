@@ -39,8 +39,8 @@ use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
 use parking_lot::Mutex;
 use switchboard_hub::position::topic_tag;
 use switchboard_hub::{
-    BoxFuture, Broker, BrokerError, BrokerStatus, Catchup, Data, Inbox, Message, Page, Position,
-    TopicName, TopicView, resume,
+    BoxFuture, Broker, BrokerError, BrokerStatus, Catchup, Data, INBOX_KINDS, Inbox, Message, Page,
+    Position, TopicDetail, TopicName, TopicStats, TopicView, resume,
 };
 use tokio::sync::mpsc;
 
@@ -395,7 +395,130 @@ impl Inner {
     }
 }
 
+/// What operators see. Subscribers and the rate are this node's (the rate counts what this
+/// node delivered, so a topic without subscribers here shows none); what is retained is
+/// Redis's. Topics are listed from this node's live topics: Redis is not scanned.
+impl Inner {
+    async fn topic_stats(
+        &self,
+        topic: &TopicName,
+        recent: usize,
+    ) -> Result<Option<TopicDetail>, BrokerError> {
+        let reply: Value = scripts::STATS
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.meta(topic), self.keys.history(topic)],
+                vec![recent.to_string()],
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let stored = scripts::parse_stats(reply).map_err(|e| unavailable(&e))?;
+        let local = self.topics.lock().get(topic).cloned();
+        let (subscribers, rate_per_second) =
+            local.map_or(([0; INBOX_KINDS], 0.0), |local| local.activity());
+        let tag = topic_tag(topic);
+        let mut stats = TopicStats {
+            topic: topic.clone(),
+            subscribers,
+            retained_messages: 0,
+            retained_bytes: 0,
+            first: None,
+            last: None,
+            rate_per_second,
+        };
+        let mut messages = Vec::new();
+        if let Some(stored) = stored {
+            let at = |seq| Position {
+                tag,
+                epoch: stored.read.epoch,
+                seq,
+            };
+            if stored.count > 0 {
+                stats.retained_messages = stored.count as usize;
+                stats.retained_bytes = stored.bytes as usize;
+                stats.first = Some(at(stored.read.first));
+                stats.last = Some(at(stored.read.last));
+            }
+            for (seq, time, data) in stored.read.entries.into_iter().rev() {
+                messages.push(Message::new(
+                    topic.clone(),
+                    at(seq),
+                    time,
+                    &Data::from_stored(data),
+                ));
+            }
+        }
+        Ok(stats.is_active().then_some(TopicDetail {
+            stats,
+            recent: messages,
+        }))
+    }
+
+    async fn topics(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<(Vec<TopicStats>, bool), BrokerError> {
+        let mut names: Vec<TopicName> = self
+            .topics
+            .lock()
+            .keys()
+            .filter(|name| name.as_str().starts_with(prefix))
+            .cloned()
+            .collect();
+        names.sort_unstable();
+        let mut found = Vec::new();
+        for name in names {
+            let Some(detail) = self.topic_stats(&name, 0).await? else {
+                continue;
+            };
+            if found.len() == limit {
+                return Ok((found, true));
+            }
+            found.push(detail.stats);
+        }
+        Ok((found, false))
+    }
+
+    async fn delete(&self, topic: &TopicName) -> Result<bool, BrokerError> {
+        let reply: Value = scripts::DELETE
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.meta(topic), self.keys.history(topic)],
+                vec![self.meta_ttl_ms().to_string()],
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let epoch = scripts::parse_deleted(reply).map_err(|e| unavailable(&e))?;
+        let local = self.topics.lock().get(topic).cloned();
+        if let (Some(epoch), Some(local)) = (epoch, &local) {
+            local.restart(epoch);
+        }
+        Ok(epoch.is_some())
+    }
+}
+
 impl Broker for RedisBroker {
+    fn topics<'a>(
+        &'a self,
+        prefix: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<(Vec<TopicStats>, bool), BrokerError>> {
+        Box::pin(self.inner.topics(prefix, limit))
+    }
+
+    fn topic<'a>(
+        &'a self,
+        topic: &'a TopicName,
+        recent: usize,
+    ) -> BoxFuture<'a, Result<Option<TopicDetail>, BrokerError>> {
+        Box::pin(self.inner.topic_stats(topic, recent))
+    }
+
+    fn delete<'a>(&'a self, topic: &'a TopicName) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(self.inner.delete(topic))
+    }
+
     fn publish<'a>(
         &'a self,
         topic: &'a TopicName,

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use switchboard_hub::position::topic_tag;
-use switchboard_hub::{BrokerError, Inbox, Message, Subscribers, TopicName};
+use switchboard_hub::{
+    BrokerError, INBOX_KINDS, Inbox, Message, Position, RecentRate, ResetReason, Restart,
+    Subscribers, TopicName,
+};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::Inner;
@@ -39,6 +42,15 @@ struct LocalState {
     subscribers: Subscribers,
     /// The last position delivered here, `(epoch, sequence)`: what comes after it is new.
     last: Option<(u64, u64)>,
+    /// Messages delivered here over the last minute, for operators.
+    rate: Option<RecentRate>,
+}
+
+/// Seconds since the Unix epoch, for the rate of messages.
+fn now_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl LocalTopic {
@@ -85,7 +97,41 @@ impl LocalTopic {
             }
         }
         state.last = Some((position.epoch, position.seq));
+        let second = now_second();
+        state
+            .rate
+            .get_or_insert_with(|| RecentRate::new(second))
+            .record(second);
         state.subscribers.deliver(message)
+    }
+
+    /// The subscribers here by kind, and the messages per second delivered here over the
+    /// last minute.
+    pub fn activity(&self) -> ([usize; INBOX_KINDS], f64) {
+        let state = self.state.lock();
+        let rate = state
+            .rate
+            .as_ref()
+            .map_or(0.0, |r| r.per_second(now_second()));
+        (state.subscribers.by_kind(), rate)
+    }
+
+    /// The topic's history was deleted and goes on from `epoch`: local subscribers get a
+    /// `deleted` reset, and what follows the new epoch's start is new here.
+    pub fn restart(&self, epoch: u64) {
+        let mut state = self.state.lock();
+        state.last = Some((epoch, 0));
+        state.rate = None;
+        state.subscribers.prune();
+        state.subscribers.restart(&Restart {
+            topic: self.name.clone(),
+            reason: ResetReason::Deleted,
+            start: Position {
+                tag: self.tag,
+                epoch,
+                seq: 0,
+            },
+        });
     }
 }
 

@@ -15,6 +15,9 @@ fn with_common(body: &str) -> Script {
 pub static PUBLISH: LazyLock<Script> =
     LazyLock::new(|| with_common(include_str!("lua/publish.lua")));
 pub static READ: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/read.lua")));
+pub static STATS: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(include_str!("lua/stats.lua")));
+pub static DELETE: LazyLock<Script> = LazyLock::new(|| with_common(include_str!("lua/delete.lua")));
 pub static CHECK: LazyLock<Script> =
     LazyLock::new(|| Script::from_lua(include_str!("lua/check.lua")));
 
@@ -103,6 +106,43 @@ pub fn parse_read(value: Value) -> Result<Read, Error> {
         first: number(&first)?,
         entries,
     })
+}
+
+/// What the stats script returns: the history's bounds and its last messages (`Read`, with
+/// the entries newest first), how many are retained and Redis's estimate of their memory.
+#[derive(Debug)]
+pub struct Stats {
+    pub read: Read,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// `None` when the topic has no epoch in Redis.
+pub fn parse_stats(value: Value) -> Result<Option<Stats>, Error> {
+    let mut parts = array(value)?;
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    if parts.len() != 6 {
+        return Err(malformed("{epoch, last, first, entries, count, bytes}"));
+    }
+    let bytes = number(&parts[5])?;
+    let count = number(&parts[4])?;
+    parts.truncate(4);
+    Ok(Some(Stats {
+        read: parse_read(Value::Array(parts))?,
+        count,
+        bytes,
+    }))
+}
+
+/// The new epoch from the delete script, `None` when the topic had none.
+pub fn parse_deleted(value: Value) -> Result<Option<u64>, Error> {
+    match array(value)?.as_slice() {
+        [] => Ok(None),
+        [epoch] => Ok(Some(number(epoch)?)),
+        _ => Err(malformed("{epoch}")),
+    }
 }
 
 /// `{epoch, last}` from the check script, `None` when the topic has no epoch in Redis.

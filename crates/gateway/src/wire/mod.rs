@@ -9,8 +9,10 @@
 //! - [`sse`]: the one SSE event writer, and the events of a stream.
 //! - [`poll`]: the poll reply.
 //! - [`batch`]: the reply to a batch publish.
+//! - [`admin`]: the admin API's replies and the dashboard's stats snapshot.
 //! - [`encodings`]: each transport's encoding of a message, made once and shared.
 
+pub mod admin;
 pub mod batch;
 pub mod encodings;
 pub mod frames;

@@ -17,6 +17,14 @@ pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
 /// The comment that ends the stream of a client too far behind.
 pub const SLOW_CONSUMER: &[u8] = b": slow consumer: reconnect with Last-Event-ID\n\n";
 
+/// The comment that ends a stream an operator disconnected.
+pub const DISCONNECTED: &[u8] = b": disconnected by an operator\n\n";
+
+/// A comment line (what follows `:` is ignored by clients), on one line.
+pub fn comment(text: &str) -> String {
+    format!(": {}\n\n", text.replace(['\r', '\n'], " "))
+}
+
 /// Appends one event whose data is one line (JSON never spans lines here).
 pub fn put_event(out: &mut BytesMut, event: &str, id: Option<&str>, data: &str) {
     if let Some(id) = id {

@@ -45,10 +45,12 @@ pub(crate) mod close {
     pub(crate) const HEARTBEAT_TIMEOUT: u16 = 4000;
     /// The connection's token ran out and no fresh one came in time.
     pub(crate) const TOKEN_EXPIRED: u16 = 4001;
+    /// An operator ended the connection (`POST /admin/disconnect`).
+    pub(crate) const DISCONNECTED: u16 = 4002;
 
     /// Every code above, for the test that holds docs/PROTOCOL.md to them.
     #[cfg(test)]
-    pub(crate) const ALL: [u16; 7] = [
+    pub(crate) const ALL: [u16; 8] = [
         GOING_AWAY,
         PROTOCOL_ERROR,
         NOT_UTF8,
@@ -56,6 +58,7 @@ pub(crate) mod close {
         TRY_AGAIN_LATER,
         HEARTBEAT_TIMEOUT,
         TOKEN_EXPIRED,
+        DISCONNECTED,
     ];
 }
 
@@ -96,7 +99,9 @@ pub async fn upgrade(
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                let session = Session::new(state, permit, caller);
+                let address = caller.address;
+                let mut session = Session::new(state, permit, caller);
+                session.register(address);
                 session.run(socket, topics, cursor).await;
             })
         }))

@@ -14,6 +14,7 @@ use super::client_frame::{ClientFrame, Refused, missing};
 use super::close;
 use crate::auth::{self, Grant};
 use crate::caller::Caller;
+use crate::connections::Transport;
 use crate::error::{AppError, ErrorCode};
 use crate::publish::too_large;
 use crate::rate::ConnectionLimiter;
@@ -52,13 +53,19 @@ type SendResult = Result<(), axum::Error>;
 impl Session {
     pub fn new(state: AppState, permit: OwnedSemaphorePermit, caller: Caller) -> Session {
         Session {
-            subscription: state.subscription(),
+            subscription: state.subscription(Transport::Ws),
             expiry: expiry_of(&caller.grant),
             publish_limiter: state.rates.connection_limiter().map(Box::new),
             state,
             _permit: permit,
             caller,
         }
+    }
+
+    /// Lists the connection among the live ones, for operators.
+    pub fn register(&mut self, address: std::net::IpAddr) {
+        self.subscription
+            .register(&self.state.live_connections, address);
     }
 
     /// Runs the connection until the client leaves, fails, or the gateway shuts down. Generic
@@ -152,6 +159,9 @@ impl Session {
                         tracing::warn!("websocket ended: {}", error.message);
                         return Some(Ending { code: close::TRY_AGAIN_LATER, reason: "broker unavailable" });
                     }
+                    Next::Disconnected => {
+                        return Some(Ending { code: close::DISCONNECTED, reason: "disconnected by an operator" });
+                    }
                 },
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > heartbeat_interval * 2 {
@@ -231,6 +241,10 @@ impl Session {
                 }
                 let data = Data::from_json(data.get().as_bytes())?;
                 let message = self.state.broker.publish(&topic, &data).await?;
+                self.state
+                    .activity
+                    .published
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let ack = ServerFrame::Ack {
                     reference: reference.as_ref(),
                     topic: topic.as_str(),

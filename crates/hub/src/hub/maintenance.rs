@@ -35,7 +35,7 @@ impl Horizons {
     }
 
     /// Records that a topic with `tag` lost its history at `now`.
-    fn lost(&self, tag: u64, now: u64) {
+    pub(super) fn lost(&self, tag: u64, now: u64) {
         self.bucket(tag).fetch_max(now, Ordering::AcqRel);
     }
 

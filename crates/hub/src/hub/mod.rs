@@ -25,11 +25,12 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 use self::clock::Ticks;
 use self::maintenance::Horizons;
 use crate::fanout::Subscribers;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, Restart};
 use crate::message::{Data, Message};
 use crate::position::{Position, topic_tag};
 use crate::resume::{TopicView, resume};
 use crate::topic::TopicName;
+use crate::topic_stats::{RecentRate, TopicStats};
 
 /// How the hub retains history. Every limit applies at once; the strictest wins.
 #[derive(Debug, Clone)]
@@ -63,6 +64,8 @@ pub enum ResetReason {
     Retention,
     /// The position belongs to a history that no longer exists.
     HistoryLost,
+    /// An operator deleted the topic's history; it goes on from a new one.
+    Deleted,
 }
 
 impl ResetReason {
@@ -70,6 +73,7 @@ impl ResetReason {
         match self {
             ResetReason::Retention => "retention",
             ResetReason::HistoryLost => "history_lost",
+            ResetReason::Deleted => "deleted",
         }
     }
 }
@@ -148,6 +152,11 @@ struct TopicState {
     last_seq: u64,
     /// Contiguous in sequence: the front is the oldest retained message.
     retained: VecDeque<Arc<Message>>,
+    /// The memory `retained` takes, for operators.
+    retained_bytes: usize,
+    /// Publishes over the last minute; made on the first publish, so that topics only
+    /// subscribed to pay nothing for it.
+    rate: Option<Box<RecentRate>>,
     subscribers: Subscribers,
     /// When the topic last had neither subscribers nor retained messages.
     idle_since_ms: Option<u64>,
@@ -237,6 +246,8 @@ impl Hub {
                                 epoch: self.ticks.tick(),
                                 last_seq: 0,
                                 retained: VecDeque::new(),
+                                retained_bytes: 0,
+                                rate: None,
                                 subscribers: Subscribers::default(),
                                 idle_since_ms: None,
                                 removed: false,
@@ -267,6 +278,11 @@ impl Hub {
                 };
                 let message = Message::new(topic.name.clone(), position, time_ms, data);
                 self.retain(state, message.clone(), time_ms);
+                let second = time_ms / 1000;
+                state
+                    .rate
+                    .get_or_insert_with(|| Box::new(RecentRate::new(second)))
+                    .record(second);
                 state.idle_since_ms = None;
                 let overflowed = state.subscribers.deliver(&message);
                 self.stats
@@ -368,6 +384,84 @@ impl Hub {
         self.with_topic(topic, false, |_, state| {
             state.subscribers.remove(inbox);
         });
+    }
+}
+
+/// What operators see of topics.
+impl Hub {
+    /// The topics whose name starts with `prefix` and that have subscribers or retained
+    /// messages, by name, at most `limit` of them; and whether more follow.
+    pub fn topics(&self, prefix: &str, limit: usize) -> (Vec<TopicStats>, bool) {
+        let mut names: Vec<TopicName> = self
+            .topics
+            .iter()
+            .filter(|entry| entry.key().as_str().starts_with(prefix))
+            .map(|entry| entry.key().clone())
+            .collect();
+        names.sort_unstable();
+        let mut found = Vec::new();
+        for name in names {
+            let Some(stats) = self.topic_stats(&name).filter(TopicStats::is_active) else {
+                continue;
+            };
+            if found.len() == limit {
+                return (found, true);
+            }
+            found.push(stats);
+        }
+        (found, false)
+    }
+
+    /// One topic as it stands, if the hub knows it.
+    pub fn topic_stats(&self, name: &TopicName) -> Option<TopicStats> {
+        let now_second = self.ticks.now_ms() / 1000;
+        self.with_topic(name, false, |topic, state| TopicStats {
+            topic: topic.name.clone(),
+            subscribers: state.subscribers.by_kind(),
+            retained_messages: state.retained.len(),
+            retained_bytes: state.retained_bytes,
+            first: state.retained.front().map(|m| m.position),
+            last: state.retained.back().map(|m| m.position),
+            rate_per_second: state
+                .rate
+                .as_ref()
+                .map_or(0.0, |r| r.per_second(now_second)),
+        })
+    }
+
+    /// The last `count` retained messages of `topic`, oldest first.
+    pub fn recent(&self, name: &TopicName, count: usize) -> Vec<Arc<Message>> {
+        self.with_topic(name, false, |_, state| {
+            let skip = state.retained.len().saturating_sub(count);
+            state.retained.iter().skip(skip).cloned().collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Forgets the history of `topic`: it goes on in a new epoch, and its subscribers are told
+    /// (a `deleted` reset) before anything of the new one. Returns whether the topic existed.
+    pub fn delete(&self, name: &TopicName) -> bool {
+        self.with_topic(name, false, |topic, state| {
+            while self.drop_oldest(state).is_some() {}
+            // A position of the old history, held by a client away now, gets a reset.
+            if state.last_seq > 0 {
+                self.horizons.lost(topic.tag, self.ticks.tick());
+            }
+            state.epoch = self.ticks.tick();
+            state.last_seq = 0;
+            state.rate = None;
+            state.subscribers.prune();
+            state.subscribers.restart(&Restart {
+                topic: topic.name.clone(),
+                reason: ResetReason::Deleted,
+                start: Position {
+                    tag: topic.tag,
+                    epoch: state.epoch,
+                    seq: 0,
+                },
+            });
+        })
+        .is_some()
     }
 }
 

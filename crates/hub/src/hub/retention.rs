@@ -20,6 +20,7 @@ impl Hub {
         }
         self.retained_bytes
             .fetch_add(message.retained_size(), Ordering::Relaxed);
+        state.retained_bytes += message.retained_size();
         state.retained.push_back(message);
         while state.retained.len() > self.config.retention_messages {
             self.drop_oldest(state);
@@ -34,10 +35,11 @@ impl Hub {
         self.retained_bytes() > self.config.retention_bytes
     }
 
-    fn drop_oldest(&self, state: &mut TopicState) -> Option<Arc<Message>> {
+    pub(super) fn drop_oldest(&self, state: &mut TopicState) -> Option<Arc<Message>> {
         let message = state.retained.pop_front()?;
         self.retained_bytes
             .fetch_sub(message.retained_size(), Ordering::Relaxed);
+        state.retained_bytes -= message.retained_size();
         Some(message)
     }
 

@@ -126,7 +126,7 @@ async fn join_is_atomic_with_delivery() {
     hub.publish(&chat, &text("after"));
     match inbox.recv().await {
         Received::Message(m) => assert_eq!(m.position.seq, 2),
-        Received::Overflowed => panic!("not overflowed"),
+        other => panic!("not a message: {other:?}"),
     }
     assert!(inbox.try_recv().is_none());
     // Joining again does not deliver twice.
@@ -284,4 +284,117 @@ async fn over_the_total_only_inboxes_with_messages_waiting_overflow() {
         0,
         "a dropped inbox gives its bytes back"
     );
+}
+
+#[test]
+fn topic_stats_count_subscribers_by_kind_and_what_is_retained() {
+    let (hub, clock) = hub_with(HubConfig {
+        retention_messages: 3,
+        ..HubConfig::default()
+    });
+    let chat = topic("chat");
+    let limits = QueueLimits::messages(16);
+    let inboxes = [
+        Inbox::of_kind(limits.clone(), 0),
+        Inbox::of_kind(limits.clone(), 0),
+        Inbox::of_kind(limits.clone(), 2),
+    ];
+    for inbox in &inboxes {
+        hub.join(&chat, None, Some(inbox), Page::NONE);
+    }
+    let messages: Vec<_> = (0..5)
+        .map(|i| hub.publish(&chat, &text(&i.to_string())))
+        .collect();
+    let stats = hub.topic_stats(&chat).expect("known");
+    assert_eq!(stats.subscribers, [2, 0, 1, 0]);
+    assert_eq!(stats.retained_messages, 3);
+    assert_eq!(
+        stats.retained_bytes,
+        messages[2..]
+            .iter()
+            .map(|m| m.retained_size())
+            .sum::<usize>()
+    );
+    assert_eq!(stats.first, Some(messages[2].position));
+    assert_eq!(stats.last, Some(messages[4].position));
+    assert_eq!(stats.rate_per_second, 5.0 / 60.0);
+    assert_eq!(seqs(&hub.recent(&chat, 2)), vec![4, 5]);
+    // A minute later nothing was published in the window.
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(hub.topic_stats(&chat).expect("known").rate_per_second, 0.0);
+    hub.leave(&chat, &inboxes[2]);
+    assert_eq!(
+        hub.topic_stats(&chat).expect("known").subscribers,
+        [2, 0, 0, 0]
+    );
+}
+
+#[test]
+fn topics_are_listed_by_name_with_a_prefix_and_a_limit() {
+    let hub = Hub::new(HubConfig::default());
+    for name in ["b.2", "a.1", "b.1", "c"] {
+        hub.publish(&topic(name), &text("x"));
+    }
+    // Known to the hub (a poll's look creates nothing, a join does) but with nothing to show.
+    let inbox = Inbox::new(QueueLimits::messages(4));
+    hub.join(&topic("b.0"), None, Some(&inbox), Page::NONE);
+    hub.leave(&topic("b.0"), &inbox);
+    let names = |(list, more): (Vec<TopicStats>, bool)| {
+        let names: Vec<String> = list.iter().map(|s| s.topic.as_str().to_owned()).collect();
+        (names, more)
+    };
+    assert_eq!(
+        names(hub.topics("", 10)),
+        (
+            vec!["a.1".into(), "b.1".into(), "b.2".into(), "c".into()],
+            false
+        )
+    );
+    assert_eq!(
+        names(hub.topics("b.", 10)),
+        (vec!["b.1".into(), "b.2".into()], false)
+    );
+    assert_eq!(names(hub.topics("b.", 1)), (vec!["b.1".into()], true));
+    assert!(
+        !names(hub.topics("", 4)).1,
+        "exactly the limit: none left out"
+    );
+    assert_eq!(names(hub.topics("z", 4)), (vec![], false));
+}
+
+#[tokio::test]
+async fn delete_restarts_subscribers_before_stale_messages() {
+    let hub = Hub::new(HubConfig::default());
+    let chat = topic("chat");
+    let mut inbox = Inbox::new(QueueLimits::messages(16));
+    hub.join(&chat, None, Some(&inbox), Page::NONE);
+    let old = hub.publish(&chat, &text("old"));
+    assert!(hub.delete(&chat));
+    let new = hub.publish(&chat, &text("new"));
+    // The stale message is not handed over ahead of the restart, even when batching.
+    assert!(inbox.try_recv().is_none());
+    let Received::Restart(restart) = inbox.recv().await else {
+        panic!("the restart comes first");
+    };
+    assert_eq!(restart.topic, chat);
+    assert_eq!(restart.reason, ResetReason::Deleted);
+    assert_eq!(restart.start.seq, 0);
+    assert!(restart.start.epoch > old.position.epoch);
+    assert_eq!(new.position.epoch, restart.start.epoch);
+    assert_eq!(new.position.seq, 1);
+    // What was queued before it follows; the subscriber drops it by its older epoch.
+    let Received::Message(stale) = inbox.recv().await else {
+        panic!("queued messages follow");
+    };
+    assert_eq!(stale.position, old.position);
+    // Retained history is the new one; the old position resets.
+    let stats = hub.topic_stats(&chat).expect("known");
+    assert_eq!(
+        (stats.retained_messages, stats.first),
+        (1, Some(new.position))
+    );
+    let catchup = hub.join(&chat, Some(old.position), None, Page::ALL);
+    assert_eq!(catchup.reset, Some(ResetReason::HistoryLost));
+    assert_eq!(seqs(&catchup.messages), vec![1]);
+    assert!(!hub.delete(&topic("unknown")));
 }

@@ -193,6 +193,7 @@ async fn consume(
             next = inbox.recv() => match next {
                 Received::Message(message) => received.push(id(&message)),
                 Received::Overflowed => return (received, Ending::Overflowed, Some(inbox)),
+                Received::Restart(restart) => panic!("no topic was deleted: {restart:?}"),
             },
             count = &mut expected, if total.is_none() => {
                 total = Some(count.expect("the expected count"));
@@ -212,6 +213,7 @@ async fn consume(
     let ending = match tokio::time::timeout(Duration::ZERO, inbox.recv()).await {
         Ok(Received::Overflowed) => Ending::Overflowed,
         Ok(Received::Message(message)) => panic!("{:?} was never queued", id(&message)),
+        Ok(Received::Restart(restart)) => panic!("no topic was deleted: {restart:?}"),
         Err(_) => Ending::Drained,
     };
     (received, ending, Some(inbox))
@@ -406,6 +408,7 @@ fn a_message_queued_as_the_consumer_goes_to_sleep_wakes_it() {
                 match inbox.recv().await {
                     Received::Message(message) => assert_eq!(message.position.seq, seq),
                     Received::Overflowed => panic!("overflowed at {seq}"),
+                    Received::Restart(_) => panic!("no topic was deleted"),
                 }
                 taken.store(seq, Ordering::Release);
             }
