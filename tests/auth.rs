@@ -784,3 +784,92 @@ fn openssl(args: &[&str]) {
         .expect("openssl runs");
     assert!(status.success(), "openssl {args:?} failed");
 }
+
+/// `GET /admin/connections` names each connection's token subject, and `POST /admin/disconnect`
+/// with `{"sub":…}` ends every connection of that subject (a WebSocket with 4002, an SSE
+/// stream), on every transport, and no one else's; a WebSocket's subject follows its `auth`.
+#[tokio::test]
+async fn operators_disconnect_a_subject() {
+    let gateway = Gateway::start(secured(|_| {})).await;
+    let bob = sign(
+        &json!({"sub": "bob", "aud": "switchboard", "exp": now_s() + 600,
+                "switchboard": {"subscribe": ["chat"]}}),
+        SECRET,
+    );
+    let mut ann_ws = subscribe(
+        &gateway,
+        Transport::Ws,
+        "chat",
+        None,
+        &Credentials::Header(ann(600)),
+    )
+    .await
+    .expect("subscribed");
+    let mut ann_sse = subscribe(
+        &gateway,
+        Transport::Sse,
+        "chat",
+        None,
+        &Credentials::Cookie(ann(600)),
+    )
+    .await
+    .expect("subscribed");
+    // Bob's WebSocket opened without a token and authenticated in-band.
+    let mut bob_ws = subscribe(
+        &gateway,
+        Transport::Ws,
+        "chat",
+        None,
+        &Credentials::InBand(bob),
+    )
+    .await
+    .expect("subscribed");
+
+    let client = reqwest::Client::new();
+    let listed: Value = client
+        .get(gateway.http_url("/admin/connections"))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    let mut subjects: Vec<&str> = listed["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter_map(|c| c["sub"].as_str())
+        .collect();
+    subjects.sort_unstable();
+    assert_eq!(subjects, ["ann", "ann", "bob"], "{listed}");
+
+    let answer: Value = client
+        .post(gateway.http_url("/admin/disconnect"))
+        .json(&json!({"sub": "ann"}))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer, json!({"disconnected": 2}));
+    let Subscribed::Ws(ws) = &mut ann_ws else {
+        panic!("a WebSocket");
+    };
+    let (_, closed) = ws.read_to_close().await;
+    assert_eq!(closed, Closed::Code(4002));
+    let Subscribed::Sse(sse) = &mut ann_sse else {
+        panic!("a stream");
+    };
+    sse.read_to_end().await;
+    let id = publish(
+        &gateway,
+        Transport::Poll,
+        "chat",
+        json!("bob stays"),
+        &key(),
+    )
+    .await
+    .expect("published");
+    assert_eq!(bob_ws.message().await["id"], json!(id));
+}

@@ -50,6 +50,8 @@ pub struct Connection {
     pub transport: Transport,
     /// The client's address (behind trusted proxies, the one they report).
     pub address: IpAddr,
+    /// The `sub` of its token, if it has one; a WebSocket's changes with an `auth` frame.
+    pub subject: Mutex<Option<String>>,
     pub started: Instant,
     /// The topics it follows now, updated when it joins or leaves one.
     pub topics: Mutex<Vec<TopicName>>,
@@ -76,6 +78,7 @@ impl Connections {
         self: &Arc<Self>,
         transport: Transport,
         address: IpAddr,
+        subject: Option<String>,
         inbox: InboxGauge,
     ) -> Registration {
         let number = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -83,6 +86,7 @@ impl Connections {
             id: format!("{}-{number}", transport.as_str()),
             transport,
             address,
+            subject: Mutex::new(subject),
             started: Instant::now(),
             topics: Mutex::new(Vec::new()),
             inbox,
@@ -107,6 +111,18 @@ impl Connections {
     /// How many connections of each transport are open, by [`Transport::index`].
     pub fn counts(&self) -> [usize; 3] {
         self.open.each_ref().map(|n| n.load(Ordering::Relaxed))
+    }
+
+    /// Ends every connection whose token names `subject`; returns how many there were.
+    pub fn disconnect_subject(&self, subject: &str) -> usize {
+        let mut ended = 0;
+        for entry in self.live.iter() {
+            if entry.value().subject.lock().as_deref() == Some(subject) {
+                entry.value().disconnect.cancel();
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Ends the connection with `id`; returns whether there was one.

@@ -48,7 +48,7 @@ pub async fn poll(
 
     let _permit = state.open_connection()?;
     // Only a poll that waits is a connection worth listing.
-    subscription.register(&state.live_connections, caller.address);
+    subscription.register(&state.live_connections, &caller);
     batch.resets = subscription.go_live().await?;
     let published_meanwhile = subscription.batch(page).await?;
     batch.absorb(published_meanwhile);

@@ -38,7 +38,7 @@ pub async fn subscribe(
     state.rates.check_connect(caller.address)?;
     let permit = state.open_connection()?;
     let mut subscription = state.subscription(Transport::Sse);
-    subscription.register(&state.live_connections, caller.address);
+    subscription.register(&state.live_connections, &caller);
     let resets = subscription.join(&topics, cursor.as_ref(), true).await?;
 
     let mut prelude = BytesMut::new();

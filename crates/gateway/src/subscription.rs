@@ -3,7 +3,6 @@
 //! positions it has delivered, and leaving on drop.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -13,6 +12,7 @@ use switchboard_hub::{
 };
 
 use crate::activity::Activity;
+use crate::caller::Caller;
 use crate::connections::{Connections, Registration, Transport};
 use crate::error::AppError;
 use crate::request::check_topic_count;
@@ -115,10 +115,19 @@ impl Subscription {
     /// Lists the connection among the live ones (until the subscription is dropped), so that
     /// operators see it and can end it: [`Subscription::next`] then says
     /// [`Next::Disconnected`].
-    pub fn register(&mut self, connections: &Arc<Connections>, address: IpAddr) {
-        let registration = connections.register(self.transport, address, self.inbox.gauge());
+    pub fn register(&mut self, connections: &Arc<Connections>, caller: &Caller) {
+        let subject = caller.grant.subject().map(str::to_owned);
+        let registration =
+            connections.register(self.transport, caller.address, subject, self.inbox.gauge());
         self.registration = Some(registration);
         self.list_topics();
+    }
+
+    /// Shows who the connection's credentials now name in its entry.
+    pub fn set_subject(&self, subject: Option<&str>) {
+        if let Some(registration) = &self.registration {
+            *registration.connection.subject.lock() = subject.map(str::to_owned);
+        }
     }
 
     /// Shows the followed topics in the connection's entry.

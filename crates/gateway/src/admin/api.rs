@@ -146,6 +146,7 @@ async fn list_connections(State(state): State<AppState>, uri: Uri) -> Result<Res
                 id: c.id.clone(),
                 transport: c.transport.as_str(),
                 address: c.address.to_string(),
+                sub: c.subject.lock().clone(),
                 age_seconds: (c.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
                 queued: c.inbox.queued(),
                 topics: c
@@ -167,7 +168,8 @@ async fn list_connections(State(state): State<AppState>, uri: Uri) -> Result<Res
 struct DisconnectRequest {
     /// A connection id from `GET /admin/connections`.
     id: Option<String>,
-    // `sub` (every connection of one token subject) belongs here once tokens exist.
+    /// A token subject: every connection whose token names it.
+    sub: Option<String>,
 }
 
 /// `POST /admin/disconnect` with `{"id":"…"}`.
@@ -175,18 +177,32 @@ async fn disconnect(State(state): State<AppState>, body: Bytes) -> Result<Respon
     let request: DisconnectRequest = serde_json::from_slice(&body).map_err(|e| {
         AppError::new(
             ErrorCode::BadJson,
-            format!("expected {{\"id\":\"…\"}}: {e}"),
+            format!("expected {{\"id\":\"…\"}} or {{\"sub\":\"…\"}}: {e}"),
         )
     })?;
-    let Some(id) = request.id else {
-        return Err(AppError::new(
-            ErrorCode::BadRequest,
-            "say whom to disconnect: {\"id\":\"…\"}",
-        ));
+    let disconnected = match (request.id, request.sub) {
+        (Some(id), None) => {
+            let ended = usize::from(state.live_connections.disconnect(&id));
+            if ended > 0 {
+                tracing::info!(connection = id.as_str(), "connection ended by an operator");
+            }
+            ended
+        }
+        (None, Some(sub)) => {
+            let ended = state.live_connections.disconnect_subject(&sub);
+            tracing::info!(
+                sub = sub.as_str(),
+                ended,
+                "connections ended by an operator"
+            );
+            ended
+        }
+        _ => {
+            return Err(AppError::new(
+                ErrorCode::BadRequest,
+                "say whom to disconnect: {\"id\":\"…\"} or {\"sub\":\"…\"}",
+            ));
+        }
     };
-    let disconnected = usize::from(state.live_connections.disconnect(&id));
-    if disconnected > 0 {
-        tracing::info!(connection = id.as_str(), "connection ended by an operator");
-    }
     Ok(reply(admin::json(&Disconnected { disconnected })))
 }

@@ -94,6 +94,9 @@ pub struct Connection {
     pub id: String,
     pub transport: &'static str,
     pub address: String,
+    /// The `sub` of the connection's token, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
     pub age_seconds: f64,
     pub queued: usize,
     pub topics: Vec<String>,

@@ -99,9 +99,8 @@ pub async fn upgrade(
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                let address = caller.address;
                 let mut session = Session::new(state, permit, caller);
-                session.register(address);
+                session.register();
                 session.run(socket, topics, cursor).await;
             })
         }))

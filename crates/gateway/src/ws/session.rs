@@ -63,9 +63,9 @@ impl Session {
     }
 
     /// Lists the connection among the live ones, for operators.
-    pub fn register(&mut self, address: std::net::IpAddr) {
+    pub fn register(&mut self) {
         self.subscription
-            .register(&self.state.live_connections, address);
+            .register(&self.state.live_connections, &self.caller);
     }
 
     /// Runs the connection until the client leaves, fails, or the gateway shuts down. Generic
@@ -319,6 +319,7 @@ impl Session {
             socket.feed(text_frame(left.text())).await?;
         }
         self.expiry = expiry_of(&grant);
+        self.subscription.set_subject(grant.subject());
         let ack = ServerFrame::AuthAck {
             reference: reference.as_ref(),
             expires: grant.expires(),
