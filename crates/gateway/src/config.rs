@@ -210,6 +210,26 @@ impl<'de> Deserialize<'de> for ProxyNet {
     }
 }
 
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingSource {
+    Flag,
+    Environment,
+    File,
+    Default,
+}
+
+impl SettingSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingSource::Flag => "flag",
+            SettingSource::Environment => "environment",
+            SettingSource::File => "file",
+            SettingSource::Default => "default",
+        }
+    }
+}
+
 /// A setting that could not be used.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -246,6 +266,38 @@ impl Config {
     /// Builds the configuration from parsed arguments, filling what they left at their
     /// defaults from the `--config` file, if any.
     pub fn load(matches: &ArgMatches) -> Result<Config, ConfigError> {
+        Config::load_explained(matches).map(|(config, _)| config)
+    }
+
+    /// [`load`](Self::load), and where each setting's value came from, in the order of the
+    /// flags (`switchboard check-config` prints them).
+    pub fn load_explained(
+        matches: &ArgMatches,
+    ) -> Result<(Config, Vec<(String, SettingSource)>), ConfigError> {
+        let mut from_file = std::collections::HashSet::new();
+        let config = Config::load_from(matches, &mut from_file)?;
+        let command = Config::augment_args(clap::Command::new("switchboard"));
+        let sources = command
+            .get_arguments()
+            .map(|arg| {
+                let name = arg.get_id().as_str();
+                let source = match matches.value_source(name) {
+                    Some(ValueSource::CommandLine) => SettingSource::Flag,
+                    Some(ValueSource::EnvVariable) => SettingSource::Environment,
+                    _ if from_file.contains(name) => SettingSource::File,
+                    _ => SettingSource::Default,
+                };
+                (name.to_owned(), source)
+            })
+            .collect();
+        Ok((config, sources))
+    }
+
+    /// The body of [`load`](Self::load); adds the settings the file gave to `from_file`.
+    fn load_from(
+        matches: &ArgMatches,
+        from_file: &mut std::collections::HashSet<String>,
+    ) -> Result<Config, ConfigError> {
         let config = Config::from_arg_matches(matches).map_err(|e| ConfigError(e.to_string()))?;
         let Some(path) = config.config.clone() else {
             return config.validated();
@@ -272,6 +324,7 @@ impl Config {
             if matches.value_source(&key) == Some(ValueSource::DefaultValue)
                 || matches.value_source(&key).is_none()
             {
+                from_file.insert(key.clone());
                 merged.insert(key, value);
             }
         }

@@ -21,9 +21,11 @@
 //!   deadline that lets go of a client that stops reading.
 //! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
 //! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
+//! - [`cli`]: the client commands (`pub`, `sub`, `topics`, `top`, `check-config`).
 
 mod app;
 mod broker;
+pub mod cli;
 mod client_addr;
 pub mod config;
 mod error;
