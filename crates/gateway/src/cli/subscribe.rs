@@ -459,12 +459,12 @@ fn report_reset(reset: &Reset) {
     let why = match reset.reason.as_str() {
         "retention" => "messages after the cursor were dropped by retention",
         "history_lost" => {
-            "the gateway lost the topic's history (it restarted, or forgot the topic)"
+            "the gateway lost the topic's history, as when it restarts or forgets an idle topic"
         }
         _ => "the cursor could not be honoured",
     };
     eprintln!(
-        "switchboard: reset on {}: {} ({why}); continuing from the oldest message retained",
+        "switchboard: reset on {} ({}): {why}; continuing from the oldest message retained",
         reset.topic, reset.reason
     );
 }

@@ -129,7 +129,15 @@ impl Admin {
             query.append_pair("limit", &limit.to_string());
         }
         let target = self.client.base().target("/admin/topics", &query.finish());
-        let response = self.client.send(Method::GET, &target, None).await?;
+        let response = match self.client.send(Method::GET, &target, None).await {
+            Err(CliError::Refused { status: 404, .. }) => {
+                return Err(CliError::Failed(format!(
+                    "{} has no admin API (404): with --admin-listen, point --url at that address",
+                    self.client.base().shown()
+                )));
+            }
+            answer => answer?,
+        };
         let body = read_body(response, 64 << 20).await?;
         serde_json::from_slice(&body).map_err(|e| {
             CliError::Failed(format!(
