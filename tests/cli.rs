@@ -458,12 +458,8 @@ async fn exit_codes() {
     }
 }
 
-/// Answers every request with `status` and the protocol's error body, and keeps each request's
-/// head.
-async fn refusing_server(
-    status: &'static str,
-    code: &'static str,
-) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+/// Answers every request with `status` and `body` (JSON), and keeps each request's head.
+async fn fake_server(status: &'static str, body: String) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let heads = Arc::new(Mutex::new(Vec::new()));
@@ -478,7 +474,6 @@ async fn refusing_server(
             kept.lock()
                 .expect("heads")
                 .push(String::from_utf8_lossy(&head).into_owned());
-            let body = format!(r#"{{"error":{{"code":"{code}","message":"token expired"}}}}"#);
             let response = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -487,6 +482,67 @@ async fn refusing_server(
         }
     });
     (addr, heads)
+}
+
+/// Answers every request with `status` and the protocol's error `code`.
+async fn refusing_server(
+    status: &'static str,
+    code: &'static str,
+) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    fake_server(
+        status,
+        format!(r#"{{"error":{{"code":"{code}","message":"token expired"}}}}"#),
+    )
+    .await
+}
+
+/// `topics` and `top` ask the admin API for its topic list (with the admin key) and print it
+/// as a table; `top` busiest first, on a cleared screen, until `q`.
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_and_top_print_the_admin_list() {
+    let list = r#"{"topics":[
+        {"topic":"chat","subscribers":{"ws":2,"sse":1,"poll":0},"retained":{"messages":12,"bytes":3456},"first":"a-b-1","last":"a-b-12","rate_per_second":0.4},
+        {"topic":"chat/busy","subscribers":{"ws":1,"sse":0,"poll":0},"retained":{"messages":1000,"bytes":2097152},"first":"c-d-9001","last":"c-d-10000","rate_per_second":250.5}
+    ],"more":false}"#;
+    let (addr, heads) = fake_server("200 OK", list.to_owned()).await;
+    let url = format!("http://{addr}");
+    let mut command = switchboard(&["topics", "--url", &url, "--prefix", "chat", "--limit", "5"]);
+    command.env("SWITCHBOARD_ADMIN_KEY", "k3y");
+    let ran = run(command, "").await;
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(
+        ran.stdout,
+        "\
+TOPIC      WS  SSE  POLL  RETAINED    BYTES  MSG/S  LAST
+chat        2    1     0        12  3.4 KiB    0.4  a-b-12
+chat/busy   1    0     0      1000  2.0 MiB  250.5  c-d-10000
+"
+    );
+    let head = heads.lock().expect("heads")[0].clone();
+    assert!(
+        head.starts_with("GET /admin/topics?prefix=chat&limit=5 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nauthorization: bearer k3y\r\n"),
+        "{head}"
+    );
+
+    let ran = run(
+        switchboard(&["top", "--url", &url, "--interval", "10ms"]),
+        "q",
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let screen = ran
+        .stdout
+        .rsplit("\x1b[H\x1b[2J")
+        .next()
+        .unwrap_or_default();
+    let rows: Vec<&str> = screen.lines().skip(3).collect();
+    assert!(rows[0].starts_with("chat/busy "), "busiest first: {screen}");
+    assert!(rows[1].starts_with("chat "), "{screen}");
 }
 
 /// `--token` (or `SWITCHBOARD_TOKEN`) goes as `Authorization: Bearer` on every request and on

@@ -169,11 +169,9 @@ pub async fn top(args: TopArgs) -> Result<(), CliError> {
     let mut quit = quit_key();
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now: a screen is always shown before `q` is looked at.
+    ticker.tick().await;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = quit.recv() => return Ok(()),
-        }
         let screen = match admin.topics(args.prefix.as_deref(), None).await {
             Ok(mut list) => {
                 busiest_first(&mut list.topics);
@@ -193,6 +191,13 @@ pub async fn top(args: TopArgs) -> Result<(), CliError> {
             .write_all(format!("\x1b[H\x1b[2J{screen}").as_bytes())
             .and_then(|()| stdout.flush())
             .map_err(CliError::from_output)?;
+        drop(stdout);
+        tokio::select! {
+            biased;
+            // `None` (stdin ended without a `q`) disables this branch: Ctrl-C still quits.
+            Some(()) = quit.recv() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
     }
 }
 
