@@ -2,8 +2,9 @@
 //!
 //! The file is replaced whole (a temporary file beside it, then `rename`), so a reader, or the
 //! next run after a kill, sees either the old cursor or the new one, never half of one. It is
-//! written only after what it covers has been written and flushed to stdout, so it is never
-//! ahead of the output. No `fsync`: the page cache outlives a killed process; surviving a
+//! replaced only after what it covers has been written and flushed to stdout, so it is never
+//! ahead of the output; the temporary file is written before the output, so that one `rename`
+//! is all that separates them. No `fsync`: the page cache outlives a killed process; surviving a
 //! power cut is not the goal, and an `fsync` per message would cost milliseconds.
 
 use std::io::Write;
@@ -16,7 +17,8 @@ use super::CliError;
 pub struct CursorFile {
     path: PathBuf,
     temporary: PathBuf,
-    /// What the file holds now, so that an unchanged cursor is not written again.
+    /// What the file holds, or will once the prepared cursor is put in place, so that an
+    /// unchanged cursor is not written again.
     written: Option<String>,
 }
 
@@ -56,22 +58,36 @@ impl CursorFile {
 
     /// Replaces the file's cursor with `cursor`, atomically.
     pub fn write(&mut self, cursor: &str) -> Result<(), CliError> {
-        if self.written.as_deref() == Some(cursor) {
-            return Ok(());
+        if self.prepare(cursor)? {
+            self.replace()?;
         }
-        let failed = |e: std::io::Error| {
-            CliError::Failed(format!(
-                "cannot write the cursor file {}: {e}",
-                self.path.display()
-            ))
-        };
-        let mut file = std::fs::File::create(&self.temporary).map_err(failed)?;
-        file.write_all(cursor.as_bytes()).map_err(failed)?;
-        file.write_all(b"\n").map_err(failed)?;
-        drop(file);
-        std::fs::rename(&self.temporary, &self.path).map_err(failed)?;
-        self.written = Some(cursor.to_owned());
         Ok(())
+    }
+
+    /// Writes `cursor` to the temporary file, if it is not what the file holds already;
+    /// returns whether [`replace`](Self::replace) has something to do. Preparing before the
+    /// output is written leaves one `rename` between the output and the file.
+    pub fn prepare(&mut self, cursor: &str) -> Result<bool, CliError> {
+        if self.written.as_deref() == Some(cursor) {
+            return Ok(false);
+        }
+        let mut file = std::fs::File::create(&self.temporary).map_err(|e| self.failed(e))?;
+        file.write_all(format!("{cursor}\n").as_bytes())
+            .map_err(|e| self.failed(e))?;
+        self.written = Some(cursor.to_owned());
+        Ok(true)
+    }
+
+    /// Puts the prepared cursor in place.
+    pub fn replace(&mut self) -> Result<(), CliError> {
+        std::fs::rename(&self.temporary, &self.path).map_err(|e| self.failed(e))
+    }
+
+    fn failed(&self, error: std::io::Error) -> CliError {
+        CliError::Failed(format!(
+            "cannot write the cursor file {}: {error}",
+            self.path.display()
+        ))
     }
 }
 

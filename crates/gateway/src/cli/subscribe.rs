@@ -222,8 +222,13 @@ impl Output {
     }
 
     /// Writes and flushes what was printed, then records the place in the cursor file, in
-    /// that order, with no await in between.
+    /// that order, with no await in between. The new cursor is written to the temporary file
+    /// first, so that only a `rename` separates the output from its record.
     fn commit(&mut self) -> Result<(), CliError> {
+        let prepared = match (&mut self.cursor_file, self.place.cursor()) {
+            (Some(file), Some(cursor)) => file.prepare(&cursor)?,
+            _ => false,
+        };
         if !self.pending.is_empty() {
             let mut stdout = std::io::stdout().lock();
             stdout
@@ -232,10 +237,10 @@ impl Output {
                 .map_err(CliError::from_output)?;
             self.pending.clear();
         }
-        if let (Some(file), Some(cursor)) = (&mut self.cursor_file, self.place.cursor()) {
-            file.write(&cursor)?;
+        match &mut self.cursor_file {
+            Some(file) if prepared => file.replace(),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
