@@ -95,11 +95,15 @@ impl Sub {
     /// Starts `sub --url URL --cursor-file FILE ARGS…` and, when the file did not exist yet,
     /// waits for it to appear: `sub` writes it once its subscription is in place.
     async fn start(url: &str, cursor_file: &Path, args: &[&str]) -> Sub {
-        let resuming = cursor_file.exists();
         let mut command = switchboard(&["sub", "--url", url, "--cursor-file"]);
+        command.arg(cursor_file).args(args);
+        Sub::spawn(command, cursor_file).await
+    }
+
+    /// Runs `command`, a `sub` with `--cursor-file cursor_file`, as [`start`](Self::start) does.
+    async fn spawn(mut command: Command, cursor_file: &Path) -> Sub {
+        let resuming = cursor_file.exists();
         command
-            .arg(cursor_file)
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -673,4 +677,143 @@ async fn check_config_shows_each_setting_and_its_source_and_refuses_bad_files() 
     let ran = run(command, "").await;
     assert_eq!(ran.code, Some(2), "{ran:?}");
     assert!(ran.stderr.contains("cannot read"), "{ran:?}");
+}
+
+/// Runs `openssl` with `args` in `dir`.
+async fn openssl(dir: &Path, args: &[&str]) {
+    let mut command = Command::new("openssl");
+    command.args(args).current_dir(dir);
+    let output = switchboard_e2e::process::output_within("openssl", &mut command, TIMEOUT).await;
+    assert!(output.status.success(), "openssl {args:?}: {output:?}");
+}
+
+/// A TLS front for `upstream` on a loopback port, with a certificate for `localhost` from a
+/// certificate authority of its own (`dir/ca.pem`, for `SSL_CERT_FILE`).
+async fn tls_front(dir: &Path, upstream: SocketAddr) -> SocketAddr {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=switchboard test CA",
+        ],
+    )
+    .await;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    )
+    .await;
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+        ],
+    )
+    .await;
+    let certs = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+        .expect("leaf.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).expect("leaf.key");
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("the certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+/// `--url https://…` speaks TLS, checks the certificate against the system's roots
+/// (`SSL_CERT_FILE` here), and works for publishing and for `wss://`.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_urls_use_tls() {
+    let gw = Gateway::start_default().await;
+    let dir = scratch_dir();
+    let front = tls_front(&dir, gw.addr()).await;
+    let url = format!("https://localhost:{}", front.port());
+    let ca = dir.join("ca.pem");
+    for transport in TRANSPORTS {
+        let topic = format!("tls-{transport}");
+        let cursor_file = dir.join(format!("{transport}.cursor"));
+        let mut command = switchboard(&["sub", "--url", &url, "--cursor-file"]);
+        command
+            .arg(&cursor_file)
+            .args(["--transport", transport, &topic])
+            .env("SSL_CERT_FILE", &ca);
+        let mut sub = Sub::spawn(command, &cursor_file).await;
+        let mut publish = switchboard(&["pub", "--url", &url, &topic, "over TLS"]);
+        publish.env("SSL_CERT_FILE", &ca);
+        let ran = run(publish, "").await;
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        let envelope = sub.envelope().await;
+        switchboard_e2e::assert_envelope(&envelope, &topic, ran.stdout.trim(), &json!("over TLS"));
+    }
+    // Without the authority's certificate, the gateway's is not trusted.
+    let ran = run(switchboard(&["pub", "--url", &url, "t", "x"]), "").await;
+    assert_eq!(ran.code, Some(3), "{ran:?}");
+    assert!(ran.stderr.contains("certificate"), "{ran:?}");
 }

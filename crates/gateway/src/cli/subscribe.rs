@@ -96,7 +96,11 @@ pub async fn run(args: SubscribeArgs) -> Result<(), CliError> {
         None => None,
     };
     let since = match (&stored, &args.since) {
-        (Some(stored), _) => Some(parse_cursor(stored, "the cursor file")?),
+        (Some(stored), _) => {
+            let path = args.cursor_file.clone().unwrap_or_default();
+            let path = path.display();
+            Some(parse_cursor(stored, &format!("the cursor file {path}"))?)
+        }
         (None, Some(since)) if !since.is_empty() => Some(parse_cursor(since, "--since")?),
         (None, _) => None,
     };
