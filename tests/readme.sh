@@ -104,8 +104,8 @@ curl -s -o /dev/null -d 'while sub was away' 'http://127.0.0.1:8080/events?topic
 run 3 "$sub"
 expect '"data":"while sub was away"'
 if grep -qF 'hello from the command line' "$work/out"; then fail "sub printed a message twice"; fi
-rm -f chat.cursor
-run 4 "target/release/switchboard sub chat --transport sse | jq -r .data.text" &
+rm -f chat.cursor chat.cursor.tmp
+run 4 "target/release/switchboard sub chat --transport sse | jq --unbuffered -r .data.text" &
 jq_follower=$!
 sleep 1
 curl -s -o /dev/null -H 'Content-Type: application/json' -d '{"text":"through jq"}' 'http://127.0.0.1:8080/events?topic=chat'
