@@ -507,6 +507,32 @@ mod tests {
     }
 
     #[test]
+    fn sources_say_where_each_value_came_from() {
+        let dir = std::env::temp_dir().join(format!("switchboard-sources-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("switchboard.toml");
+        std::fs::write(&path, "poll_timeout = \"5s\"\nretention_messages = 7\n").expect("write");
+        let command = DefaultsOnly::command().mut_args(|arg| arg.env(None::<&str>));
+        let path = path.to_str().expect("utf-8 path");
+        let matches = command
+            .try_get_matches_from(["switchboard", "--config", path, "--retention-messages", "9"])
+            .expect("valid arguments");
+        let (config, sources) = Config::load_explained(&matches).expect("loads");
+        assert_eq!(config.retention_messages, 9);
+        let source = |name: &str| {
+            sources
+                .iter()
+                .find(|(setting, _)| setting == name)
+                .map(|(_, source)| *source)
+        };
+        assert_eq!(source("poll_timeout"), Some(SettingSource::File));
+        assert_eq!(source("retention_messages"), Some(SettingSource::Flag));
+        assert_eq!(source("config"), Some(SettingSource::Flag));
+        assert_eq!(source("listen"), Some(SettingSource::Default));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn out_of_range_values_are_refused_with_the_setting_its_value_and_the_range() {
         let cases = [
             (
