@@ -19,8 +19,31 @@ const TRANSPORTS: [&str; 3] = ["ws", "sse", "poll"];
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh directory for one test's files (cursor files, configuration files).
-fn scratch_dir() -> PathBuf {
+/// A fresh directory for one test's files (cursor files, configuration files, certificates),
+/// removed when the test is done, kept (and named) when it fails.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        switchboard_e2e::process::leave_behind("the test's files", &self.0, String::new);
+    }
+}
+
+fn scratch_dir() -> Scratch {
     let dir = std::env::temp_dir().join(format!(
         "switchboard-cli-{}-{}",
         std::process::id(),
@@ -28,7 +51,7 @@ fn scratch_dir() -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch directory");
-    dir
+    Scratch(dir)
 }
 
 /// The binary with `args`, without any `SWITCHBOARD_*` setting the test run may have.
