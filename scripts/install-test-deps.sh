@@ -9,6 +9,10 @@ command -v curl >/dev/null || missing+=(curl)
 # The multi-node tests run their own Redis instances and cluster (Redis 7+: sharded pub/sub).
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+# The README's `switchboard sub … | jq` example (tests/readme.sh).
+command -v jq >/dev/null || missing+=(jq)
+# tests/cli.rs makes a certificate authority and a certificate for its TLS front.
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -106,6 +106,46 @@ wait "$follower" || true
 grep -q ": disconnected by an operator" "$work/sse" || fail "the SSE follower was not disconnected"
 timeout 5 curl -s 'http://127.0.0.1:8080/dashboard' >"$work/out" || true
 expect "/admin/stream"
+# The command line: follow with a cursor file, publish from an argument and from stdin, resume.
+rm -f chat.cursor chat.cursor.tmp
+sub="target/release/switchboard sub chat --cursor-file chat.cursor"
+in_readme "$sub"
+timeout 6 bash -c "$sub" >"$work/sub" 2>"$work/sub.err" &
+subscriber=$!
+# The cursor file appears once the subscription is in place.
+for _ in $(seq 1 50); do [ -s chat.cursor ] && break; sleep 0.1; done
+[ -s chat.cursor ] || { cat "$work/sub.err" >&2; fail "switchboard sub did not subscribe"; }
+run 5 "target/release/switchboard pub chat 'hello from the command line'"
+grep -Eq '^[0-9a-z]+-[0-9a-z]+-[0-9]+$' "$work/out" || { cat "$work/out" >&2; fail "pub printed no id"; }
+run 5 "printf '{\"user\":\"ann\",\"text\":\"hi\"}\\n{\"user\":\"bob\",\"text\":\"hello\"}\\n' | target/release/switchboard pub chat --json"
+[ "$(grep -c -- - "$work/out")" -eq 2 ] || { cat "$work/out" >&2; fail "pub --json printed no two ids"; }
+for _ in $(seq 1 50); do [ "$(wc -l <"$work/sub")" -ge 3 ] && break; sleep 0.1; done
+kill -TERM "$subscriber" 2>/dev/null || true; wait "$subscriber" 2>/dev/null || true
+cp "$work/sub" "$work/out"
+expect '{"topic":"chat","id":"'
+expect '"data":"hello from the command line","time":'
+expect '"data":{"user":"bob","text":"hello"}'
+# Published while it was stopped: the next run prints that, and only that.
+curl -s -o /dev/null -d 'while sub was away' 'http://127.0.0.1:8080/events?topic=chat'
+run 3 "$sub"
+expect '"data":"while sub was away"'
+if grep -qF 'hello from the command line' "$work/out"; then fail "sub printed a message twice"; fi
+rm -f chat.cursor chat.cursor.tmp
+run 4 "target/release/switchboard sub chat --transport sse | jq --unbuffered -r .data.text" &
+jq_follower=$!
+sleep 1
+curl -s -o /dev/null -H 'Content-Type: application/json' -d '{"text":"through jq"}' 'http://127.0.0.1:8080/events?topic=chat'
+wait "$jq_follower" || true
+expect "through jq"
+run 5 "target/release/switchboard check-config --heartbeat-interval 20s"
+grep -Eq '^heartbeat_interval +"20s" +flag$' "$work/out" || { cat "$work/out" >&2; fail "check-config did not show the flag"; }
+expect "the configuration is valid"
+curl -s -o /dev/null -d 'for topics' 'http://127.0.0.1:8080/events?topic=chat'
+run 5 "target/release/switchboard topics --prefix chat"
+expect "TOPIC"
+expect "chat"
+run 3 "target/release/switchboard top"
+expect "switchboard top: http://127.0.0.1:8080"
 
 # Several nodes on one Redis: published on the first, followed on the second.
 redis="redis-server --port 6380 --save '' &"

@@ -302,6 +302,26 @@ impl<'de> Deserialize<'de> for ProxyNet {
     }
 }
 
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingSource {
+    Flag,
+    Environment,
+    File,
+    Default,
+}
+
+impl SettingSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingSource::Flag => "flag",
+            SettingSource::Environment => "environment",
+            SettingSource::File => "file",
+            SettingSource::Default => "default",
+        }
+    }
+}
+
 /// A setting that could not be used.
 #[derive(Debug)]
 pub struct ConfigError(pub String);
@@ -341,6 +361,38 @@ impl Config {
     /// Builds the configuration from parsed arguments, filling what they left at their
     /// defaults from the `--config` file, if any.
     pub fn load(matches: &ArgMatches) -> Result<Config, ConfigError> {
+        Config::load_explained(matches).map(|(config, _)| config)
+    }
+
+    /// [`load`](Self::load), and where each setting's value came from, in the order of the
+    /// flags (`switchboard check-config` prints them).
+    pub fn load_explained(
+        matches: &ArgMatches,
+    ) -> Result<(Config, Vec<(String, SettingSource)>), ConfigError> {
+        let mut from_file = std::collections::HashSet::new();
+        let config = Config::load_from(matches, &mut from_file)?;
+        let command = Config::augment_args(clap::Command::new("switchboard"));
+        let sources = command
+            .get_arguments()
+            .map(|arg| {
+                let name = arg.get_id().as_str();
+                let source = match matches.value_source(name) {
+                    Some(ValueSource::CommandLine) => SettingSource::Flag,
+                    Some(ValueSource::EnvVariable) => SettingSource::Environment,
+                    _ if from_file.contains(name) => SettingSource::File,
+                    _ => SettingSource::Default,
+                };
+                (name.to_owned(), source)
+            })
+            .collect();
+        Ok((config, sources))
+    }
+
+    /// The body of [`load`](Self::load); adds the settings the file gave to `from_file`.
+    fn load_from(
+        matches: &ArgMatches,
+        from_file: &mut std::collections::HashSet<String>,
+    ) -> Result<Config, ConfigError> {
         let config = Config::from_arg_matches(matches).map_err(|e| ConfigError(e.to_string()))?;
         let Some(path) = config.config.clone() else {
             return config.validated();
@@ -370,6 +422,7 @@ impl Config {
                 || matches.value_source(&key) == Some(ValueSource::DefaultValue)
                 || matches.value_source(&key).is_none()
             {
+                from_file.insert(key.clone());
                 merged.insert(key, value);
             }
         }
@@ -581,6 +634,32 @@ mod tests {
         std::fs::write(dir.join("bad.toml"), "no_such_setting = 1\n").expect("write");
         let bad = load(&["--config", dir.join("bad.toml").to_str().expect("utf-8")]);
         assert!(bad.is_err_and(|e| e.0.contains("unknown setting `no_such_setting`")));
+    }
+
+    #[test]
+    fn sources_say_where_each_value_came_from() {
+        let dir = std::env::temp_dir().join(format!("switchboard-sources-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("switchboard.toml");
+        std::fs::write(&path, "poll_timeout = \"5s\"\nretention_messages = 7\n").expect("write");
+        let command = DefaultsOnly::command().mut_args(|arg| arg.env(None::<&str>));
+        let path = path.to_str().expect("utf-8 path");
+        let matches = command
+            .try_get_matches_from(["switchboard", "--config", path, "--retention-messages", "9"])
+            .expect("valid arguments");
+        let (config, sources) = Config::load_explained(&matches).expect("loads");
+        assert_eq!(config.retention_messages, 9);
+        let source = |name: &str| {
+            sources
+                .iter()
+                .find(|(setting, _)| setting == name)
+                .map(|(_, source)| *source)
+        };
+        assert_eq!(source("poll_timeout"), Some(SettingSource::File));
+        assert_eq!(source("retention_messages"), Some(SettingSource::Flag));
+        assert_eq!(source("config"), Some(SettingSource::Flag));
+        assert_eq!(source("listen"), Some(SettingSource::Default));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

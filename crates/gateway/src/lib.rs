@@ -28,6 +28,7 @@
 //! - `connections`: the live connections of every transport, for operators; `activity`:
 //!   counters of publishes, deliveries, resets and endings; `admin`: the admin API and the
 //!   dashboard.
+//! - [`cli`]: the client commands (`pub`, `sub`, `topics`, `top`, `check-config`).
 
 mod activity;
 mod admin;
@@ -36,6 +37,7 @@ pub mod auth;
 mod batch;
 mod broker;
 mod caller;
+pub mod cli;
 mod client_addr;
 pub mod config;
 mod connections;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use std::io::Write;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use switchboard::Config;
 use switchboard::logging::LogSink;
+use switchboard::{Config, cli};
 use tokio::net::TcpListener;
 
 /// Log lines waiting to be written, in bytes, before new ones are dropped: room for bursts
@@ -28,19 +28,42 @@ struct Cli {
 enum Command {
     /// Serve the gateway (and the demo page at /).
     Serve(Config),
+    /// Publish a message, or one per line of stdin, and print each id.
+    Pub(cli::publish::PublishArgs),
+    /// Follow topics: one JSON envelope per line, reconnecting and resuming by itself.
+    Sub(cli::subscribe::SubscribeArgs),
+    /// List topics from the admin API.
+    Topics(cli::topics::TopicsArgs),
+    /// The busiest topics, refreshed every second.
+    Top(cli::topics::TopArgs),
+    /// Check a configuration and print every setting, its value and where it came from.
+    CheckConfig(Config),
 }
 
 fn main() -> std::process::ExitCode {
     let matches = Cli::command().get_matches();
-    let Cli {
-        command: Command::Serve(_),
-    } = match Cli::from_arg_matches(&matches) {
+    let Cli { command } = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let Some(("serve", serve_matches)) = matches.subcommand() else {
-        unreachable!("serve is the only subcommand");
+    let Some((_, command_matches)) = matches.subcommand() else {
+        unreachable!("clap requires a subcommand");
     };
+    match command {
+        Command::Serve(_) => serve_command(command_matches),
+        Command::Pub(args) => cli::run(cli::publish::run(args)),
+        Command::Sub(args) => cli::run(cli::subscribe::run(args)),
+        Command::Topics(args) => cli::run(cli::topics::topics(args)),
+        Command::Top(args) => cli::run(cli::topics::top(args)),
+        Command::CheckConfig(_) => match cli::check::run(command_matches) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => cli::report(&error),
+        },
+    }
+}
+
+/// `switchboard serve`.
+fn serve_command(serve_matches: &clap::ArgMatches) -> std::process::ExitCode {
     let config = match Config::load(serve_matches) {
         Ok(config) => config,
         Err(e) => {

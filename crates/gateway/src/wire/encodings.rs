@@ -14,16 +14,28 @@ static WS_MESSAGE: LazyLock<EncodingSlot<Utf8Bytes>> = LazyLock::new(EncodingSlo
 static SSE_EVENT: LazyLock<EncodingSlot<Bytes>> = LazyLock::new(EncodingSlot::new);
 static SSE_EVENT_WITH_ID: LazyLock<EncodingSlot<Bytes>> = LazyLock::new(EncodingSlot::new);
 
+/// What a message's WebSocket frame puts in front of the envelope's fields (the envelope's own
+/// `{` is left out): clients that want the envelope back strip it ([`envelope_of_ws_message`]).
+pub const WS_MESSAGE_PREFIX: &str = "{\"type\":\"message\",";
+
 /// The WebSocket frame text: the envelope with `"type":"message"` in front.
 /// Cached as the frame type the socket takes, so sending it is a reference-count increment.
 pub fn ws_message(message: &Message) -> Utf8Bytes {
     message.encoded(&WS_MESSAGE, |m| {
         let envelope = std::str::from_utf8(m.envelope()).unwrap_or_default();
         let mut frame = String::with_capacity(envelope.len() + 17);
-        frame.push_str("{\"type\":\"message\",");
+        frame.push_str(WS_MESSAGE_PREFIX);
         frame.push_str(&envelope[1..]);
         Utf8Bytes::from(frame)
     })
+}
+
+/// The envelope inside a message frame written by [`ws_message`], byte for byte; `None` for
+/// any other frame.
+pub fn envelope_of_ws_message(frame: &str) -> Option<String> {
+    frame
+        .strip_prefix(WS_MESSAGE_PREFIX)
+        .map(|fields| format!("{{{fields}"))
 }
 
 /// `event: message` and `data:`, without `id:`, for streams whose id is a cursor over several
@@ -66,6 +78,11 @@ mod tests {
             ws_message(&message).as_str(),
             r#"{"type":"message","topic":"t","id":"1-2-3","data":"x","time":9}"#
         );
+        assert_eq!(
+            envelope_of_ws_message(&ws_message(&message)).as_deref(),
+            std::str::from_utf8(message.envelope()).ok()
+        );
+        assert_eq!(envelope_of_ws_message(r#"{"type":"pong"}"#), None);
         assert_eq!(
             &sse_event_with_id(&message)[..],
             b"id: 1-2-3\nevent: message\ndata: {\"topic\":\"t\",\"id\":\"1-2-3\",\"data\":\"x\",\"time\":9}\n\n"
