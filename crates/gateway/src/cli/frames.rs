@@ -247,6 +247,7 @@ mod tests {
             reference: None,
             code: "bad_cursor",
             message: "no",
+            retry_after: None,
         };
         assert!(matches!(
             WsFrame::parse(&error.text()),
