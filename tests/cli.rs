@@ -479,12 +479,6 @@ async fn exit_codes() {
             1,
             "400 too_many_topics",
         ),
-        (
-            vec!["topics", "--url", &base],
-            "",
-            1,
-            "has no admin API (404)",
-        ),
     ];
     for (args, input, code, says) in cases {
         let ran = run(switchboard(&args), input).await;
@@ -856,4 +850,33 @@ async fn https_urls_use_tls() {
     let ran = run(switchboard(&["pub", "--url", &url, "t", "x"]), "").await;
     assert_eq!(ran.code, Some(3), "{ran:?}");
     assert!(ran.stderr.contains("certificate"), "{ran:?}");
+}
+
+/// `topics` against a real gateway's admin API: the topic, its subscriber and its retained
+/// message, in the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_on_a_real_gateway() {
+    let gateway = Gateway::start_default().await;
+    let base = gateway.base();
+    let _follower =
+        switchboard_e2e::SseClient::connect(&gateway.http_url("/events?topic=room.7")).await;
+    switchboard_e2e::publish(
+        &gateway.http_url("/events?topic=room.7"),
+        &serde_json::json!(1),
+    )
+    .await;
+    let ran = run(
+        switchboard(&["topics", "--url", &base, "--prefix", "room."]),
+        "",
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let row = ran
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("room.7"))
+        .unwrap_or_else(|| panic!("no room.7 row: {ran:?}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    // TOPIC WS SSE POLL RETAINED …
+    assert_eq!(&columns[..5], ["room.7", "0", "1", "0", "1"], "{row}");
 }
