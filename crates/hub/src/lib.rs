@@ -32,7 +32,8 @@ use std::sync::Arc;
 
 pub use fanout::Subscribers;
 pub use hub::{
-    Catchup, Clock, Hub, HubConfig, HubStats, ManualClock, Page, ResetReason, SystemClock,
+    Append, Catchup, Change, Clock, Hub, HubConfig, HubStats, ManualClock, Page, ResetReason,
+    Restored, RestoredMessage, RestoredTopic, SystemClock,
 };
 pub use inbox::{Inbox, QueueLimits, Received};
 pub use message::{Data, DataError, Message};
@@ -106,6 +107,13 @@ impl Broker for Hub {
         topic: &'a TopicName,
         data: &'a Data,
     ) -> BoxFuture<'a, Result<Arc<Message>, BrokerError>> {
+        if self.is_durable() {
+            return Box::pin(async move {
+                self.publish_committed(topic, data)
+                    .await
+                    .map_err(BrokerError::Unavailable)
+            });
+        }
         Box::pin(std::future::ready(Ok(Hub::publish(self, topic, data))))
     }
 
@@ -129,8 +137,8 @@ impl Broker for Hub {
         let stats = self.stats();
         let load = std::sync::atomic::Ordering::Relaxed;
         BrokerStatus {
-            kind: "memory",
-            unready: None,
+            kind: if self.is_durable() { "disk" } else { "memory" },
+            unready: self.store_failure(),
             details: serde_json::json!({
                 "topics": self.topic_count(),
                 "retained_bytes": self.retained_bytes(),

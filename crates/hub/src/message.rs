@@ -197,6 +197,13 @@ impl Message {
         self.envelope.len()
     }
 
+    /// What the message counts for on disk, for a durable store's budget: its envelope, which
+    /// holds more than a store writes of it (the store keeps the topic, sequence, time and
+    /// data, without the JSON around them).
+    pub fn stored_size(&self) -> usize {
+        self.envelope.len()
+    }
+
     /// What the message costs in memory, for the retention budget.
     pub fn retained_size(&self) -> usize {
         std::mem::size_of::<Message>() + self.envelope.len()
