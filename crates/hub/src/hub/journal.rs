@@ -290,3 +290,90 @@ impl Hub {
         self.journal.as_ref().and_then(Journal::failure)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Page;
+    use crate::hub::tests::{seqs, text, topic};
+    use crate::inbox::{Inbox, QueueLimits};
+    use crate::position::Position;
+    use crate::{ManualClock, ResetReason};
+
+    fn durable(config: HubConfig) -> Hub {
+        Hub::durable(config, ManualClock::new(), Restored::default())
+    }
+
+    #[test]
+    fn a_message_is_read_and_delivered_only_once_committed() {
+        let hub = durable(HubConfig::default());
+        let chat = topic("chat");
+        let mut inbox = Inbox::new(QueueLimits::messages(10));
+        let start = hub.join(&chat, None, Some(&inbox), Page::NONE).start;
+        let message = hub.publish(&chat, &text("x"));
+        assert!(
+            inbox.try_recv().is_none(),
+            "not delivered before the commit"
+        );
+        let read = hub.join(&chat, Some(start), None, Page::ALL);
+        assert!(read.messages.is_empty(), "not read before the commit");
+        assert_eq!(read.reset, None);
+        assert_eq!(read.start, start, "nor is its position shown");
+
+        let changes = hub.take_changes().expect("changes");
+        assert!(matches!(changes[0], Change::Created { .. }));
+        assert!(matches!(&changes[1], Change::Append(a) if a.message.position == message.position));
+        hub.committed(changes);
+        assert_eq!(inbox.try_recv().map(|m| m.position), Some(message.position));
+        let read = hub.join(&chat, Some(start), None, Page::ALL);
+        assert_eq!(seqs(&read.messages), vec![1]);
+    }
+
+    #[test]
+    fn retention_of_messages_not_yet_committed_shows_no_position_beyond_the_committed() {
+        let hub = durable(HubConfig {
+            retention_messages: 1,
+            ..HubConfig::default()
+        });
+        let chat = topic("chat");
+        let first = hub.publish(&chat, &text("1"));
+        hub.committed(hub.take_changes().expect("changes"));
+        for i in 2..=4 {
+            hub.publish(&chat, &text(&i.to_string()));
+        }
+        // Only message 4 is retained, and only 1 is committed.
+        let read = hub.join(&chat, Some(first.position), None, Page::ALL);
+        assert_eq!((read.reset, read.start), (None, first.position));
+        let before = Position {
+            seq: 0,
+            ..first.position
+        };
+        let read = hub.join(&chat, Some(before), None, Page::ALL);
+        assert_eq!(read.reset, Some(ResetReason::Retention));
+        assert_eq!(read.start, first.position);
+    }
+
+    #[test]
+    fn a_failed_write_answers_its_publishers_and_refuses_the_next() {
+        let hub = durable(HubConfig::default());
+        let chat = topic("chat");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let data = text("x");
+            let publish = hub.publish_committed(&chat, &data);
+            let fail = async {
+                tokio::task::yield_now().await;
+                let changes = hub.take_changes().expect("changes");
+                hub.failed(changes, "disk full");
+            };
+            let (published, ()) = tokio::join!(publish, fail);
+            assert_eq!(published.map(|_| ()), Err("disk full".to_owned()));
+            assert_eq!(
+                hub.publish_committed(&chat, &text("y")).await.map(|_| ()),
+                Err("disk full".to_owned())
+            );
+        });
+    }
+}

@@ -213,7 +213,12 @@ impl Hub {
         Hub::assemble(config, ticks, horizons, None)
     }
 
-    fn assemble(config: HubConfig, ticks: Ticks, horizons: Horizons, journal: Option<Journal>) -> Hub {
+    fn assemble(
+        config: HubConfig,
+        ticks: Ticks,
+        horizons: Horizons,
+        journal: Option<Journal>,
+    ) -> Hub {
         Hub {
             topics: DashMap::new(),
             config,
@@ -293,7 +298,10 @@ impl Hub {
         topic: &TopicName,
         data: &Data,
         wait: bool,
-    ) -> (Arc<Message>, Option<tokio::sync::oneshot::Receiver<CommitResult>>) {
+    ) -> (
+        Arc<Message>,
+        Option<tokio::sync::oneshot::Receiver<CommitResult>>,
+    ) {
         let time_ms = self.ticks.now_ms();
         let published = self
             .with_topic(topic, true, |topic, state| {
@@ -387,7 +395,12 @@ impl Hub {
         let available = state.visible_seq.saturating_sub(after) as usize;
         let mut messages = Vec::new();
         let mut bytes = 0;
-        for message in state.retained.iter().skip(skip).take(page.messages.min(available)) {
+        for message in state
+            .retained
+            .iter()
+            .skip(skip)
+            .take(page.messages.min(available))
+        {
             bytes += message.queued_size();
             if !messages.is_empty() && bytes > page.bytes {
                 break;
