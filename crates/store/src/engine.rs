@@ -23,6 +23,9 @@ const HORIZONS: TableDefinition<u64, u64> = TableDefinition::new("horizons");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const TRUSTED_SINCE: &str = "trusted_since";
 
+/// Any error of the database or of what it holds, to be reported.
+pub(crate) type DbError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The database's page cache: the hub holds the retained messages in memory, so the store
 /// only needs enough for the pages a commit touches.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
@@ -71,7 +74,7 @@ impl Engine {
         Ok((engine, restored))
     }
 
-    fn create_tables(&self) -> Result<(), redb::Error> {
+    fn create_tables(&self) -> Result<(), DbError> {
         let txn = self.db.begin_write()?;
         txn.open_table(MESSAGES)?;
         txn.open_table(TOPICS)?;
@@ -82,7 +85,7 @@ impl Engine {
     }
 
     /// Everything the store holds, checked.
-    fn read_back(&self) -> Result<Restored, Box<dyn std::error::Error>> {
+    fn read_back(&self) -> Result<Restored, DbError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let topics = txn.open_table(TOPICS)?;
@@ -125,7 +128,7 @@ impl Engine {
     }
 
     /// Writes `changes` in one transaction, durable once this returns.
-    pub(crate) fn commit(&mut self, changes: &[Change]) -> Result<(), redb::Error> {
+    pub(crate) fn commit(&mut self, changes: &[Change]) -> Result<(), DbError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         {
@@ -187,7 +190,7 @@ impl Engine {
         messages: &mut redb::Table<&[u8], &[u8]>,
         topic: &TopicName,
         keep_from: u64,
-    ) -> Result<(), redb::Error> {
+    ) -> Result<(), DbError> {
         let kept_from = self.kept_from.get(topic).copied().unwrap_or(0);
         if keep_from <= kept_from {
             return Ok(());
