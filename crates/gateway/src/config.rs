@@ -173,6 +173,34 @@ pub struct Config {
     /// when listening on a loopback address, any host otherwise. Refuses DNS rebinding.
     #[arg(long, env = "SWITCHBOARD_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<HostPattern>,
+
+    /// Keep retained history, epochs and sequences in this directory (created if missing), so
+    /// that they survive a restart or a crash; without it, history is in memory only. Not with
+    /// Redis, which keeps the history itself.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With `data_dir`: `batch` commits together the publishes that arrive while the previous
+    /// commit is being written (one fsync for all of them); `always` commits and fsyncs each
+    /// publish on its own. Either way a publish is acknowledged once it is on disk.
+    #[arg(long, env = "SWITCHBOARD_FSYNC", default_value = "batch", value_enum)]
+    pub fsync: Fsync,
+
+    /// With `data_dir`: bytes of retained messages on disk (counted as their envelopes); the
+    /// oldest messages of all topics go first.
+    #[arg(long, env = "SWITCHBOARD_RETENTION_DISK", default_value_t = 1024 * 1024 * 1024)]
+    pub retention_disk: usize,
+}
+
+/// When a publish is on disk with a data directory; acknowledged only then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// One commit and fsync per publish.
+    Always,
+    /// One commit and fsync for the publishes that arrive while the previous one is written.
+    Batch,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a CIDR range (`10.0.0.0/8`).
@@ -322,6 +350,7 @@ impl Config {
             ("max_topics_per_connection", self.max_topics_per_connection, 1, 10_000),
             ("retention_messages", self.retention_messages, 0, 10_000_000),
             ("retention_bytes", self.retention_bytes, 0, 1 << 40),
+            ("retention_disk", self.retention_disk, 0, 1 << 50),
         ];
         for (name, value, min, max) in sizes {
             let value = value as u64;
@@ -332,6 +361,13 @@ impl Config {
         if self.redis.is_some() && !self.redis_cluster.is_empty() {
             return Err(ConfigError(
                 "give either redis or redis_cluster, not both".into(),
+            ));
+        }
+        if self.data_dir.is_some() && (self.redis.is_some() || !self.redis_cluster.is_empty()) {
+            return Err(ConfigError(
+                "data_dir cannot be used with redis or redis_cluster: with Redis, Redis keeps \
+                 the history (use Redis's own persistence to keep it across restarts)"
+                    .into(),
             ));
         }
         if self.poll_timeout > self.poll_max_timeout {
@@ -355,6 +391,7 @@ impl Config {
             retention_age: self.retention_age,
             retention_bytes: self.retention_bytes,
             idle_topic_ttl: self.idle_topic_ttl,
+            retention_disk: self.retention_disk,
         }
     }
 }
@@ -422,6 +459,26 @@ mod tests {
         assert_eq!(config.max_message_bytes, 65536);
         assert!(config.allowed_origins.is_empty());
         assert!(config.allowed_hosts.is_empty());
+        assert_eq!(config.data_dir, None);
+        assert_eq!(config.fsync, Fsync::Batch);
+        assert_eq!(config.retention_disk, 1 << 30);
+    }
+
+    #[test]
+    fn a_data_dir_is_refused_with_redis() {
+        for redis in [
+            ["--redis", "redis://127.0.0.1:6379"],
+            ["--redis-cluster", "redis://127.0.0.1:7000"],
+        ] {
+            let refused = load(&["--data-dir", "/tmp/sb", redis[0], redis[1]]);
+            assert!(
+                refused.is_err_and(|e| e.0.starts_with("data_dir cannot be used with redis")),
+                "{redis:?}"
+            );
+        }
+        let durable = load(&["--data-dir", "/tmp/sb", "--fsync", "always"]).expect("valid");
+        assert_eq!(durable.fsync, Fsync::Always);
+        assert!(load(&["--fsync", "sometimes"]).is_err());
     }
 
     #[test]
@@ -573,6 +630,7 @@ mod tests {
             "--max-connections=0",
             "--retention-messages=0",
             "--retention-bytes=0",
+            "--retention-disk=0",
         ];
         let highest = [
             "--heartbeat-interval=1h",
@@ -590,6 +648,7 @@ mod tests {
             "--max-connections=1000000",
             "--retention-messages=10000000",
             "--retention-bytes=1099511627776",
+            "--retention-disk=1125899906842624",
         ];
         for args in [&lowest[..], &highest[..]] {
             if let Err(e) = load(args) {

@@ -142,6 +142,7 @@ impl Broker for Hub {
             details: serde_json::json!({
                 "topics": self.topic_count(),
                 "retained_bytes": self.retained_bytes(),
+                "stored_bytes": self.stored_bytes(),
                 "published": stats.published.load(load),
                 "slow_consumers": stats.slow_consumers.load(load),
                 "evicted": {

@@ -244,6 +244,11 @@ impl Hub {
         self.retained_bytes.load(Ordering::Relaxed)
     }
 
+    /// What the retained messages count for against the disk budget (`retention_disk`).
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` on the topic's locked state, creating the topic when `create` is set.
     fn with_topic<R>(
         &self,
