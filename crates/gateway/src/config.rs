@@ -187,8 +187,8 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_FSYNC", default_value = "batch", value_enum)]
     pub fsync: Fsync,
 
-    /// With `data_dir`: bytes of retained messages on disk (counted as their envelopes); the
-    /// oldest messages of all topics go first.
+    /// With `data_dir`: bytes the data directory may take; the oldest messages of all topics
+    /// go first.
     #[arg(long, env = "SWITCHBOARD_RETENTION_DISK", default_value_t = 1024 * 1024 * 1024)]
     pub retention_disk: usize,
 }
@@ -391,7 +391,8 @@ impl Config {
             retention_age: self.retention_age,
             retention_bytes: self.retention_bytes,
             idle_topic_ttl: self.idle_topic_ttl,
-            retention_disk: self.retention_disk,
+            // What the messages may take, so that the whole directory stays within it.
+            retention_disk: switchboard_store::stored_budget(self.retention_disk),
         }
     }
 }

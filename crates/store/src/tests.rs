@@ -239,3 +239,55 @@ async fn with_fsync_always_every_publish_is_committed_too() {
         .join(&chat, Some(before_first(&durable, &chat)), None, Page::ALL);
     assert_eq!(seqs(&all.messages), (1..=20).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn the_directory_stays_within_retention_disk_over_a_long_run() {
+    for (directory_budget, data_len) in [(3 << 20, 1000), (3 << 20, 200)] {
+        let largest = long_run(directory_budget, data_len).await;
+        eprintln!("{directory_budget} bytes, data of {data_len}: at most {largest}");
+        assert!(
+            largest <= directory_budget as u64,
+            "with retention_disk {directory_budget} and data of {data_len} bytes, the \
+             directory grew to {largest} bytes"
+        );
+    }
+}
+
+/// Publishes many messages on 20 topics with `retention_disk` at `directory_budget`, sweeping
+/// as maintenance does; returns the largest the directory grew.
+async fn long_run(directory_budget: usize, data_len: usize) -> u64 {
+    let path = scratch(&format!("long-run-{directory_budget}-{data_len}"));
+    let clock = ManualClock::new();
+    let config = HubConfig {
+        retention_disk: stored_budget(directory_budget),
+        retention_messages: 100_000,
+        ..HubConfig::default()
+    };
+    let durable = open(&path, config, &clock);
+    let data = Data::from_text(&"x".repeat(data_len));
+    // Enough to fill the messages' budget (a quarter of the directory's) 8 times over.
+    let messages = 2 * directory_budget / (data_len + 60);
+    let mut largest = 0;
+    for n in 0..messages {
+        durable.hub.publish(&topic(&format!("t{}", n % 20)), &data);
+        clock.advance(Duration::from_micros(100));
+        if n % 50 == 49 {
+            // What maintenance does when a publish goes over the budget.
+            durable.hub.sweep();
+        }
+        if n % 1000 == 999 {
+            publish(&durable, &topic("t0"), "a commit after the sweep's trims").await;
+            largest = largest.max(directory_size(&path));
+        }
+    }
+    durable.hub.sweep();
+    assert!(durable.hub.stored_bytes() <= stored_budget(directory_budget));
+    largest
+}
+
+fn directory_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .expect("list")
+        .map(|entry| entry.expect("entry").metadata().expect("metadata").len())
+        .sum()
+}

@@ -49,7 +49,8 @@ pub struct HubConfig {
     pub idle_topic_ttl: Duration,
     /// Bytes of retained messages a durable store may hold, counted as their envelopes (which
     /// are longer than what the store writes of them); the oldest messages of the whole hub go
-    /// first. Without a store, nothing is written and this has no effect.
+    /// first. Without a store, nothing is written and this has no effect. (The gateway derives
+    /// it from the directory's budget, `--retention-disk`.)
     pub retention_disk: usize,
 }
 
