@@ -53,6 +53,9 @@ pub(crate) struct Spec {
     /// Server nodes: 1 is one server; more share one Redis, node 0 takes every publish and the
     /// subscribers are spread over the others (see `server::Deployment`).
     pub(crate) nodes: u32,
+    /// Switchboard only: the server keeps its history in a fresh `--data-dir` (every publish
+    /// acknowledged once on disk).
+    pub(crate) data_dir: bool,
 }
 
 /// Generator settings common to all runs.
@@ -943,6 +946,7 @@ mod tests {
             drain_s: 1.0,
             max_steps: 1,
             nodes: 1,
+            data_dir: false,
         };
         let r = RunResult::of(&spec, Flavor::Nchan);
         assert_eq!((r.server.as_str(), r.kind.as_str()), ("nchan", "flow"));
