@@ -44,22 +44,29 @@ enum Stop {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_messages_survive_kill9_in_a_publish_storm_on_every_transport() {
-    restart_in_a_storm(Stop::Kill9, "kill9").await;
+    restart_in_a_storm(Stop::Kill9, "kill9", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_messages_survive_kill9_with_fsync_always() {
+    restart_in_a_storm(Stop::Kill9, "always", &["--fsync", "always"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_messages_survive_a_clean_restart_in_a_publish_storm() {
-    restart_in_a_storm(Stop::Sigterm, "sigterm").await;
+    restart_in_a_storm(Stop::Sigterm, "sigterm", &[]).await;
 }
 
-/// Publishers on every transport publish until the node stops (`stop`) after [`STORM`] acks,
+/// Publishers on every transport publish until the node (started with `args`) stops (`stop`)
+/// after [`STORM`] acks,
 /// while a follower on every transport receives; the node starts again on its data. Then each
 /// follower resumes (on the next transport) from the last id it got, and new subscribers on
 /// every transport resume from before the storm: every acknowledged message comes exactly
 /// once, in order, with no reset, and a new publish continues the same epochs.
-async fn restart_in_a_storm(stop: Stop, name: &str) {
+async fn restart_in_a_storm(stop: Stop, name: &str, args: &[&str]) {
     let dir = data_dir(name);
-    let mut node = NodeProcess::start(switchboard_bin!(), &["--data-dir", arg(&dir)]).await;
+    let args = [&["--data-dir", arg(&dir)], args].concat();
+    let mut node = NodeProcess::start(switchboard_bin!(), &args).await;
     let base = node.base();
     let mut seeds = Vec::new();
     for topic in TOPICS {

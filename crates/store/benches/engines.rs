@@ -85,10 +85,8 @@ impl Engine for Fjall {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "switchboard-engines-{name}-{}",
-        std::process::id()
-    ));
+    let path =
+        std::env::temp_dir().join(format!("switchboard-engines-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&path);
     std::fs::create_dir_all(&path).expect("mkdir");
     path
@@ -133,7 +131,11 @@ fn main() {
             let path = scratch(&format!("{name}-{batch_size}"));
             let mut engine = open(name, &path);
             // Fewer messages for one commit each: an fsync apiece is slow.
-            let messages = if batch_size == 1 { MESSAGES / 10 } else { MESSAGES };
+            let messages = if batch_size == 1 {
+                MESSAGES / 10
+            } else {
+                MESSAGES
+            };
             let mut commits: Vec<Duration> = Vec::new();
             let started = Instant::now();
             let mut n = 0;
