@@ -29,8 +29,12 @@ fn spec(
         max_steps: 1,
         nodes: 1,
         data_dir: false,
+        publishers: 8,
     }
 }
+
+/// Publisher connections of `publish`, `disk-publish` and `disk-latency-ws`.
+const PUBLISHERS: u32 = 64;
 
 /// Publishes per second of `disk-latency-ws`: about half of what `disk-publish` sustains on
 /// the reference machine (see bench/README.md).
@@ -127,15 +131,22 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         spec("latency-ws-1k", Flow, Ws, z(1000, 20), 1, 0.0, d),
     ];
     // Publishes as fast as one node answers them, over many topics with one subscriber each,
-    // in memory and with a data directory (each publish acknowledged once on disk); and the
-    // latency from publish to delivery with a data directory at a fixed rate, about half of
-    // what it sustains on the reference machine.
+    // from many publisher connections (as many clients publish), in memory and with a data
+    // directory (each publish acknowledged once on disk: one commit takes what all the
+    // connections sent meanwhile); and the latency from publish to delivery with a data
+    // directory at a fixed rate, about half of what it sustains on the reference machine.
     let (subs, topics) = (z(100, 10), z(100, 10));
-    let on_disk = |w: Spec| Spec {
-        data_dir: true,
+    let many_publishers = |w: Spec| Spec {
+        publishers: PUBLISHERS,
         ..w
     };
-    v.push(spec("publish", Throughput, Ws, subs, topics, 0.0, d));
+    let on_disk = |w: Spec| Spec {
+        data_dir: true,
+        ..many_publishers(w)
+    };
+    v.push(many_publishers(spec(
+        "publish", Throughput, Ws, subs, topics, 0.0, d,
+    )));
     v.push(on_disk(spec(
         "disk-publish",
         Throughput,
