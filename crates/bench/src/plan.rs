@@ -36,8 +36,8 @@ fn spec(
 /// Publisher connections of `publish`, `disk-publish` and `disk-latency-ws`.
 const PUBLISHERS: u32 = 64;
 
-/// Publishes per second of `disk-latency-ws`: about half of what `disk-publish` sustains on
-/// the reference machine (see bench/README.md).
+/// Publishes per second of `disk-latency-ws`: about a quarter of what `disk-publish` sustained
+/// on the (shared) reference machine (see bench/README.md).
 const DISK_LATENCY_RATE: f64 = 2000.0;
 
 /// Nodes of every multi-node workload: the publishers' node and two nodes of subscribers.
@@ -134,7 +134,7 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
     // from many publisher connections (as many clients publish), in memory and with a data
     // directory (each publish acknowledged once on disk: one commit takes what all the
     // connections sent meanwhile); and the latency from publish to delivery with a data
-    // directory at a fixed rate, about half of what it sustains on the reference machine.
+    // directory at a fixed rate, well below what it sustains.
     let (subs, topics) = (z(100, 10), z(100, 10));
     let many_publishers = |w: Spec| Spec {
         publishers: PUBLISHERS,
