@@ -203,5 +203,20 @@ expect '"data":"from the backend"'
 run 5 "curl -s 'http://127.0.0.1:8083/events?topic=chat'"
 expect '"code":"unauthorized"'
 stop_secured
+# One node with a data directory, killed with kill -9 and started again: the client resumes with
+# no reset.
+start="target/release/switchboard serve --listen 127.0.0.1:8093 --data-dir ./switchboard-data &"
+first="id=\$(curl -s -d 'first' 'http://127.0.0.1:8093/events?topic=news' | sed 's/.*\"id\":\"\\([^\"]*\\)\".*/\\1/')"
+second="curl -d 'second' 'http://127.0.0.1:8093/events?topic=news'"
+kill9='kill -9 $!'
+resume="curl -N -H \"Last-Event-ID: \$id\" 'http://127.0.0.1:8093/events?topic=news'"
+for command in "$start" "$first" "$second" "$kill9" "$resume"; do in_readme "$command"; done
+[ ! -e switchboard-data ] || fail "./switchboard-data exists; the README's example would use it"
+if (exec 3<>/dev/tcp/127.0.0.1/8093) 2>/dev/null; then fail "port 8093 is taken; the README's example needs it"; fi
+ready='for _ in $(seq 1 100); do curl -s -o /dev/null --max-time 1 http://127.0.0.1:8093/healthz && break; sleep 0.1; done'
+timeout 30 setsid bash -c "$start $ready; $first; $second >/dev/null; $kill9; wait; $start $ready; timeout 3 $resume; kill \$!" >"$work/out" 2>&1 || true
+rm -rf switchboard-data
+expect '"data":"second"'
+if grep -q "event: reset" "$work/out"; then cat "$work/out" >&2; fail "a reset after the restart"; fi
 
 echo "readme.sh: every README example works verbatim"

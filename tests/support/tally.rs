@@ -45,6 +45,11 @@ impl Ledger {
         }
     }
 
+    /// The ids published on `topic`, in the order they were recorded.
+    pub fn ids(&self, topic: &str) -> impl Iterator<Item = &String> {
+        self.topics.get(topic).into_iter().flatten()
+    }
+
     /// How many messages were published.
     pub fn len(&self) -> usize {
         self.topics.values().map(Vec::len).sum()

@@ -28,8 +28,17 @@ fn spec(
         drain_s: 5.0,
         max_steps: 1,
         nodes: 1,
+        data_dir: false,
+        publishers: 8,
     }
 }
+
+/// Publisher connections of `publish`, `disk-publish` and `disk-latency-ws`.
+const PUBLISHERS: u32 = 64;
+
+/// Publishes per second of `disk-latency-ws`: about a quarter of what `disk-publish` sustained
+/// on the (shared) reference machine (see bench/README.md).
+const DISK_LATENCY_RATE: f64 = 2000.0;
 
 /// Nodes of every multi-node workload: the publishers' node and two nodes of subscribers.
 const NODES: u32 = 3;
@@ -121,6 +130,41 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         // The rate is filled in once saturation is known.
         spec("latency-ws-1k", Flow, Ws, z(1000, 20), 1, 0.0, d),
     ];
+    // Publishes as fast as one node answers them, over many topics with one subscriber each,
+    // from many publisher connections (as many clients publish), in memory and with a data
+    // directory (each publish acknowledged once on disk: one commit takes what all the
+    // connections sent meanwhile); and the latency from publish to delivery with a data
+    // directory at a fixed rate, well below what it sustains.
+    let (subs, topics) = (z(100, 10), z(100, 10));
+    let many_publishers = |w: Spec| Spec {
+        publishers: PUBLISHERS,
+        ..w
+    };
+    let on_disk = |w: Spec| Spec {
+        data_dir: true,
+        ..many_publishers(w)
+    };
+    v.push(many_publishers(spec(
+        "publish", Throughput, Ws, subs, topics, 0.0, d,
+    )));
+    v.push(on_disk(spec(
+        "disk-publish",
+        Throughput,
+        Ws,
+        subs,
+        topics,
+        0.0,
+        d,
+    )));
+    v.push(on_disk(spec(
+        "disk-latency-ws",
+        Flow,
+        Ws,
+        subs,
+        topics,
+        r(DISK_LATENCY_RATE, 100.0),
+        d,
+    )));
     // Several nodes on one Redis: the fan-outs above, published on node 0 and delivered on
     // the two others; and publishes as fast as node 0 answers them, over many topics with one
     // subscriber each (on the other nodes), so that each is delivered too. A smoke run leaves
@@ -210,6 +254,7 @@ mod tests {
             names(&v),
             "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k rooms-10k longpoll-1k \
              idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k \
+             publish disk-publish disk-latency-ws \
              nodes-ws-fanout-1k nodes-sse-fanout-1k nodes-publish"
         );
         let want = [
@@ -223,15 +268,17 @@ mod tests {
         }
         assert_eq!(v[8].kind, Kind::Saturation);
         assert_eq!(
-            shape(&v[11]),
+            shape(&v[14]),
             ("nodes-sse-fanout-1k", 1000, 1, 50.0, 10.0, 5.0, 1)
         );
         assert_eq!(
-            shape(&v[12]),
+            shape(&v[15]),
             ("nodes-publish", 100, 100, 0.0, 10.0, 5.0, 1)
         );
-        assert_eq!((v[12].kind, v[12].nodes), (Kind::Throughput, 3));
-        assert!(v[..10].iter().all(|w| w.nodes == 1));
+        assert_eq!((v[15].kind, v[15].nodes), (Kind::Throughput, 3));
+        assert!(v[..13].iter().all(|w| w.nodes == 1));
+        let on_disk: Vec<_> = v.iter().filter(|w| w.data_dir).map(|w| &w.name).collect();
+        assert_eq!(on_disk, ["disk-publish", "disk-latency-ws"]);
     }
 
     #[test]
@@ -239,14 +286,15 @@ mod tests {
         let v = plan_of(&["--only", "nodes", "--compare"]);
         assert_eq!(
             names(&v),
-            "ws-fanout-1k sse-fanout-1k nodes-ws-fanout-1k nodes-sse-fanout-1k nodes-publish"
+            "ws-fanout-1k sse-fanout-1k publish nodes-ws-fanout-1k nodes-sse-fanout-1k \
+             nodes-publish"
         );
         let v = plan_of(&["--smoke", "--only", "nodes,rooms-10k"]);
         assert_eq!(
             names(&v),
-            "ws-fanout-1k rooms-10k nodes-ws-fanout-1k nodes-publish"
+            "ws-fanout-1k rooms-10k publish nodes-ws-fanout-1k nodes-publish"
         );
-        assert_eq!(shape(&v[3]), ("nodes-publish", 10, 10, 0.0, 1.5, 5.0, 1));
+        assert_eq!(shape(&v[4]), ("nodes-publish", 10, 10, 0.0, 1.5, 5.0, 1));
         assert_eq!(
             single_node_basis("nodes-ws-fanout-1k"),
             Some("ws-fanout-1k")

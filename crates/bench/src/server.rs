@@ -124,9 +124,10 @@ impl Server {
         launch: &Launch,
         tag: &str,
         redis: Option<&RedisServer>,
+        data_dir: bool,
     ) -> Result<Self> {
         match flavor {
-            Flavor::Switchboard => Self::start_switchboard(launch, tag, redis).await,
+            Flavor::Switchboard => Self::start_switchboard(launch, tag, redis, data_dir).await,
             Flavor::Nchan => Self::start_nchan(launch, tag, redis.map(|r| r.addr)).await,
         }
     }
@@ -135,6 +136,7 @@ impl Server {
         launch: &Launch,
         tag: &str,
         redis: Option<&RedisServer>,
+        data_dir: bool,
     ) -> Result<Self> {
         let log = launch.scratch.join(format!("switchboard-{tag}.log"));
         let stderr = std::fs::File::create(&log).map_err(|e| Error::io(log.display(), e))?;
@@ -143,6 +145,12 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0"]);
         if let Some(redis) = redis {
             cmd.args(["--redis", &redis.url()]);
+        }
+        if data_dir {
+            // A fresh directory: the server creates it.
+            let dir = launch.scratch.join(format!("data-{tag}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            cmd.arg("--data-dir").arg(&dir);
         }
         cmd.args(&launch.switchboard_args)
             .stdin(Stdio::null())
@@ -270,13 +278,15 @@ pub(crate) struct Deployment {
 }
 
 impl Deployment {
-    /// Starts `nodes` fresh `flavor` servers (on a fresh Redis when more than one) and waits
-    /// until they all serve; `tag` names their logs.
+    /// Starts `nodes` fresh `flavor` servers (on a fresh Redis when more than one; with
+    /// `data_dir`, one server on a fresh data directory) and waits until they all serve; `tag`
+    /// names their logs.
     pub(crate) async fn start(
         flavor: Flavor,
         launch: &Launch,
         tag: &str,
         nodes: u32,
+        data_dir: bool,
     ) -> Result<Self> {
         let mut d = Self {
             flavor,
@@ -286,13 +296,13 @@ impl Deployment {
         };
         if nodes <= 1 {
             d.nodes
-                .push(Server::start(flavor, launch, tag, None).await?);
+                .push(Server::start(flavor, launch, tag, None, data_dir).await?);
             return Ok(d);
         }
         d.redis = Some(RedisServer::start(launch, tag).await?);
         for i in 0..nodes {
             let node_tag = format!("{tag}-node{i}");
-            match Server::start(flavor, launch, &node_tag, d.redis.as_ref()).await {
+            match Server::start(flavor, launch, &node_tag, d.redis.as_ref(), false).await {
                 Ok(node) => d.nodes.push(node),
                 Err(e) => {
                     d.stop().await;

@@ -155,6 +155,8 @@ async fn run_all(a: &SuiteArgs, workloads: &[Spec], launch: &Launch) -> Vec<RunR
         }
         let runs: Vec<(Flavor, Spec)> = servers
             .iter()
+            // Nchan has no data directory to compare with.
+            .filter(|&&flavor| !(w.data_dir && flavor == Flavor::Nchan))
             .flat_map(|&flavor| {
                 let w = &w;
                 flavor
@@ -294,7 +296,7 @@ async fn wait_for_quiet(a: &SuiteArgs, w: &Spec) {
 
 /// One run of `w` against freshly started `flavor` servers (and Redis, for several nodes).
 async fn run_once(w: &Spec, flavor: Flavor, launch: &Launch, opts: &Opts, tag: &str) -> RunResult {
-    match Deployment::start(flavor, launch, tag, w.nodes).await {
+    match Deployment::start(flavor, launch, tag, w.nodes, w.data_dir).await {
         Ok(d) => {
             let r = workload::run(w, &d, opts).await;
             d.stop().await;

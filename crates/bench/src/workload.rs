@@ -53,6 +53,13 @@ pub(crate) struct Spec {
     /// Server nodes: 1 is one server; more share one Redis, node 0 takes every publish and the
     /// subscribers are spread over the others (see `server::Deployment`).
     pub(crate) nodes: u32,
+    /// Switchboard only: the server keeps its history in a fresh `--data-dir` (every publish
+    /// acknowledged once on disk).
+    pub(crate) data_dir: bool,
+    /// Most publisher connections (never more than topics). A server answers a connection's
+    /// pipelined publishes one at a time, so with acks that wait for a disk commit this is
+    /// how many publishes one commit can take together.
+    pub(crate) publishers: u32,
 }
 
 /// Generator settings common to all runs.
@@ -207,8 +214,8 @@ enum Load {
 
 impl Running {
     /// Starts `spec`'s subscribers against `d` (subscriber i on its subscriber node i % n),
-    /// and its publishers: a few keep-alive connections to `d`'s publish node, topic i always
-    /// on publisher i % n (so each topic's order is kept).
+    /// and its publishers: `spec.publishers` keep-alive connections to `d`'s publish node,
+    /// topic i always on publisher i % n (so each topic's order is kept).
     fn start(spec: &Spec, d: &Deployment, opts: &Opts) -> Self {
         let topics: Vec<String> = (0..spec.topics.max(1))
             .map(|i| format!("bench.{}.{i}", spec.name))
@@ -245,7 +252,7 @@ impl Running {
             let task = client::subscriber(ctx.clone(), s.clone(), spec.transport);
             tasks.push(tokio::task::spawn_local(task));
         }
-        let n_pub = n_topics.clamp(1, 8);
+        let n_pub = n_topics.clamp(1, spec.publishers.max(1) as usize);
         let mut txs = Vec::with_capacity(n_pub);
         for _ in 0..n_pub {
             let (tx, rx) = mpsc::channel(4096);
@@ -943,6 +950,8 @@ mod tests {
             drain_s: 1.0,
             max_steps: 1,
             nodes: 1,
+            data_dir: false,
+            publishers: 8,
         };
         let r = RunResult::of(&spec, Flavor::Nchan);
         assert_eq!((r.server.as_str(), r.kind.as_str()), ("nchan", "flow"));

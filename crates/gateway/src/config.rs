@@ -265,6 +265,34 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_CONNECT_BURST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_burst: Option<u32>,
+
+    /// Keep retained history, epochs and sequences in this directory (created if missing), so
+    /// that they survive a restart or a crash; without it, history is in memory only. Not with
+    /// Redis, which keeps the history itself.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With `data_dir`: `batch` commits together the publishes that arrive while the previous
+    /// commit is being written (one fsync for all of them); `always` commits and fsyncs each
+    /// publish on its own. Either way a publish is acknowledged once it is on disk.
+    #[arg(long, env = "SWITCHBOARD_FSYNC", default_value = "batch", value_enum)]
+    pub fsync: Fsync,
+
+    /// With `data_dir`: bytes the data directory may take; the oldest messages of all topics
+    /// go first.
+    #[arg(long, env = "SWITCHBOARD_RETENTION_DISK", default_value_t = 1024 * 1024 * 1024)]
+    pub retention_disk: usize,
+}
+
+/// When a publish is on disk with a data directory; acknowledged only then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// One commit and fsync per publish.
+    Always,
+    /// One commit and fsync for the publishes that arrive while the previous one is written.
+    Batch,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a CIDR range (`10.0.0.0/8`).
@@ -477,6 +505,7 @@ impl Config {
             ("max_topics_per_connection", self.max_topics_per_connection, 1, 10_000),
             ("retention_messages", self.retention_messages, 0, 10_000_000),
             ("retention_bytes", self.retention_bytes, 0, 1 << 40),
+            ("retention_disk", self.retention_disk, 0, 1 << 50),
         ];
         for (name, value, min, max) in sizes {
             let value = value as u64;
@@ -498,6 +527,14 @@ impl Config {
             }
         }
         crate::auth::Auth::from_config(&self).map_err(ConfigError)?;
+
+        if self.data_dir.is_some() && (self.redis.is_some() || !self.redis_cluster.is_empty()) {
+            return Err(ConfigError(
+                "data_dir cannot be used with redis or redis_cluster: with Redis, Redis keeps \
+                 the history (use Redis's own persistence to keep it across restarts)"
+                    .into(),
+            ));
+        }
         if self.poll_timeout > self.poll_max_timeout {
             return Err(ConfigError(
                 "poll_timeout must not exceed poll_max_timeout".into(),
@@ -519,6 +556,8 @@ impl Config {
             retention_age: self.retention_age,
             retention_bytes: self.retention_bytes,
             idle_topic_ttl: self.idle_topic_ttl,
+            // What the messages may take, so that the whole directory stays within it.
+            retention_disk: switchboard_store::stored_budget(self.retention_disk),
         }
     }
 }
@@ -586,6 +625,26 @@ mod tests {
         assert_eq!(config.max_message_bytes, 65536);
         assert!(config.allowed_origins.is_empty());
         assert!(config.allowed_hosts.is_empty());
+        assert_eq!(config.data_dir, None);
+        assert_eq!(config.fsync, Fsync::Batch);
+        assert_eq!(config.retention_disk, 1 << 30);
+    }
+
+    #[test]
+    fn a_data_dir_is_refused_with_redis() {
+        for redis in [
+            ["--redis", "redis://127.0.0.1:6379"],
+            ["--redis-cluster", "redis://127.0.0.1:7000"],
+        ] {
+            let refused = load(&["--data-dir", "/tmp/sb", redis[0], redis[1]]);
+            assert!(
+                refused.is_err_and(|e| e.0.starts_with("data_dir cannot be used with redis")),
+                "{redis:?}"
+            );
+        }
+        let durable = load(&["--data-dir", "/tmp/sb", "--fsync", "always"]).expect("valid");
+        assert_eq!(durable.fsync, Fsync::Always);
+        assert!(load(&["--fsync", "sometimes"]).is_err());
     }
 
     #[test]
@@ -782,6 +841,7 @@ mod tests {
             "--max-connections=0",
             "--retention-messages=0",
             "--retention-bytes=0",
+            "--retention-disk=0",
         ];
         let highest = [
             "--heartbeat-interval=1h",
@@ -799,6 +859,7 @@ mod tests {
             "--max-connections=1000000",
             "--retention-messages=10000000",
             "--retention-bytes=1099511627776",
+            "--retention-disk=1125899906842624",
         ];
         for args in [&lowest[..], &highest[..]] {
             if let Err(e) = load(args) {

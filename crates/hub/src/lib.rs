@@ -33,7 +33,8 @@ use std::sync::Arc;
 
 pub use fanout::Subscribers;
 pub use hub::{
-    Catchup, Clock, Hub, HubConfig, HubStats, ManualClock, Page, ResetReason, SystemClock,
+    Append, Catchup, Change, Clock, Hub, HubConfig, HubStats, ManualClock, Page, ResetReason,
+    Restored, RestoredMessage, RestoredTopic, SystemClock,
 };
 pub use inbox::{INBOX_KINDS, Inbox, InboxGauge, QueueLimits, Received, Restart};
 pub use message::{Data, DataError, Message};
@@ -155,6 +156,13 @@ impl Broker for Hub {
         topic: &'a TopicName,
         data: &'a Data,
     ) -> BoxFuture<'a, Result<Arc<Message>, BrokerError>> {
+        if self.is_durable() {
+            return Box::pin(async move {
+                self.publish_committed(topic, data)
+                    .await
+                    .map_err(BrokerError::Unavailable)
+            });
+        }
         Box::pin(std::future::ready(Ok(Hub::publish(self, topic, data))))
     }
 
@@ -178,11 +186,12 @@ impl Broker for Hub {
         let stats = self.stats();
         let load = std::sync::atomic::Ordering::Relaxed;
         BrokerStatus {
-            kind: "memory",
-            unready: None,
+            kind: if self.is_durable() { "disk" } else { "memory" },
+            unready: self.store_failure(),
             details: serde_json::json!({
                 "topics": self.topic_count(),
                 "retained_bytes": self.retained_bytes(),
+                "stored_bytes": self.stored_bytes(),
                 "published": stats.published.load(load),
                 "slow_consumers": stats.slow_consumers.load(load),
                 "evicted": {

@@ -128,6 +128,8 @@ pub struct Message {
     envelope: Bytes,
     /// Where `"id":"` … `"` sits in `envelope`, so the id is available without another copy.
     id_range: (usize, usize),
+    /// Where the data sits in `envelope`, for a store to write it without another copy.
+    data_range: (usize, usize),
     /// Transport-specific encodings (an SSE event, a WebSocket frame), each made once, by the
     /// first subscriber that needs it, and shared by all the others.
     /// Each is whatever type its transport sends (bytes, a ready-made frame), so that sending
@@ -149,7 +151,9 @@ impl Message {
         position.write_to(&mut envelope);
         let id_end = envelope.len();
         envelope.push_str("\",\"data\":");
+        let data_start = envelope.len();
         envelope.push_str(&data.0);
+        let data_end = envelope.len();
         envelope.push_str(",\"time\":");
         envelope.push_str(itoa::Buffer::new().format(time_ms));
         envelope.push('}');
@@ -159,6 +163,7 @@ impl Message {
             time_ms,
             envelope: Bytes::from(envelope),
             id_range: (id_start, id_end),
+            data_range: (data_start, data_end),
             encodings: Default::default(),
             queued_in: AtomicUsize::new(0),
         })
@@ -167,6 +172,12 @@ impl Message {
     /// The message id: its position as text.
     pub fn id(&self) -> &str {
         let (start, end) = self.id_range;
+        std::str::from_utf8(&self.envelope[start..end]).unwrap_or_default()
+    }
+
+    /// The data, compact JSON as published.
+    pub fn data_json(&self) -> &str {
+        let (start, end) = self.data_range;
         std::str::from_utf8(&self.envelope[start..end]).unwrap_or_default()
     }
 
@@ -194,6 +205,13 @@ impl Message {
     /// What the message counts for in a connection's queue: its envelope, which every
     /// transport's encoding is about the size of.
     pub fn queued_size(&self) -> usize {
+        self.envelope.len()
+    }
+
+    /// What the message counts for on disk, for a durable store's budget: its envelope, which
+    /// holds more than a store writes of it (the store keeps the topic, sequence, time and
+    /// data, without the JSON around them).
+    pub fn stored_size(&self) -> usize {
         self.envelope.len()
     }
 
@@ -249,6 +267,7 @@ mod tests {
             br#"{"topic":"chat","id":"1-2-3","data":"hi\n","time":1234}"#
         );
         assert_eq!(message.id(), "1-2-3");
+        assert_eq!(message.data_json(), r#""hi\n""#);
         let value: serde_json::Value = serde_json::from_slice(message.envelope()).expect("json");
         assert_eq!(value["data"], "hi\n");
     }

@@ -74,9 +74,10 @@ pub(super) struct Ticks {
 
 impl Ticks {
     /// Starts strictly after every value an earlier hub on the same clock could have handed
-    /// out by now, so that even a position taken in the same microsecond belongs to the past.
-    pub(super) fn new(clock: Arc<dyn Clock>) -> Ticks {
-        let start = clock.now_micros() + 1;
+    /// out by now, so that even a position taken in the same microsecond belongs to the past,
+    /// and after `floor` (the largest value a store kept), whatever the clock says.
+    pub(super) fn new(clock: Arc<dyn Clock>, floor: u64) -> Ticks {
+        let start = clock.now_micros().max(floor) + 1;
         Ticks {
             clock,
             last: AtomicU64::new(start),

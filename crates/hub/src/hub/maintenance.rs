@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Hub, Topic};
+use super::{Change, Hub, Topic};
 
 /// Buckets of topic tags, each with its own horizon: 32 KiB, and a forgotten topic resets
 /// the starting positions of about one topic in 4,096 that did not exist yet.
@@ -39,9 +39,21 @@ impl Horizons {
         self.bucket(tag).fetch_max(now, Ordering::AcqRel);
     }
 
-    fn bucket(&self, tag: u64) -> &AtomicU64 {
-        &self.0[(tag % HORIZON_BUCKETS as u64) as usize]
+    /// Restores the horizon of `bucket` that a store kept; out-of-range buckets are ignored.
+    pub(super) fn restore(&self, bucket: usize, horizon: u64) {
+        if let Some(value) = self.0.get(bucket) {
+            value.fetch_max(horizon, Ordering::AcqRel);
+        }
     }
+
+    fn bucket(&self, tag: u64) -> &AtomicU64 {
+        &self.0[bucket_of(tag)]
+    }
+}
+
+/// The bucket of the topics with `tag`.
+pub(super) fn bucket_of(tag: u64) -> usize {
+    (tag % HORIZON_BUCKETS as u64) as usize
 }
 
 impl Hub {
@@ -57,7 +69,9 @@ impl Hub {
         let idle_ttl = self.config.idle_topic_ttl.as_millis() as u64;
         for topic in &topics {
             let mut state = topic.state.lock();
-            self.drop_expired(&mut state, now_ms);
+            if self.drop_expired(&mut state, now_ms) {
+                self.journal_trim(topic, &state);
+            }
             state.subscribers.prune();
             if !state.is_idle() {
                 continue;
@@ -68,7 +82,13 @@ impl Hub {
                 // Any position of the forgotten history must now get a reset; a topic that
                 // never had a message had no history to lose.
                 if state.last_seq > 0 {
-                    self.horizons.lost(topic.tag, self.ticks.tick());
+                    let horizon = self.ticks.tick();
+                    self.horizons.lost(topic.tag, horizon);
+                    self.journal(|| Change::Forget {
+                        topic: topic.name.clone(),
+                        bucket: bucket_of(topic.tag),
+                        horizon,
+                    });
                 }
                 self.topics
                     .remove_if(&topic.name, |_, t| Arc::ptr_eq(t, topic));

@@ -5,9 +5,11 @@
 //! - `clock.rs`: the time it reads (a [`Clock`], injectable for tests) and its epochs;
 //! - `retention.rs`: which messages are kept, by count, age and memory budget;
 //! - `maintenance.rs`: the periodic sweep, forgetting idle topics, and the horizons that
-//!   remember what forgetting lost.
+//!   remember what forgetting lost;
+//! - `journal.rs`: with a durable store, the changes handed to it, and the hub it restores.
 
 mod clock;
+mod journal;
 mod maintenance;
 mod retention;
 
@@ -21,9 +23,11 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 pub use self::clock::{Clock, ManualClock, SystemClock};
+pub use self::journal::{Append, Change, Restored, RestoredMessage, RestoredTopic};
 
 use self::clock::Ticks;
-use self::maintenance::Horizons;
+use self::journal::{CommitResult, Journal};
+use self::maintenance::{Horizons, bucket_of};
 use crate::fanout::Subscribers;
 use crate::inbox::{Inbox, Restart};
 use crate::message::{Data, Message};
@@ -44,6 +48,11 @@ pub struct HubConfig {
     /// How long a topic with neither subscribers nor retained messages keeps its position
     /// header, so that pollers between requests keep their place.
     pub idle_topic_ttl: Duration,
+    /// Bytes of retained messages a durable store may hold, counted as their envelopes (which
+    /// are longer than what the store writes of them); the oldest messages of the whole hub go
+    /// first. Without a store, nothing is written and this has no effect. (The gateway derives
+    /// it from the directory's budget, `--retention-disk`.)
+    pub retention_disk: usize,
 }
 
 impl Default for HubConfig {
@@ -53,6 +62,7 @@ impl Default for HubConfig {
             retention_age: Duration::from_secs(3600),
             retention_bytes: 256 * 1024 * 1024,
             idle_topic_ttl: Duration::from_secs(3600),
+            retention_disk: usize::MAX,
         }
     }
 }
@@ -149,7 +159,11 @@ struct Topic {
 #[derive(Debug)]
 struct TopicState {
     epoch: u64,
+    /// The last sequence given to a message.
     last_seq: u64,
+    /// The last sequence readers and subscribers see: `last_seq` in memory; with a store, the
+    /// last one committed, so that nothing is shown that a crash could take back.
+    visible_seq: u64,
     /// Contiguous in sequence: the front is the oldest retained message.
     retained: VecDeque<Arc<Message>>,
     /// The memory `retained` takes, for operators.
@@ -172,7 +186,7 @@ impl TopicState {
     }
 
     fn is_idle(&self) -> bool {
-        self.retained.is_empty() && self.subscribers.is_empty()
+        self.retained.is_empty() && self.subscribers.is_empty() && self.visible_seq == self.last_seq
     }
 }
 
@@ -186,6 +200,10 @@ pub struct Hub {
     /// Since when each bucket of topics has lost no history.
     horizons: Horizons,
     retained_bytes: AtomicUsize,
+    /// What the retained messages count for on disk (`Message::stored_size`).
+    stored_bytes: AtomicUsize,
+    /// The changes for the durable store, if the hub has one.
+    journal: Option<Journal>,
     /// Wakes maintenance when a publish takes the hub over its memory budget.
     over_budget: Notify,
     stats: HubStats,
@@ -199,15 +217,26 @@ impl Hub {
 
     /// A hub that reads the time from `clock`: tests give it a [`ManualClock`].
     pub fn with_clock(config: HubConfig, clock: Arc<dyn Clock>) -> Hub {
-        let ticks = Ticks::new(clock);
+        let ticks = Ticks::new(clock, 0);
         // Nothing of any topic is lost before the hub starts.
         let horizons = Horizons::new(ticks.now());
+        Hub::assemble(config, ticks, horizons, None)
+    }
+
+    fn assemble(
+        config: HubConfig,
+        ticks: Ticks,
+        horizons: Horizons,
+        journal: Option<Journal>,
+    ) -> Hub {
         Hub {
             topics: DashMap::new(),
             config,
             ticks,
             horizons,
             retained_bytes: AtomicUsize::new(0),
+            stored_bytes: AtomicUsize::new(0),
+            journal,
             over_budget: Notify::new(),
             stats: HubStats::default(),
         }
@@ -225,12 +254,17 @@ impl Hub {
         self.retained_bytes.load(Ordering::Relaxed)
     }
 
+    /// What the retained messages count for against the disk budget (`retention_disk`).
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` on the topic's locked state, creating the topic when `create` is set.
     fn with_topic<R>(
         &self,
         name: &TopicName,
         create: bool,
-        mut f: impl FnMut(&Topic, &mut TopicState) -> R,
+        mut f: impl FnMut(&Arc<Topic>, &mut TopicState) -> R,
     ) -> Option<R> {
         loop {
             let topic = match self.topics.get(name) {
@@ -245,6 +279,7 @@ impl Hub {
                             state: Mutex::new(TopicState {
                                 epoch: self.ticks.tick(),
                                 last_seq: 0,
+                                visible_seq: 0,
                                 retained: VecDeque::new(),
                                 retained_bytes: 0,
                                 rate: None,
@@ -265,10 +300,27 @@ impl Hub {
     }
 
     /// Gives `data` the next position in `topic`, retains it and queues it for every
-    /// subscriber.
+    /// subscriber. With a durable store, it is queued once committed: the [`Broker`]
+    /// implementation waits for that.
+    ///
+    /// [`Broker`]: crate::Broker
     pub fn publish(&self, topic: &TopicName, data: &Data) -> Arc<Message> {
+        self.sequence(topic, data, false).0
+    }
+
+    /// Publishes as [`Hub::publish`] does; with a store and `wait`, also returns what will
+    /// say when the message is committed (and delivered).
+    fn sequence(
+        &self,
+        topic: &TopicName,
+        data: &Data,
+        wait: bool,
+    ) -> (
+        Arc<Message>,
+        Option<tokio::sync::oneshot::Receiver<CommitResult>>,
+    ) {
         let time_ms = self.ticks.now_ms();
-        let message = self
+        let published = self
             .with_topic(topic, true, |topic, state| {
                 state.last_seq += 1;
                 let position = Position {
@@ -284,18 +336,43 @@ impl Hub {
                     .get_or_insert_with(|| Box::new(RecentRate::new(second)))
                     .record(second);
                 state.idle_since_ms = None;
+                if self.journal.is_some() {
+                    // Delivered once committed, in this order: the journal is appended to
+                    // under the topic's lock.
+                    let committed = self.journal_append(topic, state, &message, wait);
+                    return (message, committed);
+                }
+                state.visible_seq = state.last_seq;
                 let overflowed = state.subscribers.deliver(&message);
                 self.stats
                     .slow_consumers
                     .fetch_add(overflowed, Ordering::Relaxed);
-                message
+                (message, None)
             })
             .unwrap_or_else(|| unreachable!("a topic is always created on publish"));
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         if self.is_over_budget() {
             self.over_budget.notify_one();
         }
-        message
+        published
+    }
+
+    /// Publishes, and with a durable store waits until the message is committed.
+    pub async fn publish_committed(
+        &self,
+        topic: &TopicName,
+        data: &Data,
+    ) -> Result<Arc<Message>, String> {
+        if let Some(why) = self.store_failure() {
+            return Err(why);
+        }
+        let (message, committed) = self.sequence(topic, data, true);
+        if let Some(committed) = committed {
+            committed
+                .await
+                .map_err(|_| "the store stopped before writing the message".to_owned())??;
+        }
+        Ok(message)
     }
 
     /// Reads the retained messages after `from` (at most a `page`) and, with an `inbox`,
@@ -326,19 +403,26 @@ impl Hub {
         from: Option<Position>,
         page: Page,
     ) -> Catchup {
+        // Readers see only what is visible: retention may already have dropped messages that
+        // are not, and those not yet visible are delivered live once committed.
         let first = state.first_retained_seq();
         let view = TopicView {
             epoch: state.epoch,
-            first_retained: first,
-            last_seq: state.last_seq,
+            first_retained: first.min(state.visible_seq + 1),
+            last_seq: state.visible_seq,
             trusted_since: self.horizons.of(topic.tag),
         };
         let (after, reset) = resume(from, &view);
-        let skip = (after + 1 - first) as usize;
-        let available = state.retained.len().saturating_sub(skip);
+        let skip = (after + 1).saturating_sub(first) as usize;
+        let available = state.visible_seq.saturating_sub(after) as usize;
         let mut messages = Vec::new();
         let mut bytes = 0;
-        for message in state.retained.iter().skip(skip).take(page.messages) {
+        for message in state
+            .retained
+            .iter()
+            .skip(skip)
+            .take(page.messages.min(available))
+        {
             bytes += message.queued_size();
             if !messages.is_empty() && bytes > page.bytes {
                 break;
@@ -443,12 +527,21 @@ impl Hub {
     pub fn delete(&self, name: &TopicName) -> bool {
         self.with_topic(name, false, |topic, state| {
             while self.drop_oldest(state).is_some() {}
-            // A position of the old history, held by a client away now, gets a reset.
+            // A position of the old history, held by a client away now, gets a reset; a
+            // durable store forgets the topic the same way, so that its history does not come
+            // back with a restart.
             if state.last_seq > 0 {
-                self.horizons.lost(topic.tag, self.ticks.tick());
+                let horizon = self.ticks.tick();
+                self.horizons.lost(topic.tag, horizon);
+                self.journal(|| Change::Forget {
+                    topic: topic.name.clone(),
+                    bucket: bucket_of(topic.tag),
+                    horizon,
+                });
             }
             state.epoch = self.ticks.tick();
             state.last_seq = 0;
+            state.visible_seq = 0;
             state.rate = None;
             state.subscribers.prune();
             state.subscribers.restart(&Restart {

@@ -1,7 +1,9 @@
 //! Retention: which published messages the hub keeps for resuming. Every limit applies at
 //! once: messages per topic (at publish), age (at publish and on every sweep) and a memory
-//! budget for the whole hub (on every sweep, the oldest messages of any topic first). Each
-//! message dropped is counted in `HubStats` under its reason.
+//! budget for the whole hub, with a durable store a disk budget too (on every sweep, the oldest
+//! messages of any topic first). Each message dropped is counted in `HubStats` under its
+//! reason; what a sweep drops is journalled for the store, and a publish's `Append` says what
+//! it dropped.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -21,6 +23,8 @@ impl Hub {
         self.retained_bytes
             .fetch_add(message.retained_size(), Ordering::Relaxed);
         state.retained_bytes += message.retained_size();
+        self.stored_bytes
+            .fetch_add(message.stored_size(), Ordering::Relaxed);
         state.retained.push_back(message);
         while state.retained.len() > self.config.retention_messages {
             self.drop_oldest(state);
@@ -29,10 +33,12 @@ impl Hub {
         self.drop_expired(state, now_ms);
     }
 
-    /// Whether the retained messages take more than the memory budget, which only a sweep
-    /// restores.
+    /// Whether the retained messages take more than the memory budget or the disk budget,
+    /// which only a sweep restores.
     pub(super) fn is_over_budget(&self) -> bool {
         self.retained_bytes() > self.config.retention_bytes
+            || (self.journal.is_some()
+                && self.stored_bytes.load(Ordering::Relaxed) > self.config.retention_disk)
     }
 
     pub(super) fn drop_oldest(&self, state: &mut TopicState) -> Option<Arc<Message>> {
@@ -40,15 +46,19 @@ impl Hub {
         self.retained_bytes
             .fetch_sub(message.retained_size(), Ordering::Relaxed);
         state.retained_bytes -= message.retained_size();
+        self.stored_bytes
+            .fetch_sub(message.stored_size(), Ordering::Relaxed);
         Some(message)
     }
 
-    /// Drops the messages of the topic older than the age limit at `now_ms`.
-    pub(super) fn drop_expired(&self, state: &mut TopicState, now_ms: u64) {
+    /// Drops the messages of the topic older than the age limit at `now_ms`; returns whether
+    /// it dropped any.
+    pub(super) fn drop_expired(&self, state: &mut TopicState, now_ms: u64) -> bool {
         let max_age = self.config.retention_age.as_millis() as u64;
         if max_age == 0 {
-            return;
+            return false;
         }
+        let mut dropped = false;
         while state
             .retained
             .front()
@@ -56,10 +66,12 @@ impl Hub {
         {
             self.drop_oldest(state);
             self.stats.evicted_by_age.fetch_add(1, Ordering::Relaxed);
+            dropped = true;
         }
+        dropped
     }
 
-    /// Drops the oldest retained messages of the whole hub until it is within its budget.
+    /// Drops the oldest retained messages of the whole hub until it is within its budgets.
     pub(super) fn enforce_budget(&self, topics: &[Arc<Topic>]) {
         if !self.is_over_budget() {
             return;
@@ -77,6 +89,7 @@ impl Hub {
             let mut state = topics[i].state.lock();
             if self.drop_oldest(&mut state).is_some() {
                 self.stats.evicted_by_budget.fetch_add(1, Ordering::Relaxed);
+                self.journal_trim(&topics[i], &state);
             }
             if let Some(next) = state.retained.front() {
                 heap.push(Reverse((next.time_ms, i)));

@@ -1,0 +1,166 @@
+//! redb and fjall on the store's publish path: each commit inserts a batch of messages (keys and
+//! values as `encoding` makes them), trims each topic to its retention, and is made durable
+//! (fsync) before the next one, as the writer does. Prints messages per second and the
+//! latency of a commit for each engine and batch size.
+//!
+//! `cargo bench -p switchboard-store --bench engines` (figures in bench/README.md).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use switchboard_hub::TopicName;
+use switchboard_store::encoding::{message_key, message_value};
+
+/// Messages written per engine and batch size.
+const MESSAGES: u64 = 20_000;
+const TOPICS: u64 = 100;
+/// Messages retained per topic: older ones are deleted as new ones come.
+const RETAINED: u64 = 100;
+/// The payload of each message, about a chat line.
+const DATA: &str = "\"a message of about one hundred bytes, as a chat line or a small JSON event would be........\"";
+
+trait Engine {
+    fn name(&self) -> &'static str;
+    /// Writes `batch` (topic, seq) messages, deletes what they push out of retention, and makes
+    /// it durable.
+    fn commit(&mut self, batch: &[(TopicName, u64)]);
+}
+
+struct Redb(redb::Database);
+
+const MESSAGES_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("m");
+
+impl Engine for Redb {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+
+    fn commit(&mut self, batch: &[(TopicName, u64)]) {
+        let mut txn = self.0.begin_write().expect("begin");
+        txn.set_durability(redb::Durability::Immediate);
+        {
+            let mut table = txn.open_table(MESSAGES_TABLE).expect("table");
+            for (topic, seq) in batch {
+                let key = message_key(topic, *seq);
+                table
+                    .insert(key.as_slice(), message_value(0, DATA).as_slice())
+                    .expect("insert");
+                if *seq > RETAINED {
+                    let old = message_key(topic, seq - RETAINED);
+                    table.remove(old.as_slice()).expect("remove");
+                }
+            }
+        }
+        txn.commit().expect("commit");
+    }
+}
+
+struct Fjall {
+    keyspace: fjall::Keyspace,
+    messages: fjall::PartitionHandle,
+}
+
+impl Engine for Fjall {
+    fn name(&self) -> &'static str {
+        "fjall"
+    }
+
+    fn commit(&mut self, batch: &[(TopicName, u64)]) {
+        let mut writes = self.keyspace.batch();
+        for (topic, seq) in batch {
+            writes.insert(
+                &self.messages,
+                message_key(topic, *seq),
+                message_value(0, DATA),
+            );
+            if *seq > RETAINED {
+                writes.remove(&self.messages, message_key(topic, seq - RETAINED));
+            }
+        }
+        writes.commit().expect("commit");
+        self.keyspace
+            .persist(fjall::PersistMode::SyncAll)
+            .expect("fsync");
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("switchboard-engines-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).expect("mkdir");
+    path
+}
+
+fn open(name: &str, path: &Path) -> Box<dyn Engine> {
+    match name {
+        "redb" => Box::new(Redb(
+            redb::Database::create(path.join("history.redb")).expect("redb"),
+        )),
+        _ => {
+            let keyspace = fjall::Config::new(path).open().expect("fjall");
+            let messages = keyspace
+                .open_partition("m", fjall::PartitionCreateOptions::default())
+                .expect("partition");
+            Box::new(Fjall { keyspace, messages })
+        }
+    }
+}
+
+fn directory_size(path: &Path) -> u64 {
+    let mut size = 0;
+    for entry in std::fs::read_dir(path).expect("list").flatten() {
+        let meta = entry.metadata().expect("metadata");
+        size += if meta.is_dir() {
+            directory_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    size
+}
+
+fn main() {
+    let topics: Vec<TopicName> = (0..TOPICS)
+        .map(|t| TopicName::new(&format!("topic-{t}")).expect("valid"))
+        .collect();
+    println!("| engine | batch | messages/s | commit p50 | commit p99 | directory |");
+    println!("|---|---|---|---|---|---|");
+    for batch_size in [1u64, 16, 256] {
+        for name in ["redb", "fjall"] {
+            let path = scratch(&format!("{name}-{batch_size}"));
+            let mut engine = open(name, &path);
+            // Fewer messages for one commit each: an fsync apiece is slow.
+            let messages = if batch_size == 1 {
+                MESSAGES / 10
+            } else {
+                MESSAGES
+            };
+            let mut commits: Vec<Duration> = Vec::new();
+            let started = Instant::now();
+            let mut n = 0;
+            while n < messages {
+                let batch: Vec<(TopicName, u64)> = (n..n + batch_size)
+                    .map(|i| (topics[(i % TOPICS) as usize].clone(), i / TOPICS + 1))
+                    .collect();
+                let commit = Instant::now();
+                engine.commit(&batch);
+                commits.push(commit.elapsed());
+                n += batch_size;
+            }
+            let elapsed = started.elapsed();
+            commits.sort();
+            let at = |q: f64| commits[((commits.len() - 1) as f64 * q) as usize];
+            println!(
+                "| {} | {batch_size} | {:.0} | {:.2} ms | {:.2} ms | {:.1} MiB |",
+                engine.name(),
+                n as f64 / elapsed.as_secs_f64(),
+                at(0.5).as_secs_f64() * 1e3,
+                at(0.99).as_secs_f64() * 1e3,
+                directory_size(&path) as f64 / (1 << 20) as f64,
+            );
+            drop(engine);
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The store with a hub: what survives a reopen, what retention changes do, and what is
+//! refused. (A `kill -9` of the real binary is in `tests/durable.rs`.)
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_hub::{
+    Broker, Data, HubConfig, ManualClock, Message, Page, Position, ResetReason, TopicName,
+};
+
+use super::*;
+
+fn scratch(name: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("switchboard-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    path
+}
+
+fn topic(name: &str) -> TopicName {
+    TopicName::new(name).expect("valid topic")
+}
+
+fn open(path: &Path, config: HubConfig, clock: &Arc<ManualClock>) -> Durable {
+    Durable::open(path, config, clock.clone(), Fsync::Batch).expect("opens")
+}
+
+async fn publish(durable: &Durable, topic: &TopicName, text: &str) -> Arc<Message> {
+    Broker::publish(&*durable.hub, topic, &Data::from_text(text))
+        .await
+        .expect("published")
+}
+
+fn seqs(messages: &[Arc<Message>]) -> Vec<u64> {
+    messages.iter().map(|m| m.position.seq).collect()
+}
+
+/// The position before any message of `topic`'s current epoch.
+fn before_first(durable: &Durable, topic: &TopicName) -> Position {
+    let now = durable.hub.join(topic, None, None, Page::NONE).start;
+    Position { seq: 0, ..now }
+}
+
+#[tokio::test]
+async fn messages_epochs_and_ids_survive_a_reopen() {
+    let path = scratch("reopen");
+    let clock = ManualClock::new();
+    let chat = topic("chat");
+    let mut durable = open(&path, HubConfig::default(), &clock);
+    let mut published = Vec::new();
+    for i in 0..5 {
+        published.push(publish(&durable, &chat, &i.to_string()).await);
+    }
+    durable.close();
+    drop(durable);
+
+    let durable = open(&path, HubConfig::default(), &clock);
+    let catchup = durable
+        .hub
+        .join(&chat, Some(published[1].position), None, Page::ALL);
+    assert_eq!(catchup.reset, None);
+    let ids: Vec<_> = catchup
+        .messages
+        .iter()
+        .map(|m| m.envelope().clone())
+        .collect();
+    let expected: Vec<_> = published[2..]
+        .iter()
+        .map(|m| m.envelope().clone())
+        .collect();
+    assert_eq!(ids, expected, "the same ids, data and times");
+    let next = publish(&durable, &chat, "after").await;
+    assert_eq!(next.position.epoch, published[0].position.epoch);
+    assert_eq!(next.position.seq, 6);
+}
+
+#[tokio::test]
+async fn shrinking_retention_trims_at_start_and_older_positions_get_retention_resets() {
+    let path = scratch("shrink");
+    let clock = ManualClock::new();
+    let chat = topic("chat");
+    let durable = open(&path, HubConfig::default(), &clock);
+    let mut published = Vec::new();
+    for i in 0..10 {
+        published.push(publish(&durable, &chat, &i.to_string()).await);
+    }
+    drop(durable);
+
+    let three = HubConfig {
+        retention_messages: 3,
+        ..HubConfig::default()
+    };
+    let durable = open(&path, three, &clock);
+    let catchup = durable
+        .hub
+        .join(&chat, Some(published[1].position), None, Page::ALL);
+    assert_eq!(catchup.reset, Some(ResetReason::Retention));
+    assert_eq!(seqs(&catchup.messages), vec![8, 9, 10]);
+    drop(durable);
+
+    // The trim was written: growing retention again brings nothing back.
+    let durable = open(&path, HubConfig::default(), &clock);
+    let catchup = durable
+        .hub
+        .join(&chat, Some(published[8].position), None, Page::ALL);
+    assert_eq!(catchup.reset, None);
+    assert_eq!(seqs(&catchup.messages), vec![10]);
+    let all = durable
+        .hub
+        .join(&chat, Some(before_first(&durable, &chat)), None, Page::ALL);
+    assert_eq!(seqs(&all.messages), vec![8, 9, 10]);
+}
+
+#[tokio::test]
+async fn age_retention_applies_to_what_was_kept() {
+    let path = scratch("age");
+    let clock = ManualClock::new();
+    let chat = topic("chat");
+    let durable = open(&path, HubConfig::default(), &clock);
+    let old = publish(&durable, &chat, "old").await;
+    clock.advance(Duration::from_secs(60));
+    publish(&durable, &chat, "new").await;
+    drop(durable);
+    let thirty_seconds = HubConfig {
+        retention_age: Duration::from_secs(30),
+        ..HubConfig::default()
+    };
+    let durable = open(&path, thirty_seconds, &clock);
+    let catchup = durable.hub.join(&chat, Some(old.position), None, Page::ALL);
+    assert_eq!(catchup.reset, None, "the one after `old` is still there");
+    assert_eq!(seqs(&catchup.messages), vec![2]);
+    let from_start = durable
+        .hub
+        .join(&chat, Some(before_first(&durable, &chat)), None, Page::ALL);
+    assert_eq!(from_start.reset, Some(ResetReason::Retention));
+}
+
+#[tokio::test]
+async fn positions_taken_before_a_restart_of_topics_without_messages_get_no_reset() {
+    let path = scratch("horizon");
+    let clock = ManualClock::new();
+    let (quiet, forgotten) = (topic("quiet"), topic("forgotten"));
+    let forgetful = HubConfig {
+        idle_topic_ttl: Duration::ZERO,
+        retention_age: Duration::from_secs(1),
+        ..HubConfig::default()
+    };
+    let durable = open(&path, forgetful.clone(), &clock);
+    let quiet_start = durable.hub.join(&quiet, None, None, Page::NONE).start;
+    let lost = publish(&durable, &forgotten, "soon gone").await;
+    clock.advance(Duration::from_secs(2));
+    durable.hub.sweep();
+    clock.advance(Duration::from_millis(1));
+    durable.hub.sweep();
+    assert_eq!(durable.hub.topic_count(), 0, "forgotten");
+    drop(durable);
+
+    let durable = open(&path, forgetful, &clock);
+    publish(&durable, &quiet, "first").await;
+    let catchup = durable.hub.join(&quiet, Some(quiet_start), None, Page::ALL);
+    assert_eq!(catchup.reset, None, "nothing of `quiet` was lost");
+    assert_eq!(seqs(&catchup.messages), vec![1]);
+    let catchup = durable
+        .hub
+        .join(&forgotten, Some(lost.position), None, Page::ALL);
+    assert_eq!(
+        catchup.reset,
+        Some(ResetReason::HistoryLost),
+        "the forgotten topic's history stays lost"
+    );
+}
+
+#[tokio::test]
+async fn the_disk_budget_drops_the_oldest_messages_and_they_stay_dropped() {
+    let path = scratch("budget");
+    let clock = ManualClock::new();
+    let chat = topic("chat");
+    let durable = open(&path, HubConfig::default(), &clock);
+    let mut sizes = Vec::new();
+    for i in 0..10 {
+        sizes.push(publish(&durable, &chat, &i.to_string()).await.stored_size());
+        clock.advance(Duration::from_millis(1));
+    }
+    drop(durable);
+    let budget = HubConfig {
+        retention_disk: sizes[6..].iter().sum(),
+        ..HubConfig::default()
+    };
+    drop(open(&path, budget, &clock));
+    let durable = open(&path, HubConfig::default(), &clock);
+    let all = durable
+        .hub
+        .join(&chat, Some(before_first(&durable, &chat)), None, Page::ALL);
+    assert_eq!(seqs(&all.messages), vec![7, 8, 9, 10]);
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_refused_and_left_as_it_was() {
+    let path = scratch("corrupt");
+    let clock = ManualClock::new();
+    drop(open(&path, HubConfig::default(), &clock));
+    let file = path.join(directory::DATABASE_FILE);
+    let garbage = vec![0x5a; 8192];
+    std::fs::write(&file, &garbage).expect("write");
+    let refused = Durable::open(&path, HubConfig::default(), clock.clone(), Fsync::Batch)
+        .expect_err("refused");
+    assert!(
+        refused.0.contains("its database cannot be used"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), garbage, "untouched");
+}
+
+#[tokio::test]
+async fn with_fsync_always_every_publish_is_committed_too() {
+    let path = scratch("always");
+    let clock = ManualClock::new();
+    let chat = topic("chat");
+    let durable =
+        Durable::open(&path, HubConfig::default(), clock.clone(), Fsync::Always).expect("opens");
+    let publishers: Vec<_> = (0..20)
+        .map(|i| {
+            let (hub, chat) = (durable.hub.clone(), chat.clone());
+            tokio::spawn(async move {
+                Broker::publish(&*hub, &chat, &Data::from_text(&i.to_string()))
+                    .await
+                    .expect("published")
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.expect("joined");
+    }
+    drop(durable);
+    let durable = open(&path, HubConfig::default(), &clock);
+    let all = durable
+        .hub
+        .join(&chat, Some(before_first(&durable, &chat)), None, Page::ALL);
+    assert_eq!(seqs(&all.messages), (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn the_directory_stays_within_retention_disk_over_a_long_run() {
+    for (directory_budget, data_len) in [(3 << 20, 1000), (3 << 20, 200)] {
+        let largest = long_run(directory_budget, data_len).await;
+        eprintln!("{directory_budget} bytes, data of {data_len}: at most {largest}");
+        assert!(
+            largest <= directory_budget as u64,
+            "with retention_disk {directory_budget} and data of {data_len} bytes, the \
+             directory grew to {largest} bytes"
+        );
+    }
+}
+
+/// Publishes many messages on 20 topics with `retention_disk` at `directory_budget`, sweeping
+/// as maintenance does; returns the largest the directory grew.
+async fn long_run(directory_budget: usize, data_len: usize) -> u64 {
+    let path = scratch(&format!("long-run-{directory_budget}-{data_len}"));
+    let clock = ManualClock::new();
+    let config = HubConfig {
+        retention_disk: stored_budget(directory_budget),
+        retention_messages: 100_000,
+        ..HubConfig::default()
+    };
+    let durable = open(&path, config, &clock);
+    let data = Data::from_text(&"x".repeat(data_len));
+    // Enough to fill the messages' budget (a quarter of the directory's) 8 times over.
+    let messages = 2 * directory_budget / (data_len + 60);
+    let mut largest = 0;
+    for n in 0..messages {
+        durable.hub.publish(&topic(&format!("t{}", n % 20)), &data);
+        clock.advance(Duration::from_micros(100));
+        if n % 50 == 49 {
+            // What maintenance does when a publish goes over the budget.
+            durable.hub.sweep();
+        }
+        if n % 1000 == 999 {
+            publish(&durable, &topic("t0"), "a commit after the sweep's trims").await;
+            largest = largest.max(directory_size(&path));
+        }
+    }
+    durable.hub.sweep();
+    assert!(durable.hub.stored_bytes() <= stored_budget(directory_budget));
+    largest
+}
+
+fn directory_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .expect("list")
+        .map(|entry| entry.expect("entry").metadata().expect("metadata").len())
+        .sum()
+}
