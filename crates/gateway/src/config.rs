@@ -14,7 +14,9 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use switchboard_hub::HubConfig;
 
+use crate::admin::AdminKey;
 use crate::host::HostPattern;
+use crate::logging::LogFormat;
 
 /// Everything `switchboard serve` can be told. Durations are written like `15s`, `500ms`, `1h`.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -173,6 +175,28 @@ pub struct Config {
     /// when listening on a loopback address, any host otherwise. Refuses DNS rebinding.
     #[arg(long, env = "SWITCHBOARD_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<HostPattern>,
+
+    // Operating the gateway: metrics, where the admin routes listen, the log format.
+    /// Count what the gateway does and serve it at `/metrics`; `false` turns both off (to
+    /// measure what metrics cost).
+    #[arg(long, env = "SWITCHBOARD_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+
+    /// Serve the admin routes (`/metrics`) only on this address, such as an internal
+    /// interface, instead of on `listen`.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Key the admin routes require as `Authorization: Bearer KEY`. Without one they are open
+    /// only to loopback clients on a loopback address.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_KEY", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_key: Option<AdminKey>,
+
+    /// Log lines as `text` for people or `json` (one object per line) for log shippers.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// A trusted proxy: one address (`10.0.0.7`) or a CIDR range (`10.0.0.0/8`).

@@ -27,12 +27,13 @@ pub enum ErrorCode {
     TooManyConnections,
     ShuttingDown,
     BrokerUnavailable,
+    Unauthorized,
+    Forbidden,
 }
 
 impl ErrorCode {
-    /// Every code, for the test that holds docs/PROTOCOL.md to them.
-    #[cfg(test)]
-    pub const ALL: [ErrorCode; 16] = [
+    /// Every code: for the test that holds docs/PROTOCOL.md to them, and for metrics.
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadTopic,
         ErrorCode::MissingTopic,
         ErrorCode::TooManyTopics,
@@ -49,11 +50,12 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::ShuttingDown,
         ErrorCode::BrokerUnavailable,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
     ];
 
     /// Where the code stands in [`ErrorCode::ALL`]; exhaustive, so that a new code cannot be
     /// left out of it.
-    #[cfg(test)]
     pub fn index(self) -> usize {
         match self {
             ErrorCode::BadTopic => 0,
@@ -72,6 +74,8 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => 13,
             ErrorCode::ShuttingDown => 14,
             ErrorCode::BrokerUnavailable => 15,
+            ErrorCode::Unauthorized => 16,
+            ErrorCode::Forbidden => 17,
         }
     }
 
@@ -93,12 +97,17 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::BrokerUnavailable => "broker_unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::OriginNotAllowed | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::OriginNotAllowed | ErrorCode::HostNotAllowed | ErrorCode::Forbidden => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -128,10 +137,16 @@ impl AppError {
 
     /// The JSON body: `{"error":{"code":…,"message":…}}`.
     pub fn body(&self) -> String {
+        self.body_for(None)
+    }
+
+    /// The JSON body, with the id of the request it answers if there is one.
+    fn body_for(&self, request_id: Option<&str>) -> String {
         to_json(&ErrorBody {
             error: ErrorDetail {
                 code: self.code.as_str(),
                 message: &self.message,
+                request_id,
             },
         })
     }
@@ -149,15 +164,20 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        let body = crate::request_id::CURRENT
+            .try_with(|id| self.body_for(Some(id.as_str())))
+            .unwrap_or_else(|_| self.body());
         let mut response = (
             self.code.status(),
             [(
                 axum::http::header::CONTENT_TYPE,
                 axum::http::HeaderValue::from_static("application/json"),
             )],
-            self.body(),
+            body,
         )
             .into_response();
+        // For the count of rejections by code (`/metrics`).
+        response.extensions_mut().insert(self.code);
         // The rest of the request may still be on its way: the connection cannot be reused.
         if matches!(
             self.code,

@@ -20,14 +20,19 @@
 //! - `socket`: an accepted client socket: its place in `max_sockets`, and the write
 //!   deadline that lets go of a client that stops reading.
 //! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
-//! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
+//! - [`logging`]: the log output, which drops and counts lines rather than block or fail, as
+//!   text or JSON; `request_id`: every request's id, in its logs and its response.
+//! - [`admin`]: the admin routes (`/metrics`) and who may reach them; `metrics`: what the
+//!   gateway counts, in the Prometheus text format.
 
+pub mod admin;
 mod app;
 mod broker;
 mod client_addr;
 pub mod config;
 mod error;
 mod heartbeat;
+mod metrics;
 mod host;
 pub mod logging;
 mod origin;
@@ -36,6 +41,7 @@ mod poll;
 mod protocol_doc;
 mod publish;
 mod request;
+mod request_id;
 pub mod server;
 pub mod shutdown;
 mod socket;

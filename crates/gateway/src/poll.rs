@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use switchboard_hub::Page;
 
 use crate::error::AppError;
+use crate::metrics::{CloseReason, Transport, ending};
 use crate::request::QueryParams;
 use crate::state::AppState;
 use crate::subscription::{Batch, Next, Subscription};
@@ -27,7 +28,7 @@ pub async fn poll(
         bytes: config.poll_batch_bytes,
     };
 
-    let mut subscription = state.subscription();
+    let mut subscription = state.subscription(Transport::Poll);
     // A first look that registers nothing: most polls that carry a cursor end here.
     let resets = subscription.join(&topics, cursor.as_ref(), false).await?;
     let mut batch = subscription.batch(page).await?;
@@ -37,6 +38,8 @@ pub async fn poll(
     }
 
     let _permit = state.open_connection()?;
+    // A poll is a connection while it is held; how long, is the poll hold time.
+    let mut held = state.connection_metric(Transport::Poll);
     batch.resets = subscription.go_live().await?;
     let published_meanwhile = subscription.batch(page).await?;
     batch.absorb(published_meanwhile);
@@ -46,7 +49,10 @@ pub async fn poll(
     let next = tokio::select! {
         next = subscription.next() => Some(next),
         () = tokio::time::sleep(timeout) => None,
-        () = state.shutdown.cancelled() => None,
+        () = state.shutdown.cancelled() => {
+            ending(&mut held, CloseReason::Shutdown);
+            None
+        }
     };
     match next {
         Some(Next::Message(first)) => {
@@ -63,7 +69,10 @@ pub async fn poll(
             let rest = subscription.batch(page).await?;
             batch.absorb(rest);
         }
-        Some(Next::Unavailable(error)) => return Err(error),
+        Some(Next::Unavailable(error)) => {
+            ending(&mut held, CloseReason::Error);
+            return Err(error);
+        }
         // An inbox of at least one message overflows only after delivering it.
         Some(Next::Overflowed) | None => {}
     }

@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_hub::Message;
 
 use crate::error::AppError;
+use crate::metrics::{CloseReason, Transport, ending};
 use crate::request::QueryParams;
 use crate::state::AppState;
 use crate::subscription::{Next, Subscription};
@@ -30,7 +31,7 @@ pub async fn subscribe(
     let topics = params.required_topics(state.config.max_topics_per_connection)?;
     let cursor = params.cursor(&headers)?;
     let permit = state.open_connection()?;
-    let mut subscription = state.subscription();
+    let mut subscription = state.subscription(Transport::Sse);
     let resets = subscription.join(&topics, cursor.as_ref(), true).await?;
 
     let mut prelude = BytesMut::new();
@@ -46,6 +47,7 @@ pub async fn subscribe(
     let single_topic = topics.len() == 1;
     tracing::info!(topics = topics.len(), "sse stream opened");
 
+    let mut counted = state.connection_metric(Transport::Sse);
     let shutdown = state.shutdown.clone();
     let heartbeat_interval = state.config.heartbeat_interval;
     let stream = async_stream::stream! {
@@ -55,7 +57,10 @@ pub async fn subscribe(
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => {
+                    ending(&mut counted, CloseReason::Shutdown);
+                    break;
+                }
                 next = subscription.next() => match next {
                     Next::Message(message) => {
                         yield Ok(coalesce(&mut subscription, message, single_topic));
@@ -66,10 +71,12 @@ pub async fn subscribe(
                         yield Ok(event.freeze());
                     }
                     Next::Overflowed => {
+                        ending(&mut counted, CloseReason::SlowConsumer);
                         yield Ok(Bytes::from_static(sse::SLOW_CONSUMER));
                         break;
                     }
                     Next::Unavailable(error) => {
+                        ending(&mut counted, CloseReason::Error);
                         tracing::warn!("sse stream ended: {}", error.message);
                         break;
                     }

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
+use crate::metrics::{ConnectionMetric, Metrics, Transport};
 use crate::socket::WriteDeadlines;
 use crate::subscription::Subscription;
 
@@ -31,11 +32,20 @@ pub struct AppState {
     pub write_deadlines: Arc<WriteDeadlines>,
     /// The bounds of every connection's inbox, and of all of them together.
     pub queue_limits: Arc<QueueLimits>,
+    /// What the gateway counts for `/metrics`; `None` when metrics are off.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Whether the broker is Redis, whose publishes are round trips worth timing.
+    pub broker_is_remote: bool,
 }
 
 impl AppState {
     pub fn new(broker: Arc<dyn Broker>, config: Config, shutdown: CancellationToken) -> AppState {
+        let broker_is_remote = broker.status().kind != "memory";
         AppState {
+            metrics: config
+                .metrics
+                .then(|| Arc::new(Metrics::new(broker_is_remote))),
+            broker_is_remote,
             broker,
             connections: Arc::new(Semaphore::new(config.max_connections)),
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
@@ -80,11 +90,26 @@ impl AppState {
         self.config.max_sockets - self.sockets.available_permits()
     }
 
-    pub fn subscription(&self) -> Subscription {
+    /// A subscription for a connection (or poll) over `transport`.
+    pub fn subscription(&self, transport: Transport) -> Subscription {
         Subscription::new(
             self.broker.clone(),
             self.queue_limits.clone(),
             self.config.max_topics_per_connection,
         )
+        .counted(self.metrics.as_ref(), transport)
+    }
+
+    /// Counts a connection opened over `transport`, and closed when what it returns is
+    /// dropped; nothing when metrics are off.
+    pub fn connection_metric(&self, transport: Transport) -> Option<ConnectionMetric> {
+        Some(self.metrics.as_ref()?.connection(transport))
+    }
+
+    /// Counts a refused request or frame.
+    pub fn count_rejection(&self, code: ErrorCode) {
+        if let Some(metrics) = &self.metrics {
+            metrics.rejected(code);
+        }
     }
 }

@@ -10,6 +10,7 @@ use switchboard_hub::{
 };
 
 use crate::error::AppError;
+use crate::metrics::{Counter, Metrics, Transport};
 use crate::request::check_topic_count;
 
 /// How much retained history a streaming connection fetches at a time while it catches up:
@@ -73,6 +74,10 @@ pub struct Subscription {
     /// Whether the inbox is registered with the topics in `followed`.
     live: bool,
     max_topics: usize,
+    /// The deliveries counter of this connection's transport, when metrics are on.
+    deliveries: Option<Counter>,
+    /// For counting resets, when metrics are on.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Subscription {
@@ -89,6 +94,21 @@ impl Subscription {
             resets: VecDeque::new(),
             live: false,
             max_topics,
+            deliveries: None,
+            metrics: None,
+        }
+    }
+
+    /// Counts this subscription's deliveries (as `transport`'s) and resets in `metrics`.
+    pub fn counted(mut self, metrics: Option<&Arc<Metrics>>, transport: Transport) -> Subscription {
+        self.deliveries = metrics.map(|m| m.deliveries(transport));
+        self.metrics = metrics.cloned();
+        self
+    }
+
+    fn count_reset(&self, reason: ResetReason) {
+        if let Some(metrics) = &self.metrics {
+            metrics.reset(reason);
         }
     }
 
@@ -124,6 +144,7 @@ impl Subscription {
                 }
             };
             if let Some(reason) = catchup.reset {
+                self.count_reset(reason);
                 resets.push((topic.clone(), reason));
             }
             joined.push(topic.clone());
@@ -271,6 +292,7 @@ impl Subscription {
         followed.position = catchup.start;
         if let Some(reason) = catchup.reset {
             self.resets.push_back((followed.topic.clone(), reason));
+            self.count_reset(reason);
         }
         Ok(())
     }
@@ -296,6 +318,7 @@ impl Subscription {
             followed.behind = true;
             self.resets
                 .push_back((followed.topic.clone(), ResetReason::HistoryLost));
+            self.count_reset(ResetReason::HistoryLost);
             return false;
         }
         if position.seq > current.seq + 1 {
@@ -303,6 +326,9 @@ impl Subscription {
             return false;
         }
         followed.position = position;
+        if let Some(deliveries) = &self.deliveries {
+            deliveries.inc();
+        }
         true
     }
 

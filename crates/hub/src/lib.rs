@@ -134,6 +134,7 @@ impl Broker for Hub {
             details: serde_json::json!({
                 "topics": self.topic_count(),
                 "retained_bytes": self.retained_bytes(),
+                "retained_messages": self.retained_messages(),
                 "published": stats.published.load(load),
                 "slow_consumers": stats.slow_consumers.load(load),
                 "evicted": {

@@ -17,6 +17,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
+use tracing::Instrument;
 
 use crate::error::{AppError, ErrorCode};
 use crate::request::QueryParams;
@@ -76,15 +77,20 @@ pub async fn upgrade(
     tracing::info!(topics = topics.len(), "websocket opened");
     let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
     let tasks = state.tasks.clone();
+    // The session outlives the request, and keeps its span (with its request id) for its logs.
+    let span = tracing::Span::current();
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                let session = Session::new(state, permit);
-                session.run(socket, topics, cursor).await;
-            })
+            tasks.track_future(
+                async move {
+                    let session = Session::new(state, permit);
+                    session.run(socket, topics, cursor).await;
+                }
+                .instrument(span),
+            )
         }))
 }

@@ -177,6 +177,8 @@ pub struct Hub {
     /// Since when each bucket of topics has lost no history.
     horizons: Horizons,
     retained_bytes: AtomicUsize,
+    /// Messages retained, in all topics.
+    retained_messages: AtomicUsize,
     /// Wakes maintenance when a publish takes the hub over its memory budget.
     over_budget: Notify,
     stats: HubStats,
@@ -199,6 +201,7 @@ impl Hub {
             ticks,
             horizons,
             retained_bytes: AtomicUsize::new(0),
+            retained_messages: AtomicUsize::new(0),
             over_budget: Notify::new(),
             stats: HubStats::default(),
         }
@@ -214,6 +217,11 @@ impl Hub {
 
     pub fn retained_bytes(&self) -> usize {
         self.retained_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Messages retained now, in all topics.
+    pub fn retained_messages(&self) -> usize {
+        self.retained_messages.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the topic's locked state, creating the topic when `create` is set.
