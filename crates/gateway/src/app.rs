@@ -62,7 +62,9 @@ pub fn app(state: AppState) -> Router {
 /// The admin routes alone, for the `admin_listen` address.
 pub fn admin_app(state: AppState, admin_listen: SocketAddr) -> Router {
     let hosts = HostPolicy::new(&state.config.allowed_hosts, admin_listen);
-    let routes = admin::router(state.clone()).layer(from_fn_with_state(Arc::new(hosts), host::check));
+    let routes = admin::router(state.clone())
+        .fallback(|| async { static_files::not_found() })
+        .layer(from_fn_with_state(Arc::new(hosts), host::check));
     served(routes, state)
 }
 
@@ -113,7 +115,12 @@ fn request_span(request: &Request, config: &Config) -> tracing::Span {
             config,
         )))
     };
-    let request_id = || request.extensions().get::<RequestId>().map(RequestId::as_str);
+    let request_id = || {
+        request
+            .extensions()
+            .get::<RequestId>()
+            .map(RequestId::as_str)
+    };
     if method == Method::GET && matches!(path, "/ws" | "/events") {
         tracing::info_span!("request", %method, path = %path, client = client(), request_id = request_id())
     } else {

@@ -195,7 +195,12 @@ pub struct Config {
     pub admin_key: Option<AdminKey>,
 
     /// Log lines as `text` for people or `json` (one object per line) for log shippers.
-    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 

@@ -32,9 +32,9 @@ mod client_addr;
 pub mod config;
 mod error;
 mod heartbeat;
-mod metrics;
 mod host;
 pub mod logging;
+mod metrics;
 mod origin;
 mod poll;
 #[cfg(test)]

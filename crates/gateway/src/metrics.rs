@@ -80,15 +80,13 @@ const RESET_REASONS: [ResetReason; 2] = [ResetReason::Retention, ResetReason::Hi
 /// Buckets of the publish latency and the broker round trip, in seconds: from 50 µs (a
 /// publish in memory) to 2.5 s (a Redis command's timeout is 2 s).
 const LATENCY_BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    1.0, 2.5,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    2.5,
 ];
 
 /// Buckets of how long polls are held, in seconds: answered at once up to the longest
 /// `poll_max_timeout` anyone sensible sets.
-const POLL_HOLD_BUCKETS: [f64; 11] = [
-    0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
-];
+const POLL_HOLD_BUCKETS: [f64; 11] = [0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0];
 
 /// The gateway's metrics. Shared through an `Arc`; `None` in the state when metrics are off.
 #[derive(Debug)]

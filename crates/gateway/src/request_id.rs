@@ -70,7 +70,11 @@ fn from_proxy(request: &Request, config: &Config) -> Option<HeaderValue> {
 }
 
 /// Gives the request its id and puts it on the response; logs server faults.
-pub async fn assign(State(config): State<Arc<Config>>, mut request: Request, next: Next) -> Response {
+pub async fn assign(
+    State(config): State<Arc<Config>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id = RequestId(from_proxy(&request, &config).unwrap_or_else(fresh));
     request.extensions_mut().insert(id.clone());
     let method = request.method().clone();
