@@ -66,7 +66,20 @@ expect '"data":"while you were away"'
 
 run 5 "curl -i 'http://127.0.0.1:8080/events?topic=no%20spaces'"
 expect "HTTP/1.1 400 Bad Request"
-expect '{"error":{"code":"bad_topic","message":"topic name has the character '"' '"', outside A-Z a-z 0-9 . _ - : @ /"}}'
+expect "x-request-id: "
+expect '{"error":{"code":"bad_topic","message":"topic name has the character '"' '"', outside A-Z a-z 0-9 . _ - : @ /","request_id":"'
+
+# Metrics, while the SSE follower above has come and gone and a WebSocket is open.
+timeout 10 bash -c "sleep 10 | websocat 'ws://127.0.0.1:8080/ws?topic=chat'" >/dev/null 2>&1 &
+watcher=$!
+for _ in $(seq 1 50); do
+  curl -s http://127.0.0.1:8080/metrics | grep -q 'switchboard_connections{transport="ws"} 1' && break
+  sleep 0.1
+done
+run 5 "curl -s http://127.0.0.1:8080/metrics | grep switchboard_connections"
+expect 'switchboard_connections{transport="ws"} 1'
+expect 'switchboard_connections_closed_total{reason="normal",transport="sse"}'
+kill "$watcher" 2>/dev/null || true
 
 # websocat: typing a frame, then the one-shot form.
 typed='{"type":"publish","topic":"chat","data":{"text":"hi from websocat"},"ref":"1"}'
@@ -110,5 +123,24 @@ wait "$follower" || true
 cp "$work/sse" "$work/out"
 expect '"data":"from node one"'
 stop_nodes
+
+# A node with its admin routes on an address of their own, behind a key.
+admin_node="target/release/switchboard serve --listen 127.0.0.1:8083 --admin-listen 127.0.0.1:9090 --admin-key change-me &"
+in_readme "$admin_node"
+for port in 8083 9090; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is taken; the README's example needs it"; fi
+done
+setsid bash -c "$admin_node wait" >"$work/admin.out" 2>&1 &
+admin=$!
+stop_admin() { kill -TERM -- "-$admin" 2>/dev/null || true; wait "$admin" 2>/dev/null || true; }
+trap 'stop_admin; stop_nodes; cleanup' EXIT
+for _ in $(seq 1 100); do grep -q "admin listening on" "$work/admin.out" && break; sleep 0.1; done
+run 5 "curl -s -H 'Authorization: Bearer change-me' http://127.0.0.1:9090/metrics | grep switchboard_broker_up"
+expect "switchboard_broker_up 1"
+curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/metrics >"$work/out"
+expect "401"
+curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8083/metrics >"$work/out"
+expect "404"
+stop_admin
 
 echo "readme.sh: every README example works verbatim"
