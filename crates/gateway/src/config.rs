@@ -443,6 +443,10 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let config = Config::default();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert!(config.metrics);
+        assert_eq!(config.admin_listen, None);
+        assert_eq!(config.admin_key, None);
+        assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(config.poll_timeout, Duration::from_secs(25));
         assert_eq!(config.header_timeout, Duration::from_secs(30));
@@ -653,5 +657,26 @@ mod tests {
         let hosts = load(&["--allowed-hosts", "chat.example.com,10.0.0.5"]).expect("valid list");
         assert_eq!(hosts.allowed_hosts.len(), 2);
         assert!(load(&["--allowed-hosts", "https://chat.example.com"]).is_err());
+    }
+
+    #[test]
+    fn operating_settings_parse() {
+        let config = load(&[
+            "--metrics",
+            "false",
+            "--log-format",
+            "json",
+            "--admin-listen",
+            "127.0.0.1:9090",
+            "--admin-key",
+            "k3y",
+        ])
+        .expect("valid");
+        assert!(!config.metrics);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.admin_listen, "127.0.0.1:9090".parse().ok());
+        assert_eq!(config.admin_key, "k3y".parse().ok());
+        assert!(load(&["--log-format", "yaml"]).is_err());
+        assert!(load(&["--admin-key", ""]).is_err());
     }
 }

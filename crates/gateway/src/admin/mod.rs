@@ -40,9 +40,18 @@ pub fn router(state: AppState) -> Router {
 
 /// The key of `admin_key`. Never shown: its `Debug` is redacted, so that no log line or
 /// printed configuration carries it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct AdminKey(String);
+
+/// Checked like the flag, so that a file cannot set an empty key.
+impl<'de> Deserialize<'de> for AdminKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 impl AdminKey {
     /// Whether `offered` is the key, in time that does not depend on where they differ.
@@ -187,4 +196,48 @@ async fn metrics(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_and_never_shown() {
+        let key: AdminKey = "k3y".parse().expect("a key");
+        assert!(key.matches("k3y"));
+        assert!(!key.matches("k3"));
+        assert!(!key.matches("k3y "));
+        assert!(!key.matches(""));
+        assert_eq!(format!("{key:?}"), "AdminKey(redacted)");
+        for bad in ["", "two words", "tab\there"] {
+            assert!(bad.parse::<AdminKey>().is_err(), "{bad:?}");
+        }
+        let from_file: Result<AdminKey, _> = serde_json::from_str("\"\"");
+        assert!(from_file.is_err());
+    }
+
+    #[test]
+    fn access_follows_the_key_and_the_admin_address() {
+        let loopback = Config::default();
+        assert!(matches!(Access::new(&loopback), Access::LoopbackClients));
+        let public = Config {
+            listen: "0.0.0.0:8080".parse().expect("address"),
+            ..Config::default()
+        };
+        assert!(matches!(Access::new(&public), Access::Refused(_)));
+        let internal_admin = Config {
+            admin_listen: Some("127.0.0.1:9090".parse().expect("address")),
+            ..public.clone()
+        };
+        assert!(matches!(
+            Access::new(&internal_admin),
+            Access::LoopbackClients
+        ));
+        let keyed = Config {
+            admin_key: Some("k".parse().expect("a key")),
+            ..public
+        };
+        assert!(matches!(Access::new(&keyed), Access::Key(_)));
+    }
 }
