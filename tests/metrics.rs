@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard::Config;
 use switchboard_e2e::{
-    Endpoint, Gateway, NodeProcess, SseClient, TIMEOUT, WsClient, expect_error, json_body, poll,
-    publish, switchboard_bin, within,
+    Deployment, Endpoint, Gateway, NodeProcess, SseClient, TIMEOUT, WsClient, expect_error,
+    json_body, poll, publish, switchboard_bin, within,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -50,10 +50,19 @@ async fn scrape(base: &str) -> String {
 
 /// Waits until the scrape at `base` shows `name` at `value`.
 async fn wait_for(base: &str, name: &str, value: f64) -> BTreeMap<String, f64> {
-    within(&format!("{name} to reach {value}"), async {
+    wait_until(base, name, |now| now == Some(value)).await
+}
+
+/// Waits until the scrape at `base` shows `name` with a value that `good` accepts.
+async fn wait_until(
+    base: &str,
+    name: &str,
+    good: impl Fn(Option<f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    within(&format!("{name} to change"), async {
         loop {
             let now = series(&scrape(base).await);
-            if now.get(name) == Some(&value) {
+            if good(now.get(name).copied()) {
                 return now;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -228,6 +237,46 @@ async fn ws_last_id(ws: &mut WsClient) -> String {
         .as_str()
         .expect("a position")
         .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_redis_the_broker_series_follow_the_link() {
+    let mut deployment = Deployment::on_redis(2).await;
+    let (subscribing, publishing) = (deployment.node(0).base(), deployment.node(1).base());
+    let mut ws = WsClient::connect(&deployment.node(0).ws_url("/ws?topic=r")).await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    for n in 0..3 {
+        publish(&format!("{publishing}/events?topic=r"), &json!(n)).await;
+    }
+    for _ in 0..3 {
+        ws.message().await;
+    }
+    let text = scrape(&publishing).await;
+    promtool(&text);
+    let got = series(&text);
+    assert_eq!(
+        got["switchboard_broker_round_trip_seconds_count"], 3.0,
+        "{text}"
+    );
+    assert_eq!(got["switchboard_publish_duration_seconds_count"], 3.0);
+    assert_eq!(got["switchboard_broker_up"], 1.0);
+    let text = scrape(&subscribing).await;
+    promtool(&text);
+    let got = series(&text);
+    assert_eq!(got[r#"switchboard_deliveries_total{transport="ws"}"#], 3.0);
+    assert_eq!(got["switchboard_topics"], 1.0, "live topics: {text}");
+    assert_eq!(got["switchboard_broker_round_trip_seconds_count"], 0.0);
+    let resyncs = got["switchboard_broker_resyncs_total"];
+
+    // The link goes down and comes back: the node re-reads its live topics.
+    deployment.redis.kill9();
+    wait_for(&subscribing, "switchboard_broker_up", 0.0).await;
+    deployment.redis.restart().await;
+    wait_for(&subscribing, "switchboard_broker_up", 1.0).await;
+    wait_until(&subscribing, "switchboard_broker_resyncs_total", |now| {
+        now.is_some_and(|now| now > resyncs)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
