@@ -3,7 +3,7 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help run build test test-deps test-rust test-browser test-readme test-bench-smoke lint bench bench-compare clean
+.PHONY: help run build test test-deps test-rust test-browser test-readme test-bench-smoke lint bench bench-compare bench-metrics clean
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench: ## Benchmark the gateway (release build); see bench/README.md.
 
 bench-compare: ## The same workloads against Nchan too, side by side.
 	bench/run.sh --compare
+
+bench-metrics: ## What metrics cost: CPU per delivery with metrics on and off (bench/metrics-cost.sh).
+	bench/metrics-cost.sh
 
 clean: ## Remove build output.
 	$(CARGO) clean

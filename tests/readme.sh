@@ -66,7 +66,20 @@ expect '"data":"while you were away"'
 
 run 5 "curl -i 'http://127.0.0.1:8080/events?topic=no%20spaces'"
 expect "HTTP/1.1 400 Bad Request"
-expect '{"error":{"code":"bad_topic","message":"topic name has the character '"' '"', outside A-Z a-z 0-9 . _ - : @ /"}}'
+expect "x-request-id: "
+expect '{"error":{"code":"bad_topic","message":"topic name has the character '"' '"', outside A-Z a-z 0-9 . _ - : @ /","request_id":"'
+
+# Metrics, while the SSE follower above has come and gone and a WebSocket is open.
+timeout 10 bash -c "sleep 10 | websocat 'ws://127.0.0.1:8080/ws?topic=chat'" >/dev/null 2>&1 &
+watcher=$!
+for _ in $(seq 1 50); do
+  curl -s http://127.0.0.1:8080/metrics | grep -q 'switchboard_connections{transport="ws"} 1' && break
+  sleep 0.1
+done
+run 5 "curl -s http://127.0.0.1:8080/metrics | grep switchboard_connections"
+expect 'switchboard_connections{transport="ws"} 1'
+expect 'switchboard_connections_closed_total{reason="normal",transport="sse"}'
+kill "$watcher" 2>/dev/null || true
 
 # websocat: typing a frame, then the one-shot form.
 typed='{"type":"publish","topic":"chat","data":{"text":"hi from websocat"},"ref":"1"}'
@@ -179,28 +192,28 @@ expect '"data":"from node one"'
 stop_nodes
 
 # Securing: a token to follow, a key to publish, and nothing without either.
-secured="target/release/switchboard serve --listen 127.0.0.1:8083 --jwt-secret 'use-32-or-more-random-bytes-here' --publish-key 'backend-key' &"
+secured="target/release/switchboard serve --listen 127.0.0.1:8084 --jwt-secret 'use-32-or-more-random-bytes-here' --publish-key 'backend-key' &"
 issue="TOKEN=\$(SWITCHBOARD_JWT_SECRET='use-32-or-more-random-bytes-here' python3 examples/issue_token.py ann chat --publish chat)"
-follow="curl -N -H \"Authorization: Bearer \$TOKEN\" 'http://127.0.0.1:8083/events?topic=chat'"
+follow="curl -N -H \"Authorization: Bearer \$TOKEN\" 'http://127.0.0.1:8084/events?topic=chat'"
 for command in "$secured" "$issue" "$follow"; do in_readme "$command"; done
-if (exec 3<>"/dev/tcp/127.0.0.1/8083") 2>/dev/null; then fail "port 8083 is taken; the README's example needs it"; fi
+if (exec 3<>"/dev/tcp/127.0.0.1/8084") 2>/dev/null; then fail "port 8084 is taken; the README's example needs it"; fi
 setsid bash -c "$secured wait" >"$work/secured.out" 2>&1 &
 secured_node=$!
 stop_secured() { kill -TERM -- "-$secured_node" 2>/dev/null || true; wait "$secured_node" 2>/dev/null || true; }
 trap 'stop_secured; cleanup' EXIT
 for _ in $(seq 1 100); do
-  curl -s -o /dev/null --max-time 1 "http://127.0.0.1:8083/readyz" && break
+  curl -s -o /dev/null --max-time 1 "http://127.0.0.1:8084/readyz" && break
   sleep 0.1
 done
 timeout 4 bash -c "$issue; $follow" >"$work/sse" 2>/dev/null &
 follower=$!
 for _ in $(seq 1 50); do grep -q "event: subscribed" "$work/sse" && break; sleep 0.1; done
-run 5 "curl -H 'Authorization: Bearer backend-key' -d 'from the backend' 'http://127.0.0.1:8083/events?topic=chat'"
+run 5 "curl -H 'Authorization: Bearer backend-key' -d 'from the backend' 'http://127.0.0.1:8084/events?topic=chat'"
 expect '"topic":"chat"'
 wait "$follower" || true
 cp "$work/sse" "$work/out"
 expect '"data":"from the backend"'
-run 5 "curl -s 'http://127.0.0.1:8083/events?topic=chat'"
+run 5 "curl -s 'http://127.0.0.1:8084/events?topic=chat'"
 expect '"code":"unauthorized"'
 stop_secured
 # One node with a data directory, killed with kill -9 and started again: the client resumes with
@@ -218,5 +231,23 @@ timeout 30 setsid bash -c "$start $ready; $first; $second >/dev/null; $kill9; wa
 rm -rf switchboard-data
 expect '"data":"second"'
 if grep -q "event: reset" "$work/out"; then cat "$work/out" >&2; fail "a reset after the restart"; fi
+# A node with its admin routes on an address of their own, behind a key.
+admin_node="target/release/switchboard serve --listen 127.0.0.1:8083 --admin-listen 127.0.0.1:9090 --admin-key change-me &"
+in_readme "$admin_node"
+for port in 8083 9090; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then fail "port $port is taken; the README's example needs it"; fi
+done
+setsid bash -c "$admin_node wait" >"$work/admin.out" 2>&1 &
+admin=$!
+stop_admin() { kill -TERM -- "-$admin" 2>/dev/null || true; wait "$admin" 2>/dev/null || true; }
+trap 'stop_admin; stop_nodes; cleanup' EXIT
+for _ in $(seq 1 100); do grep -q "admin listening on" "$work/admin.out" && break; sleep 0.1; done
+run 5 "curl -s -H 'Authorization: Bearer change-me' http://127.0.0.1:9090/metrics | grep switchboard_broker_up"
+expect "switchboard_broker_up 1"
+curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/metrics >"$work/out"
+expect "401"
+curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8083/metrics >"$work/out"
+expect "404"
+stop_admin
 
 echo "readme.sh: every README example works verbatim"

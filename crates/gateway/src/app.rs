@@ -5,18 +5,23 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::{from_fn_with_state, map_response};
+use axum::middleware::{from_fn_with_state, map_response, map_response_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use std::time::Duration;
+
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::client_addr::client_ip;
 use crate::config::Config;
 use crate::error::{AppError, ErrorCode};
 use crate::host::{self, HostPolicy};
+use crate::request_id::{self, RequestId};
 use crate::state::AppState;
-use crate::{batch, origin, poll, publish, sse, static_files, ws};
+use crate::{admin, batch, origin, poll, publish, sse, static_files, ws};
 
 /// The gateway's routes, apart from how they are served.
 pub fn app(state: AppState) -> Router {
@@ -30,7 +35,6 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .merge(http_transports)
         .route_layer(from_fn_with_state(state.clone(), origin::check));
-    let trace_state = state.clone();
     let hosts = HostPolicy::new(&config.allowed_hosts, config.listen);
     if hosts == HostPolicy::Any && config.allowed_hosts.is_empty() {
         tracing::warn!(
@@ -39,23 +43,62 @@ pub fn app(state: AppState) -> Router {
             config.listen
         );
     }
-    Router::new()
+    let mut routes = Router::new()
         .merge(transports)
-        .merge(crate::admin::api::routes())
-        .merge(crate::admin::dashboard::routes())
         .with_state(state.clone())
-        .merge(static_files::router(config.static_dir.as_deref()))
+        .merge(static_files::router(config.static_dir.as_deref()));
+    // Without an address of their own, the admin routes are served here.
+    if config.admin_listen.is_none() {
+        routes = routes.merge(admin::router(state.clone()));
+    }
+    let routes = routes
         .layer(from_fn_with_state(Arc::new(hosts), host::check))
         // Added after the Host check's layer, so not under it: load balancers and orchestrators
         // probe by address, and they tell a rebinding page nothing but counters.
         .route("/healthz", get(health).with_state(state.clone()))
-        .route("/readyz", get(ready).with_state(state))
-        .layer(map_response(json_method_not_allowed))
+        .route("/readyz", get(ready).with_state(state.clone()));
+    served(routes, state)
+}
+
+/// The admin routes alone, for the `admin_listen` address.
+pub fn admin_app(state: AppState, admin_listen: SocketAddr) -> Router {
+    let hosts = HostPolicy::new(&state.config.allowed_hosts, admin_listen);
+    let routes = admin::router(state.clone())
+        .fallback(|| async { static_files::not_found() })
+        .layer(from_fn_with_state(Arc::new(hosts), host::check));
+    served(routes, state)
+}
+
+/// What every listener's routes share: JSON 405s, the count of rejections, request spans and
+/// request ids.
+fn served(routes: Router, state: AppState) -> Router {
+    let mut routes = routes.layer(map_response(json_method_not_allowed));
+    if state.metrics.is_some() {
+        routes = routes.layer(map_response_with_state(state.clone(), count_rejection));
+    }
+    let config = state.config.clone();
+    routes
         .layer(
-            TraceLayer::new_for_http().make_span_with(move |request: &Request| {
-                request_span(request, &trace_state.config)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(move |request: &Request| request_span(request, &config))
+                // Answers that are server faults are logged, with their request id, by
+                // `request_id::assign`; a 503 is not one.
+                .on_failure(|failure: ServerErrorsFailureClass, _: Duration, _: &Span| {
+                    if let ServerErrorsFailureClass::Error(error) = failure {
+                        tracing::error!("response failed: {error}");
+                    }
+                }),
         )
+        .layer(from_fn_with_state(state.config.clone(), request_id::assign))
+}
+
+/// Counts the requests refused with an error code (the code that `AppError` leaves in the
+/// response).
+async fn count_rejection(State(state): State<AppState>, response: Response) -> Response {
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        state.count_rejection(*code);
+    }
+    response
 }
 
 /// The span around a request, with the client's address. Streams are few and long, so theirs
@@ -73,10 +116,16 @@ fn request_span(request: &Request, config: &Config) -> tracing::Span {
             config,
         )))
     };
+    let request_id = || {
+        request
+            .extensions()
+            .get::<RequestId>()
+            .map(RequestId::as_str)
+    };
     if method == Method::GET && matches!(path, "/ws" | "/events") {
-        tracing::info_span!("request", %method, path = %path, client = client())
+        tracing::info_span!("request", %method, path = %path, client = client(), request_id = request_id())
     } else {
-        tracing::debug_span!("request", %method, path = %path, client = client())
+        tracing::debug_span!("request", %method, path = %path, client = client(), request_id = request_id())
     }
 }
 

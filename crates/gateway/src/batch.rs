@@ -13,7 +13,8 @@ use switchboard_hub::{Data, TopicName};
 
 use crate::caller::Caller;
 use crate::error::{AppError, ErrorCode};
-use crate::publish::{read_body, too_large};
+use crate::connections::Transport;
+use crate::publish::{publish_counted, read_body, too_large};
 use crate::state::AppState;
 use crate::wire::batch;
 
@@ -75,6 +76,7 @@ async fn publish_line(
         return Err(too_large(limit));
     }
     let data = Data::from_json(line.data.get().as_bytes())?;
-    let message = state.broker.publish(&topic, &data).await?;
+    // Counted with the HTTP publishes of `/poll`: it is plain HTTP, like them.
+    let message = publish_counted(state, Transport::Poll, &topic, &data).await?;
     Ok((topic, message.id().to_owned()))
 }

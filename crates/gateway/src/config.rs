@@ -14,8 +14,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use switchboard_hub::HubConfig;
 
+use crate::admin::AdminKey;
 use crate::auth::AnonymousRule;
 use crate::host::HostPattern;
+use crate::logging::LogFormat;
 pub use crate::rate::Rate;
 
 /// Everything `switchboard serve` can be told. Durations are written like `15s`, `500ms`, `1h`.
@@ -283,6 +285,33 @@ pub struct Config {
     /// go first.
     #[arg(long, env = "SWITCHBOARD_RETENTION_DISK", default_value_t = 1024 * 1024 * 1024)]
     pub retention_disk: usize,
+
+    // Operating the gateway: metrics, where the admin routes listen, the log format.
+    /// Count what the gateway does and serve it at `/metrics`; `false` turns both off (to
+    /// measure what metrics cost).
+    #[arg(long, env = "SWITCHBOARD_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+
+    /// Serve the admin routes (`/metrics`) only on this address, such as an internal
+    /// interface, instead of on `listen`.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Key the admin routes require as `Authorization: Bearer KEY`. Without one they are open
+    /// only to loopback clients on a loopback address.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_KEY", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_key: Option<AdminKey>,
+
+    /// Log lines as `text` for people or `json` (one object per line) for log shippers.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 }
 
 /// When a publish is on disk with a data directory; acknowledged only then.
@@ -617,6 +646,10 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let config = Config::default();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert!(config.metrics);
+        assert_eq!(config.admin_listen, None);
+        assert_eq!(config.admin_key, None);
+        assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.heartbeat_interval, Duration::from_secs(15));
         assert_eq!(config.poll_timeout, Duration::from_secs(25));
         assert_eq!(config.header_timeout, Duration::from_secs(30));
@@ -894,5 +927,26 @@ mod tests {
         let hosts = load(&["--allowed-hosts", "chat.example.com,10.0.0.5"]).expect("valid list");
         assert_eq!(hosts.allowed_hosts.len(), 2);
         assert!(load(&["--allowed-hosts", "https://chat.example.com"]).is_err());
+    }
+
+    #[test]
+    fn operating_settings_parse() {
+        let config = load(&[
+            "--metrics",
+            "false",
+            "--log-format",
+            "json",
+            "--admin-listen",
+            "127.0.0.1:9090",
+            "--admin-key",
+            "k3y",
+        ])
+        .expect("valid");
+        assert!(!config.metrics);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.admin_listen, "127.0.0.1:9090".parse().ok());
+        assert_eq!(config.admin_key, "k3y".parse().ok());
+        assert!(load(&["--log-format", "yaml"]).is_err());
+        assert!(load(&["--admin-key", ""]).is_err());
     }
 }

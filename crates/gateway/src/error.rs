@@ -35,8 +35,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, for the test that holds docs/PROTOCOL.md to them.
-    #[cfg(test)]
+    /// Every code: for the test that holds docs/PROTOCOL.md to them, and for metrics.
     pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadTopic,
         ErrorCode::MissingTopic,
@@ -63,7 +62,6 @@ impl ErrorCode {
 
     /// Where the code stands in [`ErrorCode::ALL`]; exhaustive, so that a new code cannot be
     /// left out of it.
-    #[cfg(test)]
     pub fn index(self) -> usize {
         match self {
             ErrorCode::BadTopic => 0,
@@ -167,10 +165,16 @@ impl AppError {
 
     /// The JSON body: `{"error":{"code":…,"message":…}}`.
     pub fn body(&self) -> String {
+        self.body_for(None)
+    }
+
+    /// The JSON body, with the id of the request it answers if there is one.
+    fn body_for(&self, request_id: Option<&str>) -> String {
         to_json(&ErrorBody {
             error: ErrorDetail {
                 code: self.code.as_str(),
                 message: &self.message,
+                request_id,
             },
         })
     }
@@ -189,13 +193,16 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        let body = crate::request_id::CURRENT
+            .try_with(|id| self.body_for(Some(id.as_str())))
+            .unwrap_or_else(|_| self.body());
         let mut response = (
             self.code.status(),
             [(
                 axum::http::header::CONTENT_TYPE,
                 axum::http::HeaderValue::from_static("application/json"),
             )],
-            self.body(),
+            body,
         )
             .into_response();
         if let Some(seconds) = self.retry_after_seconds() {
@@ -203,6 +210,8 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
+        // For the count of rejections by code (`/metrics`).
+        response.extensions_mut().insert(self.code);
         // The rest of the request may still be on its way: the connection cannot be reused.
         if matches!(
             self.code,

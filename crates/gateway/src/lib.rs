@@ -24,14 +24,16 @@
 //! - `socket`: an accepted client socket: its place in `max_sockets`, and the write
 //!   deadline that lets go of a client that stops reading.
 //! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
-//! - [`logging`]: the log output, which drops and counts lines rather than block or fail.
+//! - [`logging`]: the log output, which drops and counts lines rather than block or fail, as
+//!   text or JSON; `request_id`: every request's id, in its logs and its response.
 //! - `connections`: the live connections of every transport, for operators; `activity`:
-//!   counters of publishes, deliveries, resets and endings; `admin`: the admin API and the
-//!   dashboard.
+//!   counters of publishes, deliveries, resets and endings; [`admin`]: the admin routes
+//!   (`/metrics`, the admin API, the dashboard) and who may reach them; `metrics`: what the
+//!   gateway counts, in the Prometheus text format.
 //! - [`cli`]: the client commands (`pub`, `sub`, `topics`, `top`, `check-config`).
 
 mod activity;
-mod admin;
+pub mod admin;
 mod app;
 pub mod auth;
 mod batch;
@@ -45,6 +47,7 @@ mod error;
 mod heartbeat;
 mod host;
 pub mod logging;
+mod metrics;
 mod origin;
 mod poll;
 #[cfg(test)]
@@ -52,6 +55,7 @@ mod protocol_doc;
 mod publish;
 mod rate;
 mod request;
+mod request_id;
 pub mod server;
 pub mod shutdown;
 mod socket;

@@ -16,6 +16,40 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+/// How log lines are written.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event, with its spans' fields.
+    Text,
+    /// One JSON object per event, with the fields of the span it happened in (`span`).
+    Json,
+}
+
+/// Sends the process's log events to `sink` in `format`, filtered by `RUST_LOG` (`info` when
+/// unset).
+pub fn init(format: LogFormat, sink: LogSink) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(sink);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The request span's fields (its `request_id` above all) come with every line logged
+        // in it; the list of all enclosing spans would only repeat them.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 /// Log lines dropped by the process's log sink.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 

@@ -80,14 +80,7 @@ fn serve_command(serve_matches: &clap::ArgMatches) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(log.clone())
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    switchboard::logging::init(config.log_format, log.clone());
     let exit = match tokio::runtime::Runtime::new() {
         Ok(runtime) => match runtime.block_on(serve(config)) {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -109,6 +102,10 @@ async fn serve(config: Config) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
     })?;
+    let admin = match config.admin_listen {
+        Some(address) => Some(switchboard::server::bind_admin(address).await?),
+        None => None,
+    };
     // One line on stdout, for people and for scripts that started it on port 0.
     // Written, not printed: a closed stdout must not stop the gateway.
     let _ = writeln!(
@@ -116,5 +113,13 @@ async fn serve(config: Config) -> std::io::Result<()> {
         "switchboard listening on http://{}",
         listener.local_addr()?
     );
-    switchboard::server::run(listener, config, switchboard::shutdown::signal()).await
+    if let Some(admin) = &admin {
+        let _ = writeln!(
+            std::io::stdout(),
+            "switchboard admin listening on http://{}",
+            admin.local_addr()?
+        );
+    }
+    switchboard::server::run_with_admin(listener, admin, config, switchboard::shutdown::signal())
+        .await
 }

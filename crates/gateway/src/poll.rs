@@ -8,6 +8,7 @@ use switchboard_hub::Page;
 use crate::caller::Caller;
 use crate::connections::Transport;
 use crate::error::AppError;
+use crate::metrics::{CloseReason, ending};
 use crate::request::QueryParams;
 use crate::state::AppState;
 use crate::subscription::{Batch, Next, Subscription};
@@ -49,6 +50,8 @@ pub async fn poll(
     let _permit = state.open_connection()?;
     // Only a poll that waits is a connection worth listing.
     subscription.register(&state.live_connections, &caller);
+    // A poll is a connection while it is held; how long, is the poll hold time.
+    let mut held = state.connection_metric(Transport::Poll);
     batch.resets = subscription.go_live().await?;
     let published_meanwhile = subscription.batch(page).await?;
     batch.absorb(published_meanwhile);
@@ -58,7 +61,10 @@ pub async fn poll(
     let next = tokio::select! {
         next = subscription.next() => Some(next),
         () = tokio::time::sleep(timeout) => None,
-        () = state.shutdown.cancelled() => None,
+        () = state.shutdown.cancelled() => {
+            ending(&mut held, CloseReason::Shutdown);
+            None
+        }
     };
     match next {
         Some(Next::Message(first)) => {
@@ -75,7 +81,10 @@ pub async fn poll(
             let rest = subscription.batch(page).await?;
             batch.absorb(rest);
         }
-        Some(Next::Unavailable(error)) => return Err(error),
+        Some(Next::Unavailable(error)) => {
+            ending(&mut held, CloseReason::Error);
+            return Err(error);
+        }
         // An inbox of at least one message overflows only after delivering it; a poll that
         // an operator ends is answered with what it has.
         Some(Next::Overflowed | Next::Disconnected) | None => {}

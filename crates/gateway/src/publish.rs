@@ -1,7 +1,8 @@
 //! Publishing over HTTP: `POST /events` and `POST /poll`, for clients whose credentials allow
 //! it and within the publish rate.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
@@ -9,10 +10,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use switchboard_hub::Data;
+use switchboard_hub::{Data, Message, TopicName};
 
 use crate::caller::Caller;
 use crate::error::{AppError, ErrorCode};
+use crate::metrics::Transport;
 use crate::request::QueryParams;
 use crate::state::AppState;
 
@@ -43,14 +45,35 @@ pub async fn publish(
     )
     .await?;
     let data = data_from_body(&headers, &body)?;
-    let message = state.broker.publish(&topic, &data).await?;
+    // The transport whose endpoint took the publish.
+    let transport = match uri.path() {
+        "/poll" => Transport::Poll,
+        _ => Transport::Sse,
+    };
+    let message = publish_counted(&state, transport, &topic, &data).await?;
+    Ok(Json(
+        serde_json::json!({"topic": topic.as_str(), "id": message.id()}),
+    ))
+}
+
+/// Publishes `data` to `topic` for a publisher over `transport`: counted in the gateway's
+/// activity, and counted and timed when metrics are on. Every publisher goes through here.
+pub async fn publish_counted(
+    state: &AppState,
+    transport: Transport,
+    topic: &TopicName,
+    data: &Data,
+) -> Result<Arc<Message>, AppError> {
+    let started = state.metrics.is_some().then(Instant::now);
+    let message = state.broker.publish(topic, data).await?;
     state
         .activity
         .published
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(Json(
-        serde_json::json!({"topic": topic.as_str(), "id": message.id()}),
-    ))
+    if let (Some(metrics), Some(started)) = (&state.metrics, started) {
+        metrics.published(transport, started.elapsed(), state.broker_is_remote);
+    }
+    Ok(message)
 }
 
 /// The whole body, if it is at most `limit` bytes and arrives within `timeout`. Over the limit,

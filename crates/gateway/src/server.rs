@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tower::ServiceExt;
 
-use crate::app::app;
+use crate::admin;
+use crate::app::{admin_app, app};
 use crate::auth::Auth;
 use crate::broker;
 use crate::config::Config;
@@ -52,21 +53,52 @@ const REFUSAL_DISCARD: usize = 64 * 1024;
 
 /// Serves the gateway on `listener` until `shutdown` completes; then stops accepting, ends
 /// every stream (WebSockets close with 1001, SSE streams end, held polls answer) and returns
-/// when all are done or `shutdown_grace` has passed.
+/// when all are done or `shutdown_grace` has passed. With `admin_listen`, binds it and serves
+/// the admin routes there.
 pub async fn run(
     listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let admin = match config.admin_listen {
+        Some(address) => Some(bind_admin(address).await?),
+        None => None,
+    };
+    run_with_admin(listener, admin, config, shutdown).await
+}
+
+/// Binds the admin listener at `address`.
+pub async fn bind_admin(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {address} (admin_listen): {e}"),
+        )
+    })
+}
+
+/// [`run`], with the admin listener already bound: with one, the admin routes are served on it
+/// only (whatever `admin_listen` says, so that it can be bound on port 0); without, on
+/// `listener`.
+pub async fn run_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
     mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     fit_sockets_to_open_files_limit(&mut config);
+    config.admin_listen = match &admin {
+        Some(admin) => Some(admin.local_addr()?),
+        None => None,
+    };
     let grace = config.shutdown_grace;
-    let header_timeout = config.header_timeout;
     let auth = Auth::from_config(&config)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     log_access_control(&auth, &config);
     let running = broker::start(&config).await?;
     let token = CancellationToken::new();
     let state = AppState::new(running.broker.clone(), config, token.clone()).with_auth(auth);
+    admin::Access::new(&state.config).log(&state.config);
     let rates = state.rates.clone();
     // Stops with this function, however it ends.
     let _forget_idle_addresses = AbortOnDropHandle::new(tokio::spawn(async move {
@@ -78,10 +110,11 @@ pub async fn run(
     }));
     // Connections and WebSocket sessions alike: shutdown waits for both.
     let tasks = state.tasks.clone();
-    let sockets = state.sockets.clone();
-    let deadlines = state.write_deadlines.clone();
-    let refusals = Arc::new(Refusals::new(state.config.max_sockets));
-    let router = app(state);
+    let accepting = Accepting {
+        refusals: Refusals::new(state.config.max_sockets),
+        state: state.clone(),
+    };
+    let router = app(state.clone());
 
     // Cancelled when the shutdown future completes, and also if it panics: a failing signal
     // handler must leave a gateway that stops, not one that can never stop.
@@ -90,33 +123,16 @@ pub async fn run(
         let _cancel_on_exit = cancel_on_exit;
         shutdown.await;
     });
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = token.cancelled() => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => match sockets.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let socket = ClientSocket::new(stream, deadlines.clone(), permit);
-                    tasks.spawn(serve_connection(
-                        socket,
-                        peer,
-                        router.clone(),
-                        token.clone(),
-                        header_timeout,
-                    ));
-                }
-                Err(_) => refusals.refuse(stream, peer),
-            },
-            // Out of file descriptors and the like: pause rather than spin.
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+    match admin {
+        Some(admin) => {
+            let admin_router = admin_app(state.clone(), admin.local_addr()?);
+            tokio::join!(
+                accepting.until_shutdown(listener, router),
+                accepting.until_shutdown(admin, admin_router)
+            );
         }
+        None => accepting.until_shutdown(listener, router).await,
     }
-    drop(listener);
     tasks.close();
     let drained = tokio::time::timeout(grace, tasks.wait()).await;
     if drained.is_err() {
@@ -142,6 +158,52 @@ fn log_access_control(auth: &Auth, config: &Config) {
         );
     } else {
         tracing::info!("access control is on");
+    }
+}
+
+/// What accepting connections needs, shared by the main and the admin listener.
+#[derive(Debug)]
+struct Accepting {
+    state: AppState,
+    refusals: Refusals,
+}
+
+impl Accepting {
+    /// Accepts connections on `listener` and serves `router` on them until shutdown begins;
+    /// then closes the listener.
+    async fn until_shutdown(&self, listener: TcpListener, router: Router) {
+        let state = &self.state;
+        let token = &state.shutdown;
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = token.cancelled() => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => match state.sockets.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let socket =
+                            ClientSocket::new(stream, state.write_deadlines.clone(), permit);
+                        state.tasks.spawn(serve_connection(
+                            socket,
+                            peer,
+                            router.clone(),
+                            token.clone(),
+                            state.config.header_timeout,
+                        ));
+                    }
+                    Err(_) => {
+                        state.count_rejection(ErrorCode::TooManyConnections);
+                        self.refusals.refuse(stream, peer);
+                    }
+                },
+                // Out of file descriptors and the like: pause rather than spin.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::auth;
 use crate::caller::Caller;
 use crate::connections::Transport;
 use crate::error::AppError;
+use crate::metrics::{CloseReason, ending};
 use crate::request::QueryParams;
 use crate::state::AppState;
 use crate::subscription::{Next, Subscription};
@@ -58,6 +59,7 @@ pub async fn subscribe(
         "sse stream opened"
     );
 
+    let mut counted = state.connection_metric(Transport::Sse);
     let shutdown = state.shutdown.clone();
     let heartbeat_interval = state.config.heartbeat_interval;
     let (write_delay, write_max) = (state.config.write_delay, state.config.write_max_messages);
@@ -71,9 +73,13 @@ pub async fn subscribe(
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => {
+                    ending(&mut counted, CloseReason::Shutdown);
+                    break;
+                }
                 () = &mut expired => {
                     // Told, and ended: the client reconnects with a fresh token and its cursor.
+                    ending(&mut counted, CloseReason::Auth);
                     let mut event = BytesMut::new();
                     sse::put_error(&mut event, &auth::expired());
                     yield Ok(event.freeze());
@@ -92,10 +98,12 @@ pub async fn subscribe(
                         yield Ok(event.freeze());
                     }
                     Next::Overflowed => {
+                        ending(&mut counted, CloseReason::SlowConsumer);
                         yield Ok(Bytes::from_static(sse::SLOW_CONSUMER));
                         break;
                     }
                     Next::Unavailable(error) => {
+                        ending(&mut counted, CloseReason::Error);
                         tracing::warn!("sse stream ended: {}", error.message);
                         break;
                     }

@@ -12,6 +12,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::connections::{Connections, Transport};
 use crate::error::{AppError, ErrorCode};
+use crate::metrics::{ConnectionMetric, Metrics};
 use crate::rate::RateLimits;
 use crate::socket::WriteDeadlines;
 use crate::subscription::Subscription;
@@ -43,11 +44,20 @@ pub struct AppState {
     pub live_connections: Arc<Connections>,
     /// Counters of publishes, deliveries, resets and endings, for the admin API and metrics.
     pub activity: Arc<Activity>,
+    /// What the gateway counts for `/metrics`; `None` when metrics are off.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Whether the broker is Redis, whose publishes are round trips worth timing.
+    pub broker_is_remote: bool,
 }
 
 impl AppState {
     pub fn new(broker: Arc<dyn Broker>, config: Config, shutdown: CancellationToken) -> AppState {
+        let broker_is_remote = broker.status().kind != "memory";
         AppState {
+            metrics: config
+                .metrics
+                .then(|| Arc::new(Metrics::new(broker_is_remote))),
+            broker_is_remote,
             broker,
             connections: Arc::new(Semaphore::new(config.max_connections)),
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
@@ -102,6 +112,7 @@ impl AppState {
         self.config.max_sockets - self.sockets.available_permits()
     }
 
+    /// A subscription for a connection (or poll) over `transport`.
     pub fn subscription(&self, transport: Transport) -> Subscription {
         Subscription::new(
             self.broker.clone(),
@@ -110,5 +121,19 @@ impl AppState {
             transport,
             self.activity.clone(),
         )
+        .counted(self.metrics.as_ref(), transport)
+    }
+
+    /// Counts a connection opened over `transport`, and closed when what it returns is
+    /// dropped; nothing when metrics are off.
+    pub fn connection_metric(&self, transport: Transport) -> Option<ConnectionMetric> {
+        Some(self.metrics.as_ref()?.connection(transport))
+    }
+
+    /// Counts a refused request or frame.
+    pub fn count_rejection(&self, code: ErrorCode) {
+        if let Some(metrics) = &self.metrics {
+            metrics.rejected(code);
+        }
     }
 }

@@ -15,6 +15,7 @@ use crate::activity::Activity;
 use crate::caller::Caller;
 use crate::connections::{Connections, Registration, Transport};
 use crate::error::AppError;
+use crate::metrics::{Counter, Metrics};
 use crate::request::check_topic_count;
 
 /// How much retained history a streaming connection fetches at a time while it catches up:
@@ -87,6 +88,10 @@ pub struct Subscription {
     delivered: u64,
     /// The connection's entry among the live connections, once it is one.
     registration: Option<Registration>,
+    /// The deliveries counter of this connection's transport, when metrics are on.
+    deliveries: Option<Counter>,
+    /// For counting resets, when metrics are on.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Subscription {
@@ -109,6 +114,24 @@ impl Subscription {
             activity,
             delivered: 0,
             registration: None,
+            deliveries: None,
+            metrics: None,
+        }
+    }
+
+    /// Counts this subscription's deliveries (as `transport`'s) and resets in `metrics`.
+    pub fn counted(mut self, metrics: Option<&Arc<Metrics>>, transport: Transport) -> Subscription {
+        self.deliveries = metrics.map(|m| m.deliveries(transport));
+        self.metrics = metrics.cloned();
+        self
+    }
+
+    /// A reset for the client, counted where it arises: in the gateway's activity, and by
+    /// reason in metrics.
+    fn count_reset(&self, reason: ResetReason) {
+        self.activity.resets.fetch_add(1, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.reset(reason);
         }
     }
 
@@ -150,13 +173,6 @@ impl Subscription {
             .delivered(self.transport, std::mem::take(&mut self.delivered));
     }
 
-    /// A reset about to go to the client, counted.
-    fn count_reset(&self, resets: usize) {
-        self.activity
-            .resets
-            .fetch_add(resets as u64, Ordering::Relaxed);
-    }
-
     /// Subscribes to `topics` from `cursor`, returning the positions that could not be
     /// honoured (to tell the client before anything else). Topics the connection already
     /// follows are left as they are. The retained messages after the cursor are delivered by
@@ -189,6 +205,7 @@ impl Subscription {
                 }
             };
             if let Some(reason) = catchup.reset {
+                self.count_reset(reason);
                 resets.push((topic.clone(), reason));
             }
             joined.push(topic.clone());
@@ -200,7 +217,6 @@ impl Subscription {
         }
         self.live |= live;
         self.list_topics();
-        self.count_reset(resets.len());
         Ok(resets)
     }
 
@@ -238,7 +254,6 @@ impl Subscription {
                 return Next::Disconnected;
             }
             if let Some((topic, reason)) = self.resets.pop_front() {
-                self.count_reset(1);
                 return Next::Reset(topic, reason);
             }
             if let Some(message) = self.next_fetched() {
@@ -286,6 +301,7 @@ impl Subscription {
         followed.position = restart.start;
         followed.behind = false;
         self.backlog.retain(|m| m.topic != restart.topic);
+        self.count_reset(restart.reason);
         self.resets.push_back((restart.topic, restart.reason));
     }
 
@@ -337,7 +353,6 @@ impl Subscription {
         }
         batch.resets.extend(self.resets.drain(..));
         batch.more = !self.backlog.is_empty() || self.is_behind();
-        self.count_reset(batch.resets.len());
         Ok(batch)
     }
 
@@ -373,6 +388,7 @@ impl Subscription {
         followed.position = catchup.start;
         if let Some(reason) = catchup.reset {
             self.resets.push_back((followed.topic.clone(), reason));
+            self.count_reset(reason);
         }
         Ok(())
     }
@@ -398,6 +414,7 @@ impl Subscription {
             followed.behind = true;
             self.resets
                 .push_back((followed.topic.clone(), ResetReason::HistoryLost));
+            self.count_reset(ResetReason::HistoryLost);
             return false;
         }
         if position.seq > current.seq + 1 {
@@ -406,6 +423,9 @@ impl Subscription {
         }
         followed.position = position;
         self.delivered += 1;
+        if let Some(deliveries) = &self.deliveries {
+            deliveries.inc();
+        }
         true
     }
 

@@ -157,8 +157,9 @@ async fn errors_are_sized_and_a_client_leaving_frees_its_slot() {
 /// How long any one read of an answer may take.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
-/// A response as both paths must give it: everything but the `date` header (hyper adds it) and
-/// `connection` (a claimed stream closes its connection), which the protocol allows to differ.
+/// A response as both paths must give it: everything but the `date` header (hyper adds it),
+/// `connection` (a claimed stream closes its connection) and the request's id (in
+/// `x-request-id` and error bodies, shown as `<id>`), which the protocol allows to differ.
 #[derive(Debug, PartialEq, Eq)]
 struct Answer {
     status_line: String,
@@ -211,6 +212,7 @@ async fn read_answer(stream: &mut TcpStream) -> Option<Answer> {
     let mut lines = head.split("\r\n").filter(|line| !line.is_empty());
     let status_line = lines.next().expect("a status line").to_owned();
     let (mut length, mut chunked, mut headers) = (None, false, Vec::new());
+    let mut request_id = None;
     for line in lines {
         let (name, value) = line
             .split_once(": ")
@@ -221,7 +223,10 @@ async fn read_answer(stream: &mut TcpStream) -> Option<Answer> {
             "transfer-encoding" => chunked = value == "chunked",
             _ => {}
         }
-        if name != "date" && name != "connection" {
+        if name == "x-request-id" {
+            request_id = Some(value.to_owned());
+            headers.push(format!("{name}: <id>"));
+        } else if name != "date" && name != "connection" {
             headers.push(format!("{name}: {value}"));
         }
     }
@@ -230,10 +235,14 @@ async fn read_answer(stream: &mut TcpStream) -> Option<Answer> {
         (None, true) => read_chunked_to_subscribed(stream, rest).await,
         _ => panic!("a response neither sized nor chunked: {head}"),
     };
+    let mut body = String::from_utf8_lossy(&body).into_owned();
+    if let Some(id) = request_id {
+        body = body.replace(&id, "<id>");
+    }
     Some(Answer {
         status_line,
         headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body,
     })
 }
 

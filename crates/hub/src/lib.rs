@@ -192,6 +192,7 @@ impl Broker for Hub {
                 "topics": self.topic_count(),
                 "retained_bytes": self.retained_bytes(),
                 "stored_bytes": self.stored_bytes(),
+                "retained_messages": self.retained_messages(),
                 "published": stats.published.load(load),
                 "slow_consumers": stats.slow_consumers.load(load),
                 "evicted": {

@@ -25,6 +25,7 @@ pub fn put_refused(out: &mut String, error: &AppError) {
         error: ErrorDetail {
             code: error.code.as_str(),
             message: &error.message,
+            request_id: None,
         },
     }));
     out.push('\n');

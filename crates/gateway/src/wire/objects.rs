@@ -44,7 +44,7 @@ impl Serialize for TopicNames<'_> {
     }
 }
 
-/// `{"error":{"code":…,"message":…}}`: the body of every HTTP rejection.
+/// `{"error":{"code":…,"message":…,"request_id":…}}`: the body of every HTTP rejection.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
@@ -54,6 +54,9 @@ pub struct ErrorBody<'a> {
 pub struct ErrorDetail<'a> {
     pub code: &'static str,
     pub message: &'a str,
+    /// The request's id (as in `X-Request-Id`), to find its log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
 }
 
 /// JSON text of a value whose serialisation cannot fail (only strings, numbers and maps with

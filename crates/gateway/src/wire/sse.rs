@@ -48,6 +48,7 @@ pub fn put_error(out: &mut BytesMut, error: &AppError) {
         &to_json(&ErrorDetail {
             code: error.code.as_str(),
             message: &error.message,
+            request_id: None,
         }),
     );
 }

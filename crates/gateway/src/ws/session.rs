@@ -16,7 +16,8 @@ use crate::auth::{self, Grant};
 use crate::caller::Caller;
 use crate::connections::Transport;
 use crate::error::{AppError, ErrorCode};
-use crate::publish::too_large;
+use crate::metrics::{CloseReason, ConnectionMetric, ending};
+use crate::publish::{publish_counted, too_large};
 use crate::rate::ConnectionLimiter;
 use crate::state::AppState;
 use crate::subscription::{Next, Subscription};
@@ -33,6 +34,22 @@ struct Ending {
     reason: &'static str,
 }
 
+/// The close reason of a slow consumer.
+const SLOW_CONSUMER: &str = "slow consumer";
+
+impl Ending {
+    /// How metrics count the connection's end.
+    fn close_reason(&self) -> CloseReason {
+        match self.code {
+            close::GOING_AWAY => CloseReason::Shutdown,
+            close::TRY_AGAIN_LATER if self.reason == SLOW_CONSUMER => CloseReason::SlowConsumer,
+            close::TOKEN_EXPIRED => CloseReason::Auth,
+            close::DISCONNECTED => CloseReason::Normal,
+            _ => CloseReason::Error,
+        }
+    }
+}
+
 /// One WebSocket connection's state.
 pub struct Session {
     state: AppState,
@@ -46,6 +63,8 @@ pub struct Session {
     expiry: Option<Pin<Box<Sleep>>>,
     /// This connection's own publish allowance, when publishes are limited.
     publish_limiter: Option<Box<ConnectionLimiter>>,
+    /// Counts the connection closed, with why, when the session ends.
+    counted: Option<ConnectionMetric>,
 }
 
 type SendResult = Result<(), axum::Error>;
@@ -56,6 +75,7 @@ impl Session {
             subscription: state.subscription(Transport::Ws),
             expiry: expiry_of(&caller.grant),
             publish_limiter: state.rates.connection_limiter().map(Box::new),
+            counted: state.connection_metric(Transport::Ws),
             state,
             _permit: permit,
             caller,
@@ -76,8 +96,11 @@ impl Session {
             + Stream<Item = Result<WsMessage, axum::Error>>
             + Unpin,
     {
-        let ending = self.serve(&mut socket, topics, cursor).await;
-        if let Some(Ending { code, reason }) = ending {
+        let ended = self.serve(&mut socket, topics, cursor).await;
+        if let Some(ended) = &ended {
+            ending(&mut self.counted, ended.close_reason());
+        }
+        if let Some(Ending { code, reason }) = ended {
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),
@@ -141,7 +164,7 @@ impl Session {
                         Some(Ok(WsMessage::Text(text))) => Box::pin(self.handle_frame(text.as_str(), socket)).await,
                         Some(Ok(WsMessage::Binary(_))) => {
                             let error = AppError::new(ErrorCode::BadRequest, "binary frames are not supported; send JSON text");
-                            send_text(socket, error.frame(None)).await
+                            self.send_error(socket, &error, None).await
                         }
                         Some(Ok(WsMessage::Close(_))) => return None,
                         Some(Ok(_)) => Ok(()),
@@ -153,7 +176,7 @@ impl Session {
                         send_text(socket, ServerFrame::Reset(ResetObject::new(&topic, reason)).text()).await
                     }
                     Next::Overflowed => {
-                        return Some(Ending { code: close::TRY_AGAIN_LATER, reason: "slow consumer" });
+                        return Some(Ending { code: close::TRY_AGAIN_LATER, reason: SLOW_CONSUMER });
                     }
                     Next::Unavailable(error) => {
                         tracing::warn!("websocket ended: {}", error.message);
@@ -171,6 +194,7 @@ impl Session {
                 }
             };
             if result.is_err() {
+                ending(&mut self.counted, CloseReason::Error);
                 return None;
             }
         }
@@ -204,14 +228,28 @@ impl Session {
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
             Err(Refused { error, reference }) => {
-                return send_text(socket, error.frame(reference.as_ref())).await;
+                return self.send_error(socket, &error, reference.as_ref()).await;
             }
         };
         let reference = frame.reference.clone();
         match self.act(frame, socket).await {
             Ok(result) => result,
-            Err(error) => send_text(socket, error.frame(reference.as_ref())).await,
+            Err(error) => self.send_error(socket, &error, reference.as_ref()).await,
         }
+    }
+
+    /// Sends an error frame, counting the refusal.
+    async fn send_error<S>(
+        &self,
+        socket: &mut S,
+        error: &AppError,
+        reference: Option<&Reference>,
+    ) -> SendResult
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        self.state.count_rejection(error.code);
+        send_text(socket, error.frame(reference)).await
     }
 
     /// Carries out a client frame. The outer error is the client's (an error frame follows);
@@ -240,11 +278,7 @@ impl Session {
                     return Err(too_large(limit));
                 }
                 let data = Data::from_json(data.get().as_bytes())?;
-                let message = self.state.broker.publish(&topic, &data).await?;
-                self.state
-                    .activity
-                    .published
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let message = publish_counted(&self.state, Transport::Ws, &topic, &data).await?;
                 let ack = ServerFrame::Ack {
                     reference: reference.as_ref(),
                     topic: topic.as_str(),
@@ -343,7 +377,7 @@ impl Session {
         let resets = match self.subscription.join(topics, cursor, true).await {
             Ok(resets) => resets,
             Err(error) => {
-                return send_text(socket, error.frame(reference.as_ref())).await;
+                return self.send_error(socket, &error, reference.as_ref()).await;
             }
         };
         for (topic, reason) in &resets {

@@ -204,6 +204,8 @@ pub struct Hub {
     stored_bytes: AtomicUsize,
     /// The changes for the durable store, if the hub has one.
     journal: Option<Journal>,
+    /// Messages retained, in all topics.
+    retained_messages: AtomicUsize,
     /// Wakes maintenance when a publish takes the hub over its memory budget.
     over_budget: Notify,
     stats: HubStats,
@@ -237,6 +239,7 @@ impl Hub {
             retained_bytes: AtomicUsize::new(0),
             stored_bytes: AtomicUsize::new(0),
             journal,
+            retained_messages: AtomicUsize::new(0),
             over_budget: Notify::new(),
             stats: HubStats::default(),
         }
@@ -257,6 +260,11 @@ impl Hub {
     /// What the retained messages count for against the disk budget (`retention_disk`).
     pub fn stored_bytes(&self) -> usize {
         self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Messages retained now, in all topics.
+    pub fn retained_messages(&self) -> usize {
+        self.retained_messages.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the topic's locked state, creating the topic when `create` is set.

@@ -25,6 +25,7 @@ impl Hub {
         state.retained_bytes += message.retained_size();
         self.stored_bytes
             .fetch_add(message.stored_size(), Ordering::Relaxed);
+        self.retained_messages.fetch_add(1, Ordering::Relaxed);
         state.retained.push_back(message);
         while state.retained.len() > self.config.retention_messages {
             self.drop_oldest(state);
@@ -48,6 +49,7 @@ impl Hub {
         state.retained_bytes -= message.retained_size();
         self.stored_bytes
             .fetch_sub(message.stored_size(), Ordering::Relaxed);
+        self.retained_messages.fetch_sub(1, Ordering::Relaxed);
         Some(message)
     }
 
@@ -138,9 +140,11 @@ mod tests {
             0,
             "a message exactly as old as the limit is kept"
         );
+        assert_eq!(hub.retained_messages(), 1);
         clock.advance(MS);
         hub.sweep();
         assert_eq!(hub.retained_bytes(), 0);
+        assert_eq!(hub.retained_messages(), 0);
         assert_eq!(hub.stats().evicted_by_age.load(Ordering::Relaxed), 1);
         let catchup = hub.join(
             &chat,
