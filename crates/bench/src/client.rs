@@ -27,6 +27,8 @@ use tokio::io::AsyncWriteExt;
 pub(crate) enum Flavor {
     Switchboard,
     Nchan,
+    /// The minimal fan-out server (`floor.rs`): switchboard's paths, subscribed on answering.
+    Floor,
 }
 
 impl Flavor {
@@ -35,6 +37,7 @@ impl Flavor {
         match self {
             Self::Switchboard => "switchboard",
             Self::Nchan => "nchan",
+            Self::Floor => "floor",
         }
     }
 }
@@ -238,11 +241,13 @@ async fn open_stream<'a>(ctx: &'a Ctx, sub: &Sub, transport: Transport) -> Resul
     let mut setup = Connecting::new(ctx);
     let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
     let (what, path, headers, status) = match (transport, ctx.flavor) {
-        (Transport::Ws, Flavor::Switchboard) => {
+        (Transport::Ws, Flavor::Switchboard | Flavor::Floor) => {
             ("ws", format!("/ws?topic={topic}"), WS_HEADERS, 101)
         }
         (Transport::Ws, Flavor::Nchan) => ("ws", format!("/sub/ws/{topic}"), WS_HEADERS, 101),
-        (_, Flavor::Switchboard) => ("sse", format!("/events?topic={topic}"), SSE_HEADERS, 200),
+        (_, Flavor::Switchboard | Flavor::Floor) => {
+            ("sse", format!("/events?topic={topic}"), SSE_HEADERS, 200)
+        }
         (_, Flavor::Nchan) => ("sse", format!("/sub/sse/{topic}"), SSE_HEADERS, 200),
     };
     let to = ctx.node_of(sub);
@@ -254,7 +259,7 @@ async fn open_stream<'a>(ctx: &'a Ctx, sub: &Sub, transport: Transport) -> Resul
     if head.status != status {
         return Err(Error::protocol(format!("{what} status {}", head.status)));
     }
-    if ctx.flavor == Flavor::Nchan {
+    if ctx.flavor != Flavor::Switchboard {
         setup.ok();
     }
     Ok((setup, s, head, buf))
@@ -520,7 +525,8 @@ impl PollPosition {
     ) {
         req.clear();
         match flavor {
-            Flavor::Switchboard => {
+            // The floor serves no long-poll; it is never asked (see `Flavor::variants`).
+            Flavor::Switchboard | Flavor::Floor => {
                 req.extend_from_slice(b"GET /poll?topic=");
                 req.extend_from_slice(topic.as_bytes());
                 if let Some(c) = &self.cursor {
@@ -607,7 +613,7 @@ pub(crate) async fn publisher(ctx: Rc<Ctx>, mut rx: mpsc::Receiver<PubItem>) {
         .topics
         .iter()
         .map(|t| match ctx.flavor {
-            Flavor::Switchboard => format!("/events?topic={t}"),
+            Flavor::Switchboard | Flavor::Floor => format!("/events?topic={t}"),
             Flavor::Nchan => format!("/pub?id={t}"),
         })
         .collect();

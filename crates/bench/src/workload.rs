@@ -861,8 +861,20 @@ async fn saturation_step(
 }
 
 impl Flavor {
-    /// Transports this server is measured with for a workload's transport.
-    pub(crate) fn variants(self, t: Transport) -> Vec<Transport> {
+    /// Transports this server is measured with for a workload. The floor runs the WebSocket
+    /// and SSE workloads on one node, the saturation steps aside (its steps are long, and a
+    /// floor is a cost per delivery, not a rate): no long-poll, no Redis, no batches.
+    pub(crate) fn variants(self, w: &Spec) -> Vec<Transport> {
+        let t = w.transport;
+        if self == Flavor::Floor {
+            let streams = matches!(t, Transport::Ws | Transport::Sse);
+            let floor_kind = matches!(w.kind, Kind::Flow | Kind::Idle);
+            return if streams && floor_kind && w.nodes <= 1 {
+                vec![t]
+            } else {
+                Vec::new()
+            };
+        }
         match (self, t) {
             (Flavor::Nchan, Transport::Poll) => vec![Transport::Poll, Transport::PollMultipart],
             (Flavor::Switchboard, Transport::PollMultipart) => vec![],
