@@ -28,8 +28,12 @@ fn spec(
         drain_s: 5.0,
         max_steps: 1,
         nodes: 1,
+        batch: 1,
     }
 }
+
+/// Messages per `POST /publish` request in `publish-batch`.
+const BATCH: u32 = 100;
 
 /// Nodes of every multi-node workload: the publishers' node and two nodes of subscribers.
 const NODES: u32 = 3;
@@ -146,7 +150,14 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
             d,
         )));
     }
+    // Publishing as fast as one node answers, 100 topics with one WS subscriber each: one
+    // request per message, then batches of 100 on the same topics and subscribers.
     let (subs, topics) = (z(100, 10), z(100, 10));
+    v.push(spec("publish-single", Throughput, Ws, subs, topics, 0.0, d));
+    v.push(Spec {
+        batch: BATCH,
+        ..spec("publish-batch", Throughput, Ws, subs, topics, 0.0, d)
+    });
     v.push(on_nodes(spec(
         "nodes-publish",
         Throughput,
@@ -210,7 +221,7 @@ mod tests {
             names(&v),
             "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k rooms-10k longpoll-1k \
              idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k \
-             nodes-ws-fanout-1k nodes-sse-fanout-1k nodes-publish"
+             nodes-ws-fanout-1k nodes-sse-fanout-1k publish-single publish-batch nodes-publish"
         );
         let want = [
             ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
@@ -227,10 +238,15 @@ mod tests {
             ("nodes-sse-fanout-1k", 1000, 1, 50.0, 10.0, 5.0, 1)
         );
         assert_eq!(
-            shape(&v[12]),
+            shape(&v[14]),
             ("nodes-publish", 100, 100, 0.0, 10.0, 5.0, 1)
         );
-        assert_eq!((v[12].kind, v[12].nodes), (Kind::Throughput, 3));
+        assert_eq!((v[14].kind, v[14].nodes), (Kind::Throughput, 3));
+        assert_eq!(
+            shape(&v[13]),
+            ("publish-batch", 100, 100, 0.0, 10.0, 5.0, 1)
+        );
+        assert_eq!((v[12].batch, v[13].batch, v[13].nodes), (1, 100, 1));
         assert!(v[..10].iter().all(|w| w.nodes == 1));
     }
 

@@ -53,6 +53,9 @@ pub(crate) struct Spec {
     /// Server nodes: 1 is one server; more share one Redis, node 0 takes every publish and the
     /// subscribers are spread over the others (see `server::Deployment`).
     pub(crate) nodes: u32,
+    /// Messages per publish request: 1 is one `POST /events` per message; more are sent as
+    /// one `POST /publish` batch (switchboard only).
+    pub(crate) batch: u32,
 }
 
 /// Generator settings common to all runs.
@@ -226,6 +229,7 @@ impl Running {
             shared: Shared::new(),
             topics,
             payload_bytes: opts.payload_bytes,
+            batch: spec.batch.max(1) as usize,
             publish: PublishState {
                 assigned: RefCell::new(vec![0; n_topics]),
                 failed: RefCell::new(vec![0; n_topics]),
@@ -423,7 +427,7 @@ impl Running {
     /// the number handed out.
     async fn flood(&self, duration: Duration, next_topic: &mut u32) -> u64 {
         let topics = self.ctx.topics.len() as u32;
-        let most = (self.txs.len() * PUBLISH_WINDOW * 2) as u64;
+        let most = (self.txs.len() * PUBLISH_WINDOW * 2 * self.ctx.batch) as u64;
         let p = &self.ctx.publish;
         let start = Instant::now();
         let mut handed = 0u64;
@@ -866,6 +870,9 @@ impl Flavor {
     /// floor is a cost per delivery, not a rate): no long-poll, no Redis, no batches.
     pub(crate) fn variants(self, w: &Spec) -> Vec<Transport> {
         let t = w.transport;
+        if w.batch > 1 && self != Flavor::Switchboard {
+            return Vec::new(); // only switchboard takes batches
+        }
         if self == Flavor::Floor {
             let streams = matches!(t, Transport::Ws | Transport::Sse);
             let floor_kind = matches!(w.kind, Kind::Flow | Kind::Idle);
@@ -955,6 +962,7 @@ mod tests {
             drain_s: 1.0,
             max_steps: 1,
             nodes: 1,
+            batch: 1,
         };
         let r = RunResult::of(&spec, Flavor::Nchan);
         assert_eq!((r.server.as_str(), r.kind.as_str()), ("nchan", "flow"));
