@@ -97,6 +97,9 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         spec("ws-fanout-5k", Flow, Ws, z(5000, 50), 1, 10.0, d),
         spec("sse-fanout-1k", Flow, Sse, z(1000, 20), 1, 50.0, d),
         spec("sse-fanout-5k", Flow, Sse, z(5000, 50), 1, 10.0, d),
+        // 50k deliveries/s as 50 subscribers × 1,000 msg/s: several messages per subscriber
+        // within a few ms, what a write delay can batch (at 50 msg/s it cannot).
+        spec("ws-burst-50", Flow, Ws, z(50, 5), 1, r(1000.0, 100.0), d),
         spec(
             "rooms-10k",
             Flow,
@@ -219,7 +222,7 @@ mod tests {
         let v = plan_of(&[]);
         assert_eq!(
             names(&v),
-            "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k rooms-10k longpoll-1k \
+            "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k ws-burst-50 rooms-10k longpoll-1k \
              idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k \
              nodes-ws-fanout-1k nodes-sse-fanout-1k publish-single publish-batch nodes-publish"
         );
@@ -229,25 +232,26 @@ mod tests {
             ("idle-sse-10k", 10_000, 100, 0.0, 0.0, 5.0, 1),
             ("saturation-ws-1k", 1000, 1, 20.0, 3.0, 2.0, 16),
         ];
-        for (i, want) in [4, 5, 7, 8].into_iter().zip(want) {
+        for (i, want) in [5, 6, 8, 9].into_iter().zip(want) {
             assert_eq!(shape(&v[i]), want);
         }
-        assert_eq!(v[8].kind, Kind::Saturation);
+        assert_eq!(v[9].kind, Kind::Saturation);
         assert_eq!(
-            shape(&v[11]),
+            shape(&v[12]),
             ("nodes-sse-fanout-1k", 1000, 1, 50.0, 10.0, 5.0, 1)
         );
         assert_eq!(
-            shape(&v[14]),
+            shape(&v[15]),
             ("nodes-publish", 100, 100, 0.0, 10.0, 5.0, 1)
         );
-        assert_eq!((v[14].kind, v[14].nodes), (Kind::Throughput, 3));
+        assert_eq!((v[15].kind, v[15].nodes), (Kind::Throughput, 3));
         assert_eq!(
-            shape(&v[13]),
+            shape(&v[14]),
             ("publish-batch", 100, 100, 0.0, 10.0, 5.0, 1)
         );
-        assert_eq!((v[12].batch, v[13].batch, v[13].nodes), (1, 100, 1));
-        assert!(v[..10].iter().all(|w| w.nodes == 1));
+        assert_eq!((v[13].batch, v[14].batch, v[14].nodes), (1, 100, 1));
+        assert_eq!(shape(&v[4]), ("ws-burst-50", 50, 1, 1000.0, 10.0, 5.0, 1));
+        assert!(v[..11].iter().all(|w| w.nodes == 1));
     }
 
     #[test]
