@@ -648,7 +648,10 @@ fn nodes_table(s: &mut String, rows: &[RunResult]) {
         let basis = single_node_basis(w);
         let single = rows
             .iter()
-            .filter(|r| r.kind == "flow" && Some(r.workload.as_str()) == basis);
+            // The floor runs no multi-node workload: nothing to compare its row with here.
+            .filter(|r| {
+                r.kind == "flow" && r.server != "floor" && Some(r.workload.as_str()) == basis
+            });
         for r in single.chain(multi.iter().copied().filter(|r| r.workload == w)) {
             let multi_node = r.nodes > 1;
             let vs_one = basis
