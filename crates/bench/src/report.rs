@@ -1095,24 +1095,25 @@ fn draw_panels(panels: &[Panel]) -> (String, f64) {
             .flat_map(|(_, bars)| bars.map(|v| v.unwrap_or(0.0)))
             .fold(0.0_f64, f64::max)
             .max(1e-9);
+        // Only the servers that ran some workload of the panel get a bar slot.
+        let shown: Vec<usize> = (0..CHART_SERVERS.len())
+            .filter(|&i| p.rows.iter().any(|(_, b)| b[i].is_some()))
+            .collect();
+        let slots = shown.len() as f64;
         for (name, bars) in &p.rows {
+            // The label sits level with the middle of the row's bars.
             let _ = writeln!(
                 body,
                 r#"<text x="{}" y="{}" class="l">{}</text>"#,
                 SVG_LEFT - 8.0,
-                y + BAR_H + 4.0,
+                y + slots * (BAR_H + 2.0) / 2.0 + 3.0,
                 esc(name)
             );
-            // Only the servers that ran some workload of the panel get a bar slot.
-            let shown =
-                (0..CHART_SERVERS.len()).filter(|&i| p.rows.iter().any(|(_, b)| b[i].is_some()));
-            let mut slots = 0.0;
-            for i in shown {
+            for (slot, &i) in shown.iter().enumerate() {
                 if let Some(v) = bars[i] {
-                    let by = y + slots * (BAR_H + 2.0);
+                    let by = y + slot as f64 * (BAR_H + 2.0);
                     draw_bar(&mut body, by, v / max, CHART_SERVERS[i].1, &(p.fmt)(v));
                 }
-                slots += 1.0;
             }
             y += slots * (BAR_H + 2.0) - 2.0 + BAR_GAP;
         }
