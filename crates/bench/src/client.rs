@@ -27,6 +27,8 @@ use tokio::io::AsyncWriteExt;
 pub(crate) enum Flavor {
     Switchboard,
     Nchan,
+    /// The minimal fan-out server (`floor.rs`): switchboard's paths, subscribed on answering.
+    Floor,
 }
 
 impl Flavor {
@@ -35,6 +37,7 @@ impl Flavor {
         match self {
             Self::Switchboard => "switchboard",
             Self::Nchan => "nchan",
+            Self::Floor => "floor",
         }
     }
 }
@@ -137,6 +140,8 @@ pub(crate) struct Ctx {
     pub(crate) topics: Vec<String>,
     /// Size of each published payload.
     pub(crate) payload_bytes: usize,
+    /// Messages per publish request (more than 1: `POST /publish` batches).
+    pub(crate) batch: usize,
     pub(crate) publish: PublishState,
 }
 
@@ -238,11 +243,13 @@ async fn open_stream<'a>(ctx: &'a Ctx, sub: &Sub, transport: Transport) -> Resul
     let mut setup = Connecting::new(ctx);
     let topic = &ctx.topics[sub.tracker.borrow().topic as usize];
     let (what, path, headers, status) = match (transport, ctx.flavor) {
-        (Transport::Ws, Flavor::Switchboard) => {
+        (Transport::Ws, Flavor::Switchboard | Flavor::Floor) => {
             ("ws", format!("/ws?topic={topic}"), WS_HEADERS, 101)
         }
         (Transport::Ws, Flavor::Nchan) => ("ws", format!("/sub/ws/{topic}"), WS_HEADERS, 101),
-        (_, Flavor::Switchboard) => ("sse", format!("/events?topic={topic}"), SSE_HEADERS, 200),
+        (_, Flavor::Switchboard | Flavor::Floor) => {
+            ("sse", format!("/events?topic={topic}"), SSE_HEADERS, 200)
+        }
         (_, Flavor::Nchan) => ("sse", format!("/sub/sse/{topic}"), SSE_HEADERS, 200),
     };
     let to = ctx.node_of(sub);
@@ -254,7 +261,7 @@ async fn open_stream<'a>(ctx: &'a Ctx, sub: &Sub, transport: Transport) -> Resul
     if head.status != status {
         return Err(Error::protocol(format!("{what} status {}", head.status)));
     }
-    if ctx.flavor == Flavor::Nchan {
+    if ctx.flavor != Flavor::Switchboard {
         setup.ok();
     }
     Ok((setup, s, head, buf))
@@ -520,7 +527,8 @@ impl PollPosition {
     ) {
         req.clear();
         match flavor {
-            Flavor::Switchboard => {
+            // The floor serves no long-poll; it is never asked (see `Flavor::variants`).
+            Flavor::Switchboard | Flavor::Floor => {
                 req.extend_from_slice(b"GET /poll?topic=");
                 req.extend_from_slice(topic.as_bytes());
                 if let Some(c) = &self.cursor {
@@ -607,7 +615,7 @@ pub(crate) async fn publisher(ctx: Rc<Ctx>, mut rx: mpsc::Receiver<PubItem>) {
         .topics
         .iter()
         .map(|t| match ctx.flavor {
-            Flavor::Switchboard => format!("/events?topic={t}"),
+            Flavor::Switchboard | Flavor::Floor => format!("/events?topic={t}"),
             Flavor::Nchan => format!("/pub?id={t}"),
         })
         .collect();
@@ -673,8 +681,20 @@ async fn publish_on(
             break true;
         };
         permit.forget(); // returned by the reader when the reply arrives
-        publish_request(&mut req, ctx, &paths[item.0 as usize], item.1);
-        pipe.waiting.borrow_mut().push_back(item);
+        let mut items = vec![item];
+        if ctx.batch > 1 {
+            // A batch: what is queued now, up to its size (the first is never waited for).
+            while items.len() < ctx.batch {
+                match rx.try_recv() {
+                    Ok(i) => items.push(i),
+                    Err(_) => break,
+                }
+            }
+            batch_request(&mut req, ctx, &items);
+        } else {
+            publish_request(&mut req, ctx, &paths[item.0 as usize], item.1);
+        }
+        pipe.waiting.borrow_mut().push_back(items);
         if wr.write_all(&req).await.is_err() {
             // Possibly partly sent: the reader settles it as failed; never resent.
             break true;
@@ -701,12 +721,46 @@ fn publish_request(req: &mut Vec<u8>, ctx: &Ctx, path: &str, seq: u64) {
     req.extend_from_slice(&body);
 }
 
+/// Writes one `POST /publish` request carrying `items` (one line each) into `req`.
+fn batch_request(req: &mut Vec<u8>, ctx: &Ctx, items: &[PubItem]) {
+    let mut body = Vec::with_capacity(items.len() * (ctx.payload_bytes + 48));
+    for &(topic, seq) in items {
+        body.extend_from_slice(b"{\"topic\":\"");
+        body.extend_from_slice(ctx.topics[topic as usize].as_bytes());
+        body.extend_from_slice(b"\",\"data\":");
+        body.extend_from_slice(&payload::build(seq, ctx.shared.now_us(), ctx.payload_bytes));
+        body.extend_from_slice(b"}\n");
+    }
+    req.clear();
+    req.extend_from_slice(b"POST /publish HTTP/1.1\r\nHost: ");
+    req.extend_from_slice(ctx.publish_to.host.as_bytes());
+    req.extend_from_slice(b"\r\nContent-Type: application/x-ndjson\r\nContent-Length: ");
+    req.extend_from_slice(body.len().to_string().as_bytes());
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(&body);
+}
+
+/// Which lines of a batch reply say published (`"id"`); `None` when the reply does not have
+/// one line per message.
+fn batch_outcomes(body: &[u8], messages: usize) -> Option<Vec<bool>> {
+    let lines: Vec<&[u8]> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    (lines.len() == messages).then(|| {
+        lines
+            .iter()
+            .map(|l| memchr::memmem::find(l, b"\"id\":").is_some())
+            .collect()
+    })
+}
+
 /// The publish requests of one connection that await their replies, shared by the writer and
 /// the reply reader.
 struct Pipeline {
     ctx: Rc<Ctx>,
-    /// Requests written and not yet answered, in order.
-    waiting: RefCell<std::collections::VecDeque<PubItem>>,
+    /// Requests written and not yet answered, in order: the messages each carries.
+    waiting: RefCell<std::collections::VecDeque<Vec<PubItem>>>,
     /// Permits for requests in flight; closed when the connection is over.
     window: Semaphore,
 }
@@ -721,7 +775,6 @@ impl Pipeline {
         } else if item.1 > 0 {
             p.failed.borrow_mut()[item.0 as usize] += 1;
         }
-        self.window.add_permits(1);
     }
 
     /// Settles every complete reply at the start of `buf` (and removes it). An error means
@@ -739,8 +792,7 @@ impl Pipeline {
             if buf.len() < head_len + len {
                 return Ok(());
             }
-            buf.drain(..head_len + len);
-            let Some(item) = self.waiting.borrow_mut().pop_front() else {
+            let Some(items) = self.waiting.borrow_mut().pop_front() else {
                 return Err(Error::protocol("publish reply without request"));
             };
             let ok = (200..300).contains(&head.status);
@@ -749,7 +801,20 @@ impl Pipeline {
                     .shared
                     .error(format!("publish status {}", head.status));
             }
-            self.settle(item, ok);
+            let outcomes = match self.ctx.batch {
+                1 => Some(vec![ok]),
+                _ if ok => batch_outcomes(&buf[head_len..head_len + len], items.len()),
+                _ => None,
+            };
+            if outcomes.as_ref().is_none_or(|o| o.contains(&false)) && ok {
+                self.ctx.shared.error("batch publish: a line not published");
+            }
+            buf.drain(..head_len + len);
+            let outcomes = outcomes.unwrap_or_else(|| vec![false; items.len()]);
+            for (item, ok) in items.into_iter().zip(outcomes) {
+                self.settle(item, ok);
+            }
+            self.window.add_permits(1);
         }
     }
 }
@@ -768,8 +833,8 @@ async fn read_publish_replies(pipe: Rc<Pipeline>, mut rd: tokio::net::tcp::Owned
             Ok(_) => {}
         }
     }
-    let rest: Vec<PubItem> = pipe.waiting.borrow_mut().drain(..).collect();
-    for item in rest {
+    let rest: Vec<Vec<PubItem>> = pipe.waiting.borrow_mut().drain(..).collect();
+    for item in rest.into_iter().flatten() {
         pipe.settle(item, false);
     }
     pipe.window.close();
@@ -789,6 +854,7 @@ mod tests {
             shared: Shared::new(),
             topics: vec!["t.0".into()],
             payload_bytes: 64,
+            batch: 1,
             publish: PublishState::default(),
         }
     }
@@ -838,6 +904,28 @@ mod tests {
             .on_frames(&subscribed[..5])
             .unwrap_or((9, WsNext::Closed));
         assert_eq!((used, next), (0, WsNext::Read));
+    }
+
+    #[test]
+    fn batch_requests_and_replies() {
+        let mut c = ctx(Flavor::Switchboard);
+        c.topics.push("t.1".into());
+        let mut req = Vec::new();
+        batch_request(&mut req, &c, &[(0, 1), (1, 7)]);
+        let text = String::from_utf8_lossy(&req).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.starts_with("POST /publish HTTP/1.1\r\n"));
+        assert!(head.ends_with(&format!("Content-Length: {}", body.len())));
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].starts_with(r#"{"topic":"t.1","data":{"bs":7,"bt":"#));
+        let mut seqs = Vec::new();
+        payload::scan(body.as_bytes(), |s, _| seqs.push(s));
+        assert_eq!(seqs, [1, 7]);
+        let reply =
+            b"{\"topic\":\"t.0\",\"id\":\"1-2-3\"}\n{\"error\":{\"code\":\"rate_limited\"}}\n";
+        assert_eq!(batch_outcomes(reply, 2), Some(vec![true, false]));
+        assert_eq!(batch_outcomes(reply, 3), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 mod client;
 mod error;
+mod floor;
 mod payload;
 mod plan;
 mod procfs;
@@ -53,6 +54,13 @@ enum Cmd {
     Report {
         /// Results file written by `suite`.
         json: PathBuf,
+    },
+    /// The floor: a minimal fan-out server the suite measures beside the others (see
+    /// `floor.rs`); prints `floor listening on http://ADDR`.
+    Floor {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -116,6 +124,13 @@ struct SuiteArgs {
     /// with every round's figure (a round that failed a correctness check is kept instead).
     #[arg(long, default_value_t = 1)]
     repeat: u32,
+    /// Do not measure the floor (the minimal fan-out server of `floor.rs`).
+    #[arg(long)]
+    no_floor: bool,
+    /// Seconds to wait before each run for other processes to calm down (they use more than
+    /// 10 % of a core); 0 measures at once, on a busy machine.
+    #[arg(long, default_value_t = 120.0)]
+    quiet_wait: f64,
     /// Measure Nchan only (to validate the instrument while switchboard is unavailable).
     #[arg(long, hide = true)]
     nchan_only: bool,
@@ -156,6 +171,9 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Suite(a) => tokio::task::LocalSet::new().block_on(&rt, suite::suite(*a)),
         Cmd::Report { json } => report_cmd(&json).map(|()| true),
+        Cmd::Floor { listen } => tokio::task::LocalSet::new()
+            .block_on(&rt, floor::serve(listen))
+            .map(|()| true),
     };
     let code = match result {
         Ok(true) => 0,

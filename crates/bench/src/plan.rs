@@ -30,6 +30,7 @@ fn spec(
         nodes: 1,
         data_dir: false,
         publishers: 8,
+        batch: 1,
     }
 }
 
@@ -39,6 +40,9 @@ const PUBLISHERS: u32 = 64;
 /// Publishes per second of `disk-latency-ws`: about a quarter of what `disk-publish` sustained
 /// on the (shared) reference machine (see bench/README.md).
 const DISK_LATENCY_RATE: f64 = 2000.0;
+
+/// Messages per `POST /publish` request in `publish-batch`.
+const BATCH: u32 = 100;
 
 /// Nodes of every multi-node workload: the publishers' node and two nodes of subscribers.
 const NODES: u32 = 3;
@@ -102,6 +106,9 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         spec("ws-fanout-5k", Flow, Ws, z(5000, 50), 1, 10.0, d),
         spec("sse-fanout-1k", Flow, Sse, z(1000, 20), 1, 50.0, d),
         spec("sse-fanout-5k", Flow, Sse, z(5000, 50), 1, 10.0, d),
+        // 50k deliveries/s as 50 subscribers × 1,000 msg/s: several messages per subscriber
+        // within a few ms, what a write delay can batch (at 50 msg/s it cannot).
+        spec("ws-burst-50", Flow, Ws, z(50, 5), 1, r(1000.0, 100.0), d),
         spec(
             "rooms-10k",
             Flow,
@@ -190,7 +197,14 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
             d,
         )));
     }
+    // Publishing as fast as one node answers, 100 topics with one WS subscriber each: one
+    // request per message, then batches of 100 on the same topics and subscribers.
     let (subs, topics) = (z(100, 10), z(100, 10));
+    v.push(spec("publish-single", Throughput, Ws, subs, topics, 0.0, d));
+    v.push(Spec {
+        batch: BATCH,
+        ..spec("publish-batch", Throughput, Ws, subs, topics, 0.0, d)
+    });
     v.push(on_nodes(spec(
         "nodes-publish",
         Throughput,
@@ -252,10 +266,10 @@ mod tests {
         let v = plan_of(&[]);
         assert_eq!(
             names(&v),
-            "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k rooms-10k longpoll-1k \
+            "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k ws-burst-50 rooms-10k longpoll-1k \
              idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k \
              publish disk-publish disk-latency-ws \
-             nodes-ws-fanout-1k nodes-sse-fanout-1k nodes-publish"
+             nodes-ws-fanout-1k nodes-sse-fanout-1k publish-single publish-batch nodes-publish"
         );
         let want = [
             ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
@@ -263,20 +277,26 @@ mod tests {
             ("idle-sse-10k", 10_000, 100, 0.0, 0.0, 5.0, 1),
             ("saturation-ws-1k", 1000, 1, 20.0, 3.0, 2.0, 16),
         ];
-        for (i, want) in [4, 5, 7, 8].into_iter().zip(want) {
+        for (i, want) in [5, 6, 8, 9].into_iter().zip(want) {
             assert_eq!(shape(&v[i]), want);
         }
-        assert_eq!(v[8].kind, Kind::Saturation);
+        assert_eq!(v[9].kind, Kind::Saturation);
         assert_eq!(
-            shape(&v[14]),
+            shape(&v[15]),
             ("nodes-sse-fanout-1k", 1000, 1, 50.0, 10.0, 5.0, 1)
         );
         assert_eq!(
-            shape(&v[15]),
+            shape(&v[18]),
             ("nodes-publish", 100, 100, 0.0, 10.0, 5.0, 1)
         );
-        assert_eq!((v[15].kind, v[15].nodes), (Kind::Throughput, 3));
-        assert!(v[..13].iter().all(|w| w.nodes == 1));
+        assert_eq!((v[18].kind, v[18].nodes), (Kind::Throughput, 3));
+        assert_eq!(
+            shape(&v[17]),
+            ("publish-batch", 100, 100, 0.0, 10.0, 5.0, 1)
+        );
+        assert_eq!((v[16].batch, v[17].batch, v[17].nodes), (1, 100, 1));
+        assert_eq!(shape(&v[4]), ("ws-burst-50", 50, 1, 1000.0, 10.0, 5.0, 1));
+        assert!(v[..14].iter().all(|w| w.nodes == 1));
         let on_disk: Vec<_> = v.iter().filter(|w| w.data_dir).map(|w| &w.name).collect();
         assert_eq!(on_disk, ["disk-publish", "disk-latency-ws"]);
     }

@@ -123,6 +123,8 @@ enum Basis {
     /// Switchboard's own on the single-node workload a multi-node one is compared with
     /// (`plan::single_node_basis`).
     OneNode,
+    /// The floor's (`floor.rs`) on the same workload.
+    Floor,
 }
 
 /// One target of the issue: switchboard's figure for a workload against Nchan's, or against
@@ -140,7 +142,7 @@ struct Goal {
 }
 
 /// The issue's targets, in report order.
-const GOALS: [Goal; 13] = [
+const GOALS: [Goal; 17] = [
     Goal::new(
         "WS fan-out 1k: CPU µs per delivered msg",
         "ws-fanout-1k",
@@ -225,6 +227,28 @@ const GOALS: [Goal; 13] = [
         1.0,
     )
     .below(),
+    Goal::new("Rooms 10k: CPU µs per delivered msg", "rooms-10k", cpu, 0.7),
+    Goal::new(
+        "Rooms 10k: CPU µs per delivered msg, vs the floor",
+        "rooms-10k",
+        cpu,
+        1.5,
+    )
+    .against_floor(),
+    Goal::new(
+        "WS fan-out 1k: CPU µs per delivered msg, vs the floor",
+        "ws-fanout-1k",
+        cpu,
+        1.3,
+    )
+    .against_floor(),
+    Goal::new(
+        "SSE fan-out 1k: CPU µs per delivered msg, vs the floor",
+        "sse-fanout-1k",
+        cpu,
+        1.3,
+    )
+    .against_floor(),
 ];
 
 impl Goal {
@@ -271,6 +295,14 @@ impl Goal {
         }
     }
 
+    /// Against the floor's figure on the same workload instead of Nchan's.
+    const fn against_floor(self) -> Self {
+        Self {
+            basis: Basis::Floor,
+            ..self
+        }
+    }
+
     /// Lower figures are better.
     fn lower(&self) -> bool {
         self.op != Op::AtLeast
@@ -285,6 +317,7 @@ impl Goal {
         };
         let against = match self.basis {
             Basis::Nchan => "Nchan".to_owned(),
+            Basis::Floor => "floor".to_owned(),
             Basis::OneNode => format!(
                 "one node ({})",
                 single_node_basis(self.workload).unwrap_or("?")
@@ -301,6 +334,7 @@ impl Goal {
             Basis::OneNode => single_node_basis(workload)
                 .and_then(|w| best(rows, "switchboard", w, key, lower))
                 .map(key),
+            Basis::Floor => best(rows, "floor", workload, key, lower).map(key),
             Basis::Nchan if variant.is_empty() => {
                 best(rows, "nchan", workload, key, lower).map(key)
             }
@@ -467,6 +501,16 @@ fn vs_nchan(rows: &[RunResult], r: &RunResult, key: fn(&RunResult) -> f64) -> St
     }
 }
 
+/// `1.20×` for a switchboard or Nchan row: its figure over the floor's for the same workload.
+fn vs_floor(rows: &[RunResult], r: &RunResult, key: fn(&RunResult) -> f64) -> String {
+    let floor = best(rows, "floor", &r.workload, key, true).map(key);
+    match (r.server.as_str(), floor) {
+        ("floor", _) | (_, None) => String::new(),
+        (_, Some(f)) if f > 0.0 && key(r) > 0.0 => format!("{:.2}×", key(r) / f),
+        _ => String::new(),
+    }
+}
+
 /// Flow workloads on one node, in the order they ran, one line per server (and Nchan variant).
 fn flow_table(s: &mut String, rows: &[RunResult]) {
     header(
@@ -479,6 +523,7 @@ fn flow_table(s: &mut String, rows: &[RunResult]) {
             "delivered msg/s",
             "server CPU µs/msg",
             "vs Nchan",
+            "vs floor",
             "p50 / p99 / max ms",
             "lost / dup / ooo",
             "gen CPU",
@@ -496,7 +541,7 @@ fn flow_table(s: &mut String, rows: &[RunResult]) {
             let fail = failure(r);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {:.0}%{} |",
+                "| {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {:.0}%{} |",
                 w,
                 label(r),
                 r.subscribers,
@@ -505,6 +550,7 @@ fn flow_table(s: &mut String, rows: &[RunResult]) {
                 num(r.delivered_per_s),
                 spread(us2(r.cpu_us_per_msg), r, us2),
                 vs_nchan(rows, r, cpu),
+                vs_floor(rows, r, cpu),
                 latency(r),
                 correctness(r),
                 r.generator_cpu_util * 100.0,
@@ -602,7 +648,10 @@ fn nodes_table(s: &mut String, rows: &[RunResult]) {
         let basis = single_node_basis(w);
         let single = rows
             .iter()
-            .filter(|r| r.kind == "flow" && Some(r.workload.as_str()) == basis);
+            // The floor runs no multi-node workload: nothing to compare its row with here.
+            .filter(|r| {
+                r.kind == "flow" && r.server != "floor" && Some(r.workload.as_str()) == basis
+            });
         for r in single.chain(multi.iter().copied().filter(|r| r.workload == w)) {
             let multi_node = r.nodes > 1;
             let vs_one = basis
@@ -747,17 +796,19 @@ fn idle_table(s: &mut String, rows: &[RunResult]) {
             "connections",
             "server RSS per connection",
             "vs Nchan",
+            "vs floor",
         ],
     );
     for r in idle {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1} KiB | {} |",
+            "| {} | {} | {} | {:.1} KiB | {} | {} |",
             r.workload,
             r.server,
             r.connected,
             r.rss_per_conn_bytes / 1024.0,
-            vs_nchan(rows, r, mem)
+            vs_nchan(rows, r, mem),
+            vs_floor(rows, r, mem)
         );
     }
 }
@@ -889,10 +940,14 @@ fn targets_table(s: &mut String, targets: &[Target], rows: &[RunResult]) {
     }
 }
 
-/// One panel of the chart: a metric, one row per workload, a bar per server.
+/// The servers of the chart, in bar order, with their SVG class.
+const CHART_SERVERS: [(&str, &str); 3] = [("switchboard", "sb"), ("nchan", "nc"), ("floor", "fl")];
+
+/// One panel of the chart: a metric, one row per workload, a bar per server
+/// ([`CHART_SERVERS`], `None` where that server did not run it).
 struct Panel {
     title: &'static str,
-    rows: Vec<(String, Option<f64>, Option<f64>)>,
+    rows: Vec<(String, [Option<f64>; 3])>,
     fmt: fn(f64) -> String,
 }
 
@@ -909,13 +964,13 @@ fn panel(
         rows: workloads
             .iter()
             .map(|w| {
+                let of = |server| best(rows, server, w, key, lower).map(key);
                 (
                     (*w).to_string(),
-                    best(rows, "switchboard", w, key, lower).map(key),
-                    best(rows, "nchan", w, key, lower).map(key),
+                    CHART_SERVERS.map(|(server, _)| of(server)),
                 )
             })
-            .filter(|(_, a, b)| a.is_some() || b.is_some())
+            .filter(|(_, bars)| bars.iter().any(Option::is_some))
             .collect(),
         fmt,
     }
@@ -947,12 +1002,12 @@ pub(crate) fn svg(res: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "<style>.h{{font-weight:bold;font-size:13px}}.l{{text-anchor:end}}.v{{fill:#333}}.sb{{fill:#2b6cb0}}.nc{{fill:#dd8452}}</style>"
+        "<style>.h{{font-weight:bold;font-size:13px}}.l{{text-anchor:end}}.v{{fill:#333}}.sb{{fill:#2b6cb0}}.nc{{fill:#dd8452}}.fl{{fill:#8c8c8c}}</style>"
     );
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
     let _ = writeln!(
         s,
-        r#"<text x="10" y="20" class="h">switchboard vs Nchan — {} cores, {}, kernel {} — {}</text>"#,
+        r#"<text x="10" y="20" class="h">switchboard vs Nchan and the floor — {} cores, {}, kernel {} — {}</text>"#,
         m["cores"],
         esc(m["model"].as_str().unwrap_or("?")),
         esc(m["kernel"].as_str().unwrap_or("?")),
@@ -960,7 +1015,7 @@ pub(crate) fn svg(res: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<rect x="10" y="32" width="12" height="12" class="sb"/><text x="28" y="42">switchboard</text><rect x="120" y="32" width="12" height="12" class="nc"/><text x="138" y="42">Nchan (best variant)</text>"#
+        r#"<rect x="10" y="32" width="12" height="12" class="sb"/><text x="28" y="42">switchboard</text><rect x="120" y="32" width="12" height="12" class="nc"/><text x="138" y="42">Nchan (best variant)</text><rect x="290" y="32" width="12" height="12" class="fl"/><text x="308" y="42">floor (minimal fan-out server)</text>"#
     );
     s.push_str(&body);
     s.push_str("</svg>\n");
@@ -1037,24 +1092,30 @@ fn draw_panels(panels: &[Panel]) -> (String, f64) {
         let max = p
             .rows
             .iter()
-            .flat_map(|(_, a, b)| [a.unwrap_or(0.0), b.unwrap_or(0.0)])
+            .flat_map(|(_, bars)| bars.map(|v| v.unwrap_or(0.0)))
             .fold(0.0_f64, f64::max)
             .max(1e-9);
-        for (name, a, b) in &p.rows {
+        // Only the servers that ran some workload of the panel get a bar slot.
+        let shown: Vec<usize> = (0..CHART_SERVERS.len())
+            .filter(|&i| p.rows.iter().any(|(_, b)| b[i].is_some()))
+            .collect();
+        let slots = shown.len() as f64;
+        for (name, bars) in &p.rows {
+            // The label sits level with the middle of the row's bars.
             let _ = writeln!(
                 body,
                 r#"<text x="{}" y="{}" class="l">{}</text>"#,
                 SVG_LEFT - 8.0,
-                y + BAR_H + 4.0,
+                y + slots * (BAR_H + 2.0) / 2.0 + 3.0,
                 esc(name)
             );
-            for (i, (v, class)) in [(a, "sb"), (b, "nc")].into_iter().enumerate() {
-                if let Some(v) = v {
-                    let by = y + i as f64 * (BAR_H + 2.0);
-                    draw_bar(&mut body, by, *v / max, class, &(p.fmt)(*v));
+            for (slot, &i) in shown.iter().enumerate() {
+                if let Some(v) = bars[i] {
+                    let by = y + slot as f64 * (BAR_H + 2.0);
+                    draw_bar(&mut body, by, v / max, CHART_SERVERS[i].1, &(p.fmt)(v));
                 }
             }
-            y += 2.0 * BAR_H + 2.0 + BAR_GAP;
+            y += slots * (BAR_H + 2.0) - 2.0 + BAR_GAP;
         }
         y += 20.0;
     }
@@ -1141,6 +1202,9 @@ mod tests {
         let mut idle_nc = idle_sb.clone();
         idle_nc.server = "nchan".into();
         idle_nc.rss_per_conn_bytes = 10_400.0;
+        let mut idle_floor = idle_sb.clone();
+        idle_floor.server = "floor".into();
+        idle_floor.rss_per_conn_bytes = 2_600.0;
         let step = |rate: f64, kept_up: bool| Step {
             rate,
             kept_up,
@@ -1156,8 +1220,10 @@ mod tests {
         let rows = [
             flow("switchboard", "ws-fanout-1k", 9.98),
             flow("nchan", "ws-fanout-1k", 4.99),
+            flow("floor", "ws-fanout-1k", 3.992),
             idle_sb,
             idle_nc,
+            idle_floor,
             sat_sb,
             sat_nc,
         ];
@@ -1167,13 +1233,17 @@ mod tests {
             lines[0],
             "Machine: 2 cores, CPU, kernel 6.1, 23.5 GiB. Server pinned to core 0, generator to core 1. 2026-11-22 04:34:50 UTC."
         );
-        assert_eq!(lines[3], "|---|---|---|---|---|---|---|---|---|---|");
+        assert_eq!(lines[3], "|---|---|---|---|---|---|---|---|---|---|---|");
         assert_eq!(
             lines[4],
-            "| ws-fanout-1k | switchboard | 1000 / 1 | 50.0 | 50.0k | 9.98 | 2.00× | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"
+            "| ws-fanout-1k | switchboard | 1000 / 1 | 50.0 | 50.0k | 9.98 | 2.00× | 2.50× | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"
         );
-        assert!(lines.contains(&"| ws-fanout-1k | nchan | 1000 / 1 | 50.0 | 50.0k | 4.99 |  | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"));
-        assert!(lines.contains(&"| idle-ws-10k | switchboard | 10000 | 5.1 KiB | 0.50× |"));
+        assert!(lines.contains(&"| ws-fanout-1k | nchan | 1000 / 1 | 50.0 | 50.0k | 4.99 |  | 1.25× | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"));
+        assert!(lines.contains(&"| ws-fanout-1k | floor | 1000 / 1 | 50.0 | 50.0k | 3.99 |  |  | 5.42 / 13.4 / 122 | 0 / 0 / 0 | 44% |"));
+        assert!(lines.contains(&"| idle-ws-10k | switchboard | 10000 | 5.1 KiB | 0.50× | 2.00× |"));
+        assert!(lines.contains(
+            &"| WS fan-out 1k: CPU µs per delivered msg, vs the floor | 9.98 | 3.99 | 2.50× | ≤ 1.3× floor | **no** |"
+        ));
         assert!(lines.contains(&"| saturation-ws-1k | nchan | none | 0.00 | 0.00 | 0% |"));
         assert!(lines.contains(
             &"| publish msg/s (1,000 WS subs) | switchboard CPU µs/msg | switchboard p99 ms | nchan CPU µs/msg | nchan p99 ms |"
@@ -1186,7 +1256,7 @@ mod tests {
         assert!(lines.contains(&"| Idle WS: server RSS bytes per connection | 5200 | 10.4k | 0.50× | ≤ 0.5× Nchan | yes |"));
         // Targets the run has no figure for (workloads not run) are left out.
         assert!(!md.contains("WS fan-out 5k"));
-        assert!(md.ends_with("| 5200 | 10.4k | 0.50× | ≤ 0.5× Nchan | yes |\n"));
+        assert!(md.ends_with("| 9.98 | 3.99 | 2.50× | ≤ 1.3× floor | **no** |\n"));
         assert!(!md.contains("several nodes"));
     }
 
@@ -1321,13 +1391,15 @@ mod tests {
         let rows = [
             flow("switchboard", "ws-fanout-1k", 10.0),
             flow("nchan", "ws-fanout-1k", 5.0),
+            flow("floor", "ws-fanout-1k", 2.5),
         ];
         let svg = svg(&results(&rows, Vec::new()));
         assert!(
-            svg.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg" width="900" height="200""#)
+            svg.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg" width="900" height="232""#)
         );
         assert!(svg.contains(r#"<rect x="150" y="70" width="630.0" height="14" class="sb"/>"#));
         assert!(svg.contains(r#"<rect x="150" y="86" width="315.0" height="14" class="nc"/>"#));
+        assert!(svg.contains(r#"<rect x="150" y="102" width="157.5" height="14" class="fl"/>"#));
         assert!(svg.contains(">5.00 µs</text>"));
         assert!(!svg.contains("idle connection"));
         assert!(svg.ends_with("</svg>\n"));

@@ -35,6 +35,8 @@ pub(crate) struct Launch {
     pub(crate) scratch: PathBuf,
     /// Command switchboard is started under (e.g. a profiler), if any.
     pub(crate) switchboard_wrap: Vec<String>,
+    /// This program, which serves the floor (`switchboard-bench floor`).
+    pub(crate) bench_bin: PathBuf,
 }
 
 /// A running server (one node of a [`Deployment`]).
@@ -129,7 +131,37 @@ impl Server {
         match flavor {
             Flavor::Switchboard => Self::start_switchboard(launch, tag, redis, data_dir).await,
             Flavor::Nchan => Self::start_nchan(launch, tag, redis.map(|r| r.addr)).await,
+            Flavor::Floor => Self::start_floor(launch, tag).await,
         }
+    }
+
+    /// The floor: `switchboard-bench floor` (this program), pinned like the others.
+    async fn start_floor(launch: &Launch, tag: &str) -> Result<Self> {
+        let log = launch.scratch.join(format!("floor-{tag}.log"));
+        let stderr = std::fs::File::create(&log).map_err(|e| Error::io(log.display(), e))?;
+        let bin = launch.bench_bin.to_string_lossy().into_owned();
+        let mut child = command(launch, &[], &bin)
+            .args(["floor", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::io(format!("spawn {bin}"), e))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::start("floor exited at once"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::start("no stdout"))?;
+        let addr = listening_address(stdout, &log).await?;
+        Ok(Self {
+            addr,
+            pid,
+            child,
+            log,
+        })
     }
 
     async fn start_switchboard(

@@ -116,6 +116,7 @@ fn launch(a: &SuiteArgs, scratch: PathBuf) -> Launch {
         redis_bin: a.redis_server.clone(),
         core: (!a.no_pin).then_some(a.server_core),
         scratch,
+        bench_bin: std::env::current_exe().unwrap_or_else(|_| "switchboard-bench".into()),
         switchboard_wrap: a
             .switchboard_wrap
             .split_whitespace()
@@ -134,13 +135,16 @@ async fn run_all(a: &SuiteArgs, workloads: &[Spec], launch: &Launch) -> Vec<RunR
         source_addrs: 8,
         connect_concurrency: 256,
     };
-    let servers: Vec<Flavor> = if a.nchan_only {
+    let mut servers: Vec<Flavor> = if a.nchan_only {
         vec![Flavor::Nchan]
     } else if a.compare {
         vec![Flavor::Switchboard, Flavor::Nchan]
     } else {
         vec![Flavor::Switchboard]
     };
+    if !a.no_floor {
+        servers.push(Flavor::Floor);
+    }
     let mut results: Vec<RunResult> = Vec::new();
     for w in workloads {
         let mut w = w.clone();
@@ -159,16 +163,13 @@ async fn run_all(a: &SuiteArgs, workloads: &[Spec], launch: &Launch) -> Vec<RunR
             .filter(|&&flavor| !(w.data_dir && flavor == Flavor::Nchan))
             .flat_map(|&flavor| {
                 let w = &w;
-                flavor
-                    .variants(w.transport)
-                    .into_iter()
-                    .map(move |transport| {
-                        let w = Spec {
-                            transport,
-                            ..w.clone()
-                        };
-                        (flavor, w)
-                    })
+                flavor.variants(w).into_iter().map(move |transport| {
+                    let w = Spec {
+                        transport,
+                        ..w.clone()
+                    };
+                    (flavor, w)
+                })
             })
             .collect();
         let repeat = a.repeat.max(1);
@@ -283,9 +284,9 @@ async fn measure(
 
 /// Waits up to 2 minutes (not at all in a smoke run) for other processes to calm down.
 async fn wait_for_quiet(a: &SuiteArgs, w: &Spec) {
-    let wait = Duration::from_secs(if a.smoke { 0 } else { 120 });
+    let wait = Duration::from_secs_f64(if a.smoke { 0.0 } else { a.quiet_wait.max(0.0) });
     let other = workload::wait_for_quiet(MAX_OTHER_CPU, wait).await;
-    if other > MAX_OTHER_CPU && !a.smoke {
+    if other > MAX_OTHER_CPU && !a.smoke && a.quiet_wait > 0.0 {
         println!(
             "[{}] warning: other processes use {:.0}% of a core; measuring anyway",
             w.name,

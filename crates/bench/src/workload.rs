@@ -60,6 +60,9 @@ pub(crate) struct Spec {
     /// pipelined publishes one at a time, so with acks that wait for a disk commit this is
     /// how many publishes one commit can take together.
     pub(crate) publishers: u32,
+    /// Messages per publish request: 1 is one `POST /events` per message; more are sent as
+    /// one `POST /publish` batch (switchboard only).
+    pub(crate) batch: u32,
 }
 
 /// Generator settings common to all runs.
@@ -233,6 +236,7 @@ impl Running {
             shared: Shared::new(),
             topics,
             payload_bytes: opts.payload_bytes,
+            batch: spec.batch.max(1) as usize,
             publish: PublishState {
                 assigned: RefCell::new(vec![0; n_topics]),
                 failed: RefCell::new(vec![0; n_topics]),
@@ -430,7 +434,7 @@ impl Running {
     /// the number handed out.
     async fn flood(&self, duration: Duration, next_topic: &mut u32) -> u64 {
         let topics = self.ctx.topics.len() as u32;
-        let most = (self.txs.len() * PUBLISH_WINDOW * 2) as u64;
+        let most = (self.txs.len() * PUBLISH_WINDOW * 2 * self.ctx.batch) as u64;
         let p = &self.ctx.publish;
         let start = Instant::now();
         let mut handed = 0u64;
@@ -868,8 +872,23 @@ async fn saturation_step(
 }
 
 impl Flavor {
-    /// Transports this server is measured with for a workload's transport.
-    pub(crate) fn variants(self, t: Transport) -> Vec<Transport> {
+    /// Transports this server is measured with for a workload. The floor runs the WebSocket
+    /// and SSE workloads on one node, the saturation steps aside (its steps are long, and a
+    /// floor is a cost per delivery, not a rate): no long-poll, no Redis, no batches.
+    pub(crate) fn variants(self, w: &Spec) -> Vec<Transport> {
+        let t = w.transport;
+        if w.batch > 1 && self != Flavor::Switchboard {
+            return Vec::new(); // only switchboard takes batches
+        }
+        if self == Flavor::Floor {
+            let streams = matches!(t, Transport::Ws | Transport::Sse);
+            let floor_kind = matches!(w.kind, Kind::Flow | Kind::Idle);
+            return if streams && floor_kind && w.nodes <= 1 {
+                vec![t]
+            } else {
+                Vec::new()
+            };
+        }
         match (self, t) {
             (Flavor::Nchan, Transport::Poll) => vec![Transport::Poll, Transport::PollMultipart],
             (Flavor::Switchboard, Transport::PollMultipart) => vec![],
@@ -952,6 +971,7 @@ mod tests {
             nodes: 1,
             data_dir: false,
             publishers: 8,
+            batch: 1,
         };
         let r = RunResult::of(&spec, Flavor::Nchan);
         assert_eq!((r.server.as_str(), r.kind.as_str()), ("nchan", "flow"));
