@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use switchboard_hub::{Data, TopicName};
 
 use crate::caller::Caller;
-use crate::error::{AppError, ErrorCode};
 use crate::connections::Transport;
+use crate::error::{AppError, ErrorCode};
 use crate::publish::{publish_counted, read_body, too_large};
 use crate::state::AppState;
 use crate::wire::batch;
