@@ -4,13 +4,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use switchboard_hub::{InboxGauge, TopicName};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 /// The three ways a client follows topics; also the kind of its inbox, by which the hub counts
 /// a topic's subscribers.
@@ -45,8 +45,10 @@ impl Transport {
 /// One live connection.
 #[derive(Debug)]
 pub struct Connection {
-    /// Unique in this process, given in order: `ws-12`, `sse-13`.
-    pub id: String,
+    /// Unique in this process, given in order; with the transport, the connection's id
+    /// (`ws-12`, `sse-13`), which is made only when asked for, since every idle connection
+    /// keeps its entry.
+    pub number: u64,
     pub transport: Transport,
     /// The client's address (behind trusted proxies, the one they report).
     pub address: IpAddr,
@@ -57,14 +59,48 @@ pub struct Connection {
     pub topics: Mutex<Vec<TopicName>>,
     /// Its inbox's length, read when asked.
     pub inbox: InboxGauge,
-    /// Cancelled to end the connection (`POST /admin/disconnect`).
-    pub disconnect: CancellationToken,
+    /// Set to end the connection (`POST /admin/disconnect`).
+    ended: AtomicBool,
+    /// Wakes the connection's task once `ended` is set (a permit is kept if it is not waiting).
+    wake: Notify,
+}
+
+impl Connection {
+    /// `ws-12`, `sse-13`: what the admin API shows and takes.
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.transport.as_str(), self.number)
+    }
+
+    /// Whether an operator ended the connection.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Completes once an operator has ended the connection (or wakes it spuriously, after
+    /// which [`Connection::is_ended`] tells).
+    pub async fn ending(&self) {
+        self.wake.notified().await;
+    }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
+/// The number in a connection id (`ws-12` → 12), if it is one of `transport`'s ids.
+fn number_of(id: &str) -> Option<(Transport, u64)> {
+    let (transport, number) = id.split_once('-')?;
+    let transport = Transport::ALL
+        .into_iter()
+        .find(|t| t.as_str() == transport)?;
+    Some((transport, number.parse().ok()?))
 }
 
 /// Every live connection, by id.
 #[derive(Debug, Default)]
 pub struct Connections {
-    live: DashMap<String, Arc<Connection>>,
+    live: DashMap<u64, Arc<Connection>>,
     /// Open connections by [`Transport::index`], kept as they open and close so that counting
     /// them is three loads.
     open: [AtomicUsize; 3],
@@ -83,16 +119,17 @@ impl Connections {
     ) -> Registration {
         let number = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let connection = Arc::new(Connection {
-            id: format!("{}-{number}", transport.as_str()),
+            number,
             transport,
             address,
             subject: Mutex::new(subject),
             started: Instant::now(),
             topics: Mutex::new(Vec::new()),
             inbox,
-            disconnect: CancellationToken::new(),
+            ended: AtomicBool::new(false),
+            wake: Notify::new(),
         });
-        self.live.insert(connection.id.clone(), connection.clone());
+        self.live.insert(number, connection.clone());
         self.open[transport.index()].fetch_add(1, Ordering::Relaxed);
         Registration {
             connections: self.clone(),
@@ -118,7 +155,7 @@ impl Connections {
         let mut ended = 0;
         for entry in self.live.iter() {
             if entry.value().subject.lock().as_deref() == Some(subject) {
-                entry.value().disconnect.cancel();
+                entry.value().end();
                 ended += 1;
             }
         }
@@ -127,12 +164,15 @@ impl Connections {
 
     /// Ends the connection with `id`; returns whether there was one.
     pub fn disconnect(&self, id: &str) -> bool {
-        match self.live.get(id) {
-            Some(connection) => {
-                connection.disconnect.cancel();
+        let Some((transport, number)) = number_of(id) else {
+            return false;
+        };
+        match self.live.get(&number) {
+            Some(connection) if connection.transport == transport => {
+                connection.end();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }
@@ -146,7 +186,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.connections.live.remove(&self.connection.id);
+        self.connections.live.remove(&self.connection.number);
         self.connections.open[self.connection.transport.index()].fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -68,8 +68,7 @@ pub async fn subscribe(
         let _permit = permit;
         yield Ok::<Bytes, Infallible>(prelude.freeze());
         let mut heartbeat = crate::heartbeat::interval(heartbeat_interval);
-        let expired = auth::after(expiry);
-        tokio::pin!(expired);
+        let mut expiry = auth::expiry_timer(expiry);
         loop {
             tokio::select! {
                 biased;
@@ -77,7 +76,7 @@ pub async fn subscribe(
                     ending(&mut counted, CloseReason::Shutdown);
                     break;
                 }
-                () = &mut expired => {
+                () = auth::until(&mut expiry) => {
                     // Told, and ended: the client reconnects with a fresh token and its cursor.
                     ending(&mut counted, CloseReason::Auth);
                     let mut event = BytesMut::new();
@@ -88,7 +87,8 @@ pub async fn subscribe(
                 next = subscription.next() => match next {
                     Next::Message(message) => {
                         if !write_delay.is_zero() {
-                            tokio::time::sleep(write_delay).await;
+                            // Boxed: most streams have no delay, and carry no timer for it.
+                            Box::pin(tokio::time::sleep(write_delay)).await;
                         }
                         yield Ok(coalesce(&mut subscription, message, single_topic, write_max));
                     }

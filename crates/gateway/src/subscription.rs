@@ -164,7 +164,7 @@ impl Subscription {
     fn is_disconnected(&self) -> bool {
         self.registration
             .as_ref()
-            .is_some_and(|r| r.connection.disconnect.is_cancelled())
+            .is_some_and(|r| r.connection.is_ended())
     }
 
     /// Adds the deliveries counted so far to the gateway's counters.
@@ -268,10 +268,10 @@ impl Subscription {
             self.count_deliveries();
             let received = match &self.registration {
                 Some(registration) => {
-                    let disconnect = registration.connection.disconnect.clone();
+                    let connection = registration.connection.clone();
                     tokio::select! {
                         biased;
-                        () = disconnect.cancelled() => continue,
+                        () = connection.ending() => continue,
                         received = self.inbox.recv() => received,
                     }
                 }

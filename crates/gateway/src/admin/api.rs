@@ -143,7 +143,7 @@ async fn list_connections(State(state): State<AppState>, uri: Uri) -> Result<Res
             .iter()
             .take(limit)
             .map(|c| admin::Connection {
-                id: c.id.clone(),
+                id: c.id(),
                 transport: c.transport.as_str(),
                 address: c.address.to_string(),
                 sub: c.subject.lock().clone(),

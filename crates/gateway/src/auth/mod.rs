@@ -13,6 +13,7 @@
 pub mod pattern;
 mod token;
 
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,7 @@ use axum::http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use switchboard_hub::TopicName;
+use tokio::time::Sleep;
 
 pub use self::pattern::TopicPattern;
 use self::pattern::any_matches;
@@ -365,10 +367,16 @@ impl Grant {
     }
 }
 
-/// Completes once `remaining` has passed; never, for `None` (a grant that does not expire).
-pub async fn after(remaining: Option<Duration>) {
-    match remaining {
-        Some(remaining) => tokio::time::sleep(remaining).await,
+/// The timer of a grant that runs out in `remaining`; boxed, so that the many connections
+/// whose grant does not expire carry no timer in their state (a `Sleep` is over 100 bytes).
+pub fn expiry_timer(remaining: Option<Duration>) -> Option<Pin<Box<Sleep>>> {
+    remaining.map(|remaining| Box::pin(tokio::time::sleep(remaining)))
+}
+
+/// Completes when `timer` does; never without one.
+pub async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
         None => std::future::pending().await,
     }
 }

@@ -17,7 +17,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use tracing::Instrument;
 
 use crate::caller::Caller;
 use crate::error::{AppError, ErrorCode};
@@ -93,21 +92,19 @@ pub async fn upgrade(
     );
     let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
     let tasks = state.tasks.clone();
-    // The session outlives the request, and keeps its span (with its request id) for its logs.
-    let span = tracing::Span::current();
+    // The session outlives the request and its span; it keeps the request id for its logs
+    // (a span kept for the connection's life would cost every idle WebSocket half a KiB).
+    let request_id = crate::request_id::CURRENT.try_with(Clone::clone).ok();
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
-            tasks.track_future(
-                async move {
-                    let mut session = Session::new(state, permit, caller);
-                    session.register();
-                    session.run(socket, topics, cursor).await;
-                }
-                .instrument(span),
-            )
+            tasks.track_future(async move {
+                let mut session = Session::new(state, permit, caller, request_id);
+                session.register();
+                session.run(socket, topics, cursor).await;
+            })
         }))
 }

@@ -19,6 +19,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::metrics::{CloseReason, ConnectionMetric, ending};
 use crate::publish::{publish_counted, too_large};
 use crate::rate::ConnectionLimiter;
+use crate::request_id::RequestId;
 use crate::state::AppState;
 use crate::subscription::{Next, Subscription};
 use crate::wire::encodings::ws_message;
@@ -63,6 +64,8 @@ pub struct Session {
     expiry: Option<Pin<Box<Sleep>>>,
     /// This connection's own publish allowance, when publishes are limited.
     publish_limiter: Option<Box<ConnectionLimiter>>,
+    /// The id of the request that opened the connection, for its log lines.
+    request_id: Option<RequestId>,
     /// Counts the connection closed, with why, when the session ends.
     counted: Option<ConnectionMetric>,
 }
@@ -70,11 +73,17 @@ pub struct Session {
 type SendResult = Result<(), axum::Error>;
 
 impl Session {
-    pub fn new(state: AppState, permit: OwnedSemaphorePermit, caller: Caller) -> Session {
+    pub fn new(
+        state: AppState,
+        permit: OwnedSemaphorePermit,
+        caller: Caller,
+        request_id: Option<RequestId>,
+    ) -> Session {
         Session {
             subscription: state.subscription(Transport::Ws),
             expiry: expiry_of(&caller.grant),
             publish_limiter: state.rates.connection_limiter().map(Box::new),
+            request_id,
             counted: state.connection_metric(Transport::Ws),
             state,
             _permit: permit,
@@ -149,7 +158,7 @@ impl Session {
                 () = shutdown.cancelled() => {
                     return Some(Ending { code: close::GOING_AWAY, reason: "gateway shutting down" });
                 }
-                () = until(&mut self.expiry) => {
+                () = auth::until(&mut self.expiry) => {
                     // Told, then closed: the client reconnects with a fresh token and its cursor.
                     let _ = send_text(socket, auth::expired().frame(None)).await;
                     return Some(Ending { code: close::TOKEN_EXPIRED, reason: "token expired" });
@@ -179,7 +188,8 @@ impl Session {
                         return Some(Ending { code: close::TRY_AGAIN_LATER, reason: SLOW_CONSUMER });
                     }
                     Next::Unavailable(error) => {
-                        tracing::warn!("websocket ended: {}", error.message);
+                        let request_id = self.request_id.as_ref().map(RequestId::as_str);
+                        tracing::warn!(request_id, "websocket ended: {}", error.message);
                         return Some(Ending { code: close::TRY_AGAIN_LATER, reason: "broker unavailable" });
                     }
                     Next::Disconnected => {
@@ -209,7 +219,8 @@ impl Session {
         let config = &self.state.config;
         let (delay, most) = (config.write_delay, config.write_max_messages);
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            // Boxed: most sessions have no delay, and carry no timer for it.
+            Box::pin(tokio::time::sleep(delay)).await;
         }
         socket.feed(message_frame(&first)).await?;
         for _ in 1..most {
@@ -392,19 +403,9 @@ impl Session {
     }
 }
 
-/// The timer of a grant that runs out.
+/// The timer of `grant`'s end, if it has one.
 fn expiry_of(grant: &Grant) -> Option<Pin<Box<Sleep>>> {
-    grant
-        .remaining()
-        .map(|remaining| Box::pin(tokio::time::sleep(remaining)))
-}
-
-/// Completes when the timer does; never without one.
-async fn until(expiry: &mut Option<Pin<Box<Sleep>>>) {
-    match expiry {
-        Some(expiry) => expiry.as_mut().await,
-        None => std::future::pending().await,
-    }
+    auth::expiry_timer(grant.remaining())
 }
 
 fn text_frame(text: String) -> WsMessage {
@@ -540,7 +541,7 @@ mod tests {
                 address: "127.0.0.1".parse().expect("an address"),
                 grant: Grant::everyone(),
             };
-            let session = Session::new(state.clone(), permit, caller);
+            let session = Session::new(state.clone(), permit, caller, None);
             tokio::spawn(session.run(
                 FakeSocket {
                     to_client,
