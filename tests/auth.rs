@@ -611,24 +611,11 @@ async fn http_publish(
         request = request.header(*name, value);
     }
     let response = within("publish", request.send()).await.expect("answered");
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
-    let body: Value = response.json().await.expect("JSON");
-    match status {
-        200 => Ok(body["id"].as_str().expect("an id").to_owned()),
-        _ => Err(Refusal {
-            status: Some(status),
-            code: body["error"]["code"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            answer: body,
-            retry_after,
-        }),
+    if response.status() != 200 {
+        return Err(Refusal::from_response(response).await);
     }
+    let body: Value = response.json().await.expect("JSON");
+    Ok(body["id"].as_str().expect("an id").to_owned())
 }
 
 async fn sse_request(

@@ -113,7 +113,8 @@ impl Refusal {
         }
     }
 
-    async fn from_response(response: reqwest::Response) -> Refusal {
+    /// The refusal an error response carries: its status, code, body and `Retry-After`.
+    pub async fn from_response(response: reqwest::Response) -> Refusal {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
