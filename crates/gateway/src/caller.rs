@@ -8,7 +8,6 @@ use axum::http::request::Parts;
 use crate::auth::Grant;
 use crate::client_addr::client_ip;
 use crate::error::AppError;
-use crate::request::QueryParams;
 use crate::state::AppState;
 
 /// The client behind a request. Extracting it refuses credentials that are given but wrong
@@ -32,8 +31,7 @@ impl FromRequestParts<AppState> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0);
         let address = client_ip(peer, &parts.headers, &state.config);
-        let params = QueryParams::parse(parts.uri.query());
-        let grant = state.auth.grant(&parts.headers, &params)?;
+        let grant = state.auth.grant(&parts.headers, parts.uri.query())?;
         Ok(Caller { address, grant })
     }
 }

@@ -136,14 +136,16 @@ impl Auth {
         self.enabled
     }
 
-    /// What the client that sent a request with these `headers` and `params` may do: a token
+    /// What the client that sent a request with these `headers` and `query` may do: a token
     /// from `Authorization: Bearer`, else the cookie, else (where allowed) the query; with
     /// none, what the anonymous rules allow. Credentials that are given but wrong are refused,
     /// never read as anonymous.
-    pub fn grant(&self, headers: &HeaderMap, params: &QueryParams) -> Result<Grant, AppError> {
+    pub fn grant(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Grant, AppError> {
         if !self.enabled {
             return Ok(Grant::everyone());
         }
+        // Read only with access control on: an open gateway's publishes pay nothing for it.
+        let params = QueryParams::parse(query);
         let query_token = params.last(QUERY_TOKEN).filter(|t| !t.is_empty());
         if query_token.is_some() && !self.allow_query_token {
             return Err(AppError::new(

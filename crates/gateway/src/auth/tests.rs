@@ -61,9 +61,7 @@ fn ann() -> Value {
 fn open_without_keys() {
     let auth = Auth::from_config(&Config::default()).expect("defaults");
     assert!(!auth.enabled());
-    let grant = auth
-        .grant(&HeaderMap::new(), &QueryParams::parse(None))
-        .expect("anyone");
+    let grant = auth.grant(&HeaderMap::new(), None).expect("anyone");
     grant.check_subscribe(&[topic("x")]).expect("allowed");
     grant.check_publish(&topic("x")).expect("allowed");
 }
@@ -101,9 +99,7 @@ fn anonymous_clients_get_the_rules_and_token_holders_get_them_too() {
             allow: vec![Action::Subscribe],
         }];
     });
-    let anonymous = auth
-        .grant(&HeaderMap::new(), &QueryParams::parse(None))
-        .expect("anonymous");
+    let anonymous = auth.grant(&HeaderMap::new(), None).expect("anonymous");
     anonymous
         .check_subscribe(&[topic("public.news")])
         .expect("allowed");
@@ -167,7 +163,7 @@ fn wrong_tokens_are_refused_and_never_read_as_anonymous() {
         assert_eq!(code(auth.grant_for_token(&token)), expected, "{token}");
         let headers = bearer_headers(&token);
         assert_eq!(
-            code(auth.grant(&headers, &QueryParams::parse(None))),
+            code(auth.grant(&headers, None)),
             expected,
             "{token} in a header"
         );
@@ -223,9 +219,7 @@ fn where_credentials_come_from() {
             .parse()
             .expect("a header"),
     );
-    let grant = auth
-        .grant(&cookie, &QueryParams::parse(None))
-        .expect("cookie");
+    let grant = auth.grant(&cookie, None).expect("cookie");
     assert_eq!(grant.subject(), Some("ann"));
 
     // A header wins over the cookie.
@@ -234,11 +228,7 @@ fn where_credentials_come_from() {
         header::AUTHORIZATION,
         "Bearer new-key".parse().expect("header"),
     );
-    assert!(
-        auth.grant(&both, &QueryParams::parse(None))
-            .expect("key")
-            .is_publish_key()
-    );
+    assert!(auth.grant(&both, None).expect("key").is_publish_key());
     let key = auth.grant_for_token("old-key").expect("a key");
     key.check_publish(&topic("anything"))
         .expect("publish anywhere");
@@ -250,12 +240,12 @@ fn where_credentials_come_from() {
     // The query only where allowed.
     let query = format!("topic=chat&access_token={token}");
     assert_eq!(
-        code(auth.grant(&HeaderMap::new(), &QueryParams::parse(Some(&query)))),
+        code(auth.grant(&HeaderMap::new(), Some(&query))),
         ErrorCode::Unauthorized
     );
     let allowing = config(|config| config.allow_query_token = true);
     let grant = allowing
-        .grant(&HeaderMap::new(), &QueryParams::parse(Some(&query)))
+        .grant(&HeaderMap::new(), Some(&query))
         .expect("query token");
     assert_eq!(grant.subject(), Some("ann"));
 
@@ -263,7 +253,7 @@ fn where_credentials_come_from() {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, malformed.parse().expect("header"));
         assert_eq!(
-            code(auth.grant(&headers, &QueryParams::parse(None))),
+            code(auth.grant(&headers, None)),
             ErrorCode::Unauthorized,
             "{malformed}"
         );
