@@ -32,6 +32,19 @@ run() {
 }
 expect() { grep -qF -- "$1" "$work/out" || { cat "$work/out" >&2; fail "expected output to contain: $1"; }; }
 
+# Runs `follow` (a streaming curl, for 4 s) in the background until it is subscribed, then the
+# README command `publish`; `$work/out` ends up with what the follower printed.
+follow_then_publish() {
+  local follow=$1 publish=$2
+  timeout 4 bash -c "$follow" >"$work/sse" 2>/dev/null &
+  local follower=$!
+  for _ in $(seq 1 50); do grep -q "event: subscribed" "$work/sse" && break; sleep 0.1; done
+  run 5 "$publish"
+  expect '"topic":"chat"'
+  wait "$follower" || true
+  cp "$work/sse" "$work/out"
+}
+
 # Follow over SSE while publishing from another "terminal".
 sse="curl -N 'http://127.0.0.1:8080/events?topic=chat'"
 in_readme "$sse"
@@ -181,13 +194,7 @@ for port in 8081 8082; do
 done
 follow="curl -N 'http://127.0.0.1:8082/events?topic=chat'"
 in_readme "$follow"
-timeout 4 bash -c "$follow" >"$work/sse" 2>/dev/null &
-follower=$!
-for _ in $(seq 1 50); do grep -q "event: subscribed" "$work/sse" && break; sleep 0.1; done
-run 5 "curl -d 'from node one' 'http://127.0.0.1:8081/events?topic=chat'"
-expect '"topic":"chat"'
-wait "$follower" || true
-cp "$work/sse" "$work/out"
+follow_then_publish "$follow" "curl -d 'from node one' 'http://127.0.0.1:8081/events?topic=chat'"
 expect '"data":"from node one"'
 stop_nodes
 
@@ -205,13 +212,7 @@ for _ in $(seq 1 100); do
   curl -s -o /dev/null --max-time 1 "http://127.0.0.1:8084/readyz" && break
   sleep 0.1
 done
-timeout 4 bash -c "$issue; $follow" >"$work/sse" 2>/dev/null &
-follower=$!
-for _ in $(seq 1 50); do grep -q "event: subscribed" "$work/sse" && break; sleep 0.1; done
-run 5 "curl -H 'Authorization: Bearer backend-key' -d 'from the backend' 'http://127.0.0.1:8084/events?topic=chat'"
-expect '"topic":"chat"'
-wait "$follower" || true
-cp "$work/sse" "$work/out"
+follow_then_publish "$issue; $follow" "curl -H 'Authorization: Bearer backend-key' -d 'from the backend' 'http://127.0.0.1:8084/events?topic=chat'"
 expect '"data":"from the backend"'
 run 5 "curl -s 'http://127.0.0.1:8084/events?topic=chat'"
 expect '"code":"unauthorized"'
