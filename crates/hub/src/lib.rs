@@ -80,11 +80,17 @@ pub struct BrokerStatus {
 /// Architecture invariant: every transport publishes and subscribes only through this trait.
 pub trait Broker: Send + Sync + std::fmt::Debug + 'static {
     /// Gives `data` the next position in `topic`, retains it and delivers it to subscribers.
-    fn publish<'a>(
-        &'a self,
-        topic: &'a TopicName,
-        data: &'a Data,
-    ) -> BoxFuture<'a, Result<Arc<Message>, BrokerError>>;
+    ///
+    /// The future owns what it needs, so that a connection can keep several publishes in
+    /// flight, awaiting them one at a time in the order it started them: that is their order
+    /// in the topic. The hub gives the message its position when this is called and commits it
+    /// without the future being polled, so publishes in flight share a commit; a remote broker
+    /// sends its request when the future is first polled.
+    fn publish(
+        &self,
+        topic: &TopicName,
+        data: &Data,
+    ) -> BoxFuture<'static, Result<Arc<Message>, BrokerError>>;
 
     /// Returns what was retained after `from` (at most a `page` of it) and, with an inbox,
     /// subscribes it to what follows, with nothing missed or repeated in between.
@@ -151,19 +157,13 @@ impl Broker for Hub {
         Box::pin(std::future::ready(Ok(Hub::delete(self, topic))))
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a TopicName,
-        data: &'a Data,
-    ) -> BoxFuture<'a, Result<Arc<Message>, BrokerError>> {
-        if self.is_durable() {
-            return Box::pin(async move {
-                self.publish_committed(topic, data)
-                    .await
-                    .map_err(BrokerError::Unavailable)
-            });
-        }
-        Box::pin(std::future::ready(Ok(Hub::publish(self, topic, data))))
+    fn publish(
+        &self,
+        topic: &TopicName,
+        data: &Data,
+    ) -> BoxFuture<'static, Result<Arc<Message>, BrokerError>> {
+        let published = self.start_publish(topic, data);
+        Box::pin(async move { published.await.map_err(BrokerError::Unavailable) })
     }
 
     fn join<'a>(
@@ -194,6 +194,7 @@ impl Broker for Hub {
                 "stored_bytes": self.stored_bytes(),
                 "retained_messages": self.retained_messages(),
                 "published": stats.published.load(load),
+                "commits": stats.commits.load(load),
                 "slow_consumers": stats.slow_consumers.load(load),
                 "evicted": {
                     "count": stats.evicted_by_count.load(load),

@@ -519,12 +519,13 @@ impl Broker for RedisBroker {
         Box::pin(self.inner.delete(topic))
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a TopicName,
-        data: &'a Data,
-    ) -> BoxFuture<'a, Result<Arc<Message>, BrokerError>> {
-        Box::pin(self.inner.publish(topic, data))
+    fn publish(
+        &self,
+        topic: &TopicName,
+        data: &Data,
+    ) -> BoxFuture<'static, Result<Arc<Message>, BrokerError>> {
+        let (inner, topic, data) = (self.inner.clone(), topic.clone(), data.clone());
+        Box::pin(async move { inner.publish(&topic, &data).await })
     }
 
     fn join<'a>(

@@ -137,6 +137,8 @@ pub struct Catchup {
 #[derive(Debug, Default)]
 pub struct HubStats {
     pub published: AtomicU64,
+    /// Commits of a durable store: with `published`, how many messages a commit takes.
+    pub commits: AtomicU64,
     /// Subscribers dropped because their queue was full.
     pub slow_consumers: AtomicU64,
     /// Messages dropped by the per-topic count limit.
@@ -365,22 +367,28 @@ impl Hub {
         published
     }
 
-    /// Publishes, and with a durable store waits until the message is committed.
-    pub async fn publish_committed(
+    /// Publishes; with a durable store, the future completes once the message is committed.
+    /// The message takes its position now, and the store commits it whether or not the future
+    /// is polled: a caller can start several publishes and await them in turn, and they share
+    /// a commit.
+    pub fn start_publish(
         &self,
         topic: &TopicName,
         data: &Data,
-    ) -> Result<Arc<Message>, String> {
-        if let Some(why) = self.store_failure() {
-            return Err(why);
+    ) -> impl Future<Output = Result<Arc<Message>, String>> + Send + 'static {
+        let started = match self.store_failure() {
+            Some(why) => Err(why),
+            None => Ok(self.sequence(topic, data, true)),
+        };
+        async move {
+            let (message, committed) = started?;
+            if let Some(committed) = committed {
+                committed
+                    .await
+                    .map_err(|_| "the store stopped before writing the message".to_owned())??;
+            }
+            Ok(message)
         }
-        let (message, committed) = self.sequence(topic, data, true);
-        if let Some(committed) = committed {
-            committed
-                .await
-                .map_err(|_| "the store stopped before writing the message".to_owned())??;
-        }
-        Ok(message)
     }
 
     /// Reads the retained messages after `from` (at most a `page`) and, with an `inbox`,
