@@ -24,6 +24,9 @@ const STORM: usize = 300;
 /// Publishers per transport.
 const PUBLISHERS: usize = 2;
 
+/// Publishes a WebSocket publisher sends before it reads the oldest one's ack.
+const WS_WINDOW: usize = 16;
+
 /// A directory of its own for each test, removed first.
 fn data_dir(name: &str) -> PathBuf {
     let path =
@@ -182,6 +185,7 @@ async fn publish_until_gone(
     acked: Arc<AtomicUsize>,
 ) -> Ledger {
     let mut ledger = Ledger::new();
+    let mut sent = std::collections::VecDeque::new();
     let http = reqwest::Client::new();
     let ws_url = format!("ws://{}/ws", base.trim_start_matches("http://"));
     let mut ws = match transport {
@@ -194,16 +198,36 @@ async fn publish_until_gone(
     for n in 0.. {
         let topic = TOPICS[n % TOPICS.len()];
         let data = json!({"publisher": publisher, "n": n});
-        let id = match (&mut ws, transport) {
+        let (topic, id) = match (&mut ws, transport) {
             (Some(ws), _) => {
+                // Pipelined: up to WS_WINDOW publishes are sent before their acks are read.
                 let frame = json!({"type": "publish", "topic": topic, "data": data});
                 if ws.send(frame.to_string().into()).await.is_err() {
                     break;
                 }
-                match next_ack(ws).await {
-                    Some(id) => id,
-                    None => break,
+                sent.push_back(topic);
+                if sent.len() < WS_WINDOW {
+                    continue;
                 }
+                let Some((acked_topic, id)) = next_ack(ws).await else {
+                    break;
+                };
+                // Acks come in the order of the publishes.
+                let oldest = sent.pop_front().expect("a publish in flight");
+                assert_eq!(acked_topic, oldest, "an ack out of order");
+                (oldest, id)
+            }
+            (None, Transport::Poll) if publisher % 2 == 1 => {
+                // A batch (`POST /publish`): every line answered is recorded.
+                let Some(published) = publish_batch(&http, &base, publisher, n).await else {
+                    break;
+                };
+                let count = published.len();
+                for (topic, id) in published {
+                    ledger.record(&topic, &id);
+                }
+                acked.fetch_add(count, Ordering::Relaxed);
+                continue;
             }
             (None, transport) => {
                 let path = if transport == Transport::Sse {
@@ -224,7 +248,7 @@ async fn publish_until_gone(
                 let Ok(answer) = response.json::<Value>().await else {
                     break;
                 };
-                answer["id"].as_str().expect("an id").to_owned()
+                (topic, answer["id"].as_str().expect("an id").to_owned())
             }
         };
         ledger.record(topic, &id);
@@ -233,8 +257,54 @@ async fn publish_until_gone(
     ledger
 }
 
-/// The id in the next `ack` frame, or `None` when the connection ends first.
-async fn next_ack<S>(ws: &mut S) -> Option<String>
+/// Lines in each batch of a batch publisher.
+const BATCH_LINES: usize = 8;
+
+/// Publishes a batch of [`BATCH_LINES`] over the storm's topics; the topic and id of each line
+/// published, or `None` when the node did not answer.
+async fn publish_batch(
+    http: &reqwest::Client,
+    base: &str,
+    publisher: usize,
+    n: usize,
+) -> Option<Vec<(String, String)>> {
+    let body: String = (0..BATCH_LINES)
+        .map(|line| {
+            let topic = TOPICS[line % TOPICS.len()];
+            let data = json!({"publisher": publisher, "n": n, "line": line});
+            format!("{}\n", json!({"topic": topic, "data": data}))
+        })
+        .collect();
+    let response = http
+        .post(format!("{base}/publish"))
+        .body(body)
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    let text = response.text().await.ok()?;
+    let answers: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let published = answers
+        .iter()
+        .filter_map(|a| {
+            Some((
+                a["topic"].as_str()?.to_owned(),
+                a["id"].as_str()?.to_owned(),
+            ))
+        })
+        .collect::<Vec<_>>();
+    // A refusal (the store stopping) ends this publisher like a failed request.
+    (published.len() == BATCH_LINES).then_some(published)
+}
+
+/// The topic and id in the next `ack` frame, or `None` when the connection ends first.
+async fn next_ack<S>(ws: &mut S) -> Option<(String, String)>
 where
     S: StreamExt<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin,
 {
@@ -245,7 +315,10 @@ where
         };
         let frame: Value = serde_json::from_str(&text).ok()?;
         match frame["type"].as_str() {
-            Some("ack") => return frame["id"].as_str().map(str::to_owned),
+            Some("ack") => {
+                let (topic, id) = (frame["topic"].as_str()?, frame["id"].as_str()?);
+                return Some((topic.to_owned(), id.to_owned()));
+            }
             Some("error") => return None,
             _ => {}
         }
@@ -452,4 +525,59 @@ async fn a_deleted_topic_stays_deleted_after_a_restart() {
         );
         latest = after;
     }
+}
+
+/// A WebSocket client that sends its publishes without waiting for each `ack` gets every
+/// answer, in the order it sent them (a refused one in its place), and its publishes share the
+/// store's commits rather than taking one each.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_publishes_are_answered_in_order_and_share_commits() {
+    // More than the 64 a connection may have in flight: the rest wait to be read.
+    const SENT: u64 = 100;
+    const REFUSED: u64 = 40;
+    let dir = data_dir("pipelined");
+    let node = NodeProcess::start(switchboard_bin!(), &["--data-dir", arg(&dir)]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url("/ws"))
+        .await
+        .expect("connected");
+    for n in 0..SENT {
+        let topic = if n == REFUSED { "not a topic" } else { "pipe" };
+        let frame = json!({"type": "publish", "topic": topic, "data": n, "ref": n});
+        ws.feed(frame.to_string().into()).await.expect("sent");
+    }
+    ws.flush().await.expect("sent");
+
+    let mut seqs = Vec::new();
+    for n in 0..SENT {
+        let answer = within("an answer", async {
+            loop {
+                if let Some(Ok(tungstenite::Message::Text(text))) = ws.next().await {
+                    return serde_json::from_str::<Value>(&text).expect("JSON");
+                }
+            }
+        })
+        .await;
+        assert_eq!(answer["ref"], json!(n), "answers in order: {answer}");
+        if n == REFUSED {
+            assert_eq!(answer["code"], "bad_topic", "{answer}");
+        } else {
+            assert_eq!(answer["type"], "ack", "{answer}");
+            seqs.push(seq_of(answer["id"].as_str().expect("an id")));
+        }
+    }
+    let expected: Vec<u64> = (1..SENT).collect();
+    assert_eq!(seqs, expected, "published in the order sent");
+
+    let health: Value = reqwest::get(node.http_url("/healthz"))
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON");
+    let commits = health["commits"].as_u64().expect("commits counted");
+    assert!(
+        (1..SENT - 1).contains(&commits),
+        "{} publishes took {commits} commits",
+        SENT - 1
+    );
 }

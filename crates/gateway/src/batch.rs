@@ -1,7 +1,11 @@
 //! Publishing a batch: `POST /publish`, newline-delimited JSON `{"topic":…,"data":…}` in, one
 //! line per message back, in order. Each message is published or refused on its own; a refusal
 //! does not stop the lines after it. For backends that publish many messages: one request, one
-//! body read, one reply, instead of one of each per message.
+//! body read, one reply, instead of one of each per message. Lines are published ahead of
+//! their answers (up to [`LINES_IN_FLIGHT`]), so that with a durable store they share commits.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -9,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use switchboard_hub::{Data, TopicName};
+use switchboard_hub::{Data, Message, TopicName};
 
 use crate::caller::Caller;
 use crate::connections::Transport;
@@ -17,6 +21,11 @@ use crate::error::{AppError, ErrorCode};
 use crate::publish::{publish_counted, read_body, too_large};
 use crate::state::AppState;
 use crate::wire::batch;
+
+/// Lines of a batch published before the oldest of them is answered. Each holds its message
+/// until then, so this bounds what a batch holds beyond its body; with a durable store, it is
+/// what one commit can take from one batch.
+const LINES_IN_FLIGHT: usize = 256;
 
 /// One line of the request.
 #[derive(Deserialize)]
@@ -40,11 +49,15 @@ pub async fn publish_batch(
     let text = std::str::from_utf8(&body)
         .map_err(|_| AppError::new(ErrorCode::BadRequest, "the batch must be UTF-8"))?;
     let mut reply = String::new();
+    let mut in_flight = VecDeque::with_capacity(LINES_IN_FLIGHT);
     for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
-        match publish_line(&state, &caller, line).await {
-            Ok((topic, id)) => batch::put_published(&mut reply, topic.as_str(), &id),
-            Err(error) => batch::put_refused(&mut reply, &error),
+        if in_flight.len() == LINES_IN_FLIGHT {
+            answer(&mut reply, in_flight.pop_front()).await;
         }
+        in_flight.push_back(start_line(&state, &caller, line));
+    }
+    while let Some(oldest) = in_flight.pop_front() {
+        answer(&mut reply, Some(oldest)).await;
     }
     let mut response = reply.into_response();
     response.headers_mut().insert(
@@ -54,12 +67,28 @@ pub async fn publish_batch(
     Ok(response)
 }
 
-/// Publishes one line's message, or says why not.
-async fn publish_line(
+/// Adds the answer of a line (its id, or why not) to `reply`, once it has one.
+async fn answer(
+    reply: &mut String,
+    started: Option<Result<impl Future<Output = Result<Arc<Message>, AppError>>, AppError>>,
+) {
+    let Some(started) = started else { return };
+    let published = match started {
+        Ok(publishing) => publishing.await,
+        Err(refused) => Err(refused),
+    };
+    match published {
+        Ok(message) => batch::put_published(reply, message.topic.as_str(), message.id()),
+        Err(error) => batch::put_refused(reply, &error),
+    }
+}
+
+/// Starts publishing one line's message, or says why not.
+fn start_line(
     state: &AppState,
     caller: &Caller,
     line: &str,
-) -> Result<(TopicName, String), AppError> {
+) -> Result<impl Future<Output = Result<Arc<Message>, AppError>> + use<>, AppError> {
     let line: Line<'_> = serde_json::from_str(line).map_err(|e| {
         AppError::new(
             ErrorCode::BadJson,
@@ -77,6 +106,5 @@ async fn publish_line(
     }
     let data = Data::from_json(line.data.get().as_bytes())?;
     // Counted with the HTTP publishes of `/poll`: it is plain HTTP, like them.
-    let message = publish_counted(state, Transport::Poll, &topic, &data).await?;
-    Ok((topic, message.id().to_owned()))
+    Ok(publish_counted(state, Transport::Poll, &topic, &data))
 }

@@ -58,22 +58,32 @@ pub async fn publish(
 
 /// Publishes `data` to `topic` for a publisher over `transport`: counted in the gateway's
 /// activity, and counted and timed when metrics are on. Every publisher goes through here.
-pub async fn publish_counted(
+///
+/// The publish starts now (see [`Broker::publish`]) and the future owns what it needs: a
+/// connection can start several and await them in turn, and with a durable store they share
+/// a commit.
+///
+/// [`Broker::publish`]: switchboard_hub::Broker::publish
+pub fn publish_counted(
     state: &AppState,
     transport: Transport,
     topic: &TopicName,
     data: &Data,
-) -> Result<Arc<Message>, AppError> {
+) -> impl Future<Output = Result<Arc<Message>, AppError>> + Send + use<> {
     let started = state.metrics.is_some().then(Instant::now);
-    let message = state.broker.publish(topic, data).await?;
-    state
-        .activity
-        .published
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if let (Some(metrics), Some(started)) = (&state.metrics, started) {
-        metrics.published(transport, started.elapsed(), state.broker_is_remote);
+    let published = state.broker.publish(topic, data);
+    let (activity, metrics) = (state.activity.clone(), state.metrics.clone());
+    let broker_is_remote = state.broker_is_remote;
+    async move {
+        let message = published.await?;
+        activity
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let (Some(metrics), Some(started)) = (&metrics, started) {
+            metrics.published(transport, started.elapsed(), broker_is_remote);
+        }
+        Ok(message)
     }
-    Ok(message)
 }
 
 /// The whole body, if it is at most `limit` bytes and arrives within `timeout`. Over the limit,

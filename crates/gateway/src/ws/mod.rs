@@ -3,11 +3,13 @@
 //!
 //! - this file: the upgrade, and the close codes;
 //! - `session`: the connection's loop;
-//! - `client_frame`: reading what the client sends.
+//! - `client_frame`: reading what the client sends;
+//! - `publishes`: the client's publishes in flight, answered in order.
 //!
 //! What the server sends is in [`crate::wire`].
 
 mod client_frame;
+mod publishes;
 mod session;
 
 pub use session::Session;

@@ -12,6 +12,7 @@ use tokio::time::Sleep;
 
 use super::client_frame::{ClientFrame, Refused, missing};
 use super::close;
+use super::publishes::{Answer, Publishes};
 use crate::auth::{self, Grant};
 use crate::caller::Caller;
 use crate::connections::Transport;
@@ -68,6 +69,8 @@ pub struct Session {
     request_id: Option<RequestId>,
     /// Counts the connection closed, with why, when the session ends.
     counted: Option<ConnectionMetric>,
+    /// Publishes read and not yet answered, so that a client need not wait for each `ack`.
+    publishes: Publishes,
 }
 
 type SendResult = Result<(), axum::Error>;
@@ -88,6 +91,7 @@ impl Session {
             state,
             _permit: permit,
             caller,
+            publishes: Publishes::default(),
         }
     }
 
@@ -163,14 +167,24 @@ impl Session {
                     let _ = send_text(socket, auth::expired().frame(None)).await;
                     return Some(Ending { code: close::TOKEN_EXPIRED, reason: "token expired" });
                 }
-                incoming = socket.next() => {
+                answer = self.publishes.next(), if !self.publishes.is_empty() => {
+                    self.send_answers(Some(answer), socket).await
+                }
+                // Not read while the client has its most publishes in flight: it waits, and
+                // so does what it sends.
+                incoming = socket.next(), if self.publishes.has_room() => {
                     last_heard = tokio::time::Instant::now();
                     match incoming {
                         None => return None,
                         Some(Err(e)) => return read_failure(&e),
                         // Boxed: client frames are rare next to deliveries, and keeping their
                         // handling out of this loop's state keeps every session small.
-                        Some(Ok(WsMessage::Text(text))) => Box::pin(self.handle_frame(text.as_str(), socket)).await,
+                        Some(Ok(WsMessage::Text(text))) => {
+                            match Box::pin(self.handle_frame(text.as_str(), socket)).await {
+                                Ok(()) => self.send_answers(None, socket).await,
+                                failed => failed,
+                            }
+                        }
                         Some(Ok(WsMessage::Binary(_))) => {
                             let error = AppError::new(ErrorCode::BadRequest, "binary frames are not supported; send JSON text");
                             self.send_error(socket, &error, None).await
@@ -243,15 +257,50 @@ impl Session {
             }
         };
         let reference = frame.reference.clone();
+        let publishing = frame.kind().is_ok_and(|kind| kind == "publish");
         match self.act(frame, socket).await {
             Ok(result) => result,
+            // Answered in turn with the publishes before it.
+            Err(error) if publishing => {
+                self.publishes
+                    .push(reference, std::future::ready(Err(error)));
+                Ok(())
+            }
             Err(error) => self.send_error(socket, &error, reference.as_ref()).await,
         }
     }
 
-    /// Sends an error frame, counting the refusal.
+    /// Sends `first` (if any) and every publish's answer ready after it, in one write.
+    async fn send_answers<S>(&mut self, first: Option<Answer>, socket: &mut S) -> SendResult
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        let mut next = first.or_else(|| self.publishes.next_ready());
+        if next.is_none() {
+            return Ok(());
+        }
+        while let Some(Answer { reference, outcome }) = next {
+            let text = match outcome {
+                Ok(message) => ServerFrame::Ack {
+                    reference: reference.as_ref(),
+                    topic: message.topic.as_str(),
+                    id: message.id(),
+                }
+                .text(),
+                Err(error) => {
+                    self.state.count_rejection(error.code);
+                    error.frame(reference.as_ref())
+                }
+            };
+            socket.feed(text_frame(text)).await?;
+            next = self.publishes.next_ready();
+        }
+        socket.flush().await
+    }
+
+    /// Sends an error frame, counting the refusal. (`&mut`: the session is not `Sync`.)
     async fn send_error<S>(
-        &self,
+        &mut self,
         socket: &mut S,
         error: &AppError,
         reference: Option<&Reference>,
@@ -289,13 +338,9 @@ impl Session {
                     return Err(too_large(limit));
                 }
                 let data = Data::from_json(data.get().as_bytes())?;
-                let message = publish_counted(&self.state, Transport::Ws, &topic, &data).await?;
-                let ack = ServerFrame::Ack {
-                    reference: reference.as_ref(),
-                    topic: topic.as_str(),
-                    id: message.id(),
-                };
-                Ok(send_text(socket, ack.text()).await)
+                let published = publish_counted(&self.state, Transport::Ws, &topic, &data);
+                self.publishes.push(reference, published);
+                Ok(Ok(()))
             }
             "subscribe" => {
                 let topics = frame.topics(self.state.config.max_topics_per_connection)?;
