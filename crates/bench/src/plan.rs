@@ -214,6 +214,13 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         0.0,
         d,
     )));
+    // The batches of `publish-batch` with a data directory: what a commit costs when it is not
+    // held to the publishes a few connections have in flight.
+    v.push(Spec {
+        batch: BATCH,
+        data_dir: true,
+        ..spec("disk-publish-batch", Throughput, Ws, subs, topics, 0.0, d)
+    });
     v
 }
 
@@ -269,7 +276,8 @@ mod tests {
             "ws-fanout-1k ws-fanout-5k sse-fanout-1k sse-fanout-5k ws-burst-50 rooms-10k longpoll-1k \
              idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k \
              publish disk-publish disk-latency-ws \
-             nodes-ws-fanout-1k nodes-sse-fanout-1k publish-single publish-batch nodes-publish"
+             nodes-ws-fanout-1k nodes-sse-fanout-1k publish-single publish-batch nodes-publish \
+             disk-publish-batch"
         );
         let want = [
             ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
@@ -298,7 +306,10 @@ mod tests {
         assert_eq!(shape(&v[4]), ("ws-burst-50", 50, 1, 1000.0, 10.0, 5.0, 1));
         assert!(v[..14].iter().all(|w| w.nodes == 1));
         let on_disk: Vec<_> = v.iter().filter(|w| w.data_dir).map(|w| &w.name).collect();
-        assert_eq!(on_disk, ["disk-publish", "disk-latency-ws"]);
+        assert_eq!(
+            on_disk,
+            ["disk-publish", "disk-latency-ws", "disk-publish-batch"]
+        );
     }
 
     #[test]

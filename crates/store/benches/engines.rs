@@ -1,7 +1,8 @@
 //! redb and fjall on the store's publish path: each commit inserts a batch of messages (keys and
 //! values as `encoding` makes them), trims each topic to its retention, and is made durable
-//! (fsync) before the next one, as the writer does. Prints messages per second and the
-//! latency of a commit for each engine and batch size.
+//! (fsync) before the next one, as the writer does. Prints messages per second, the latency
+//! of a commit and the CPU time per message (the process's, background threads included) for
+//! each engine and batch size.
 //!
 //! `cargo bench -p switchboard-store --bench engines` (figures in bench/README.md).
 
@@ -120,24 +121,36 @@ fn directory_size(path: &Path) -> u64 {
     size
 }
 
+/// CPU time of this process so far (all threads), in clock ticks of 10 ms.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name (which may hold spaces) start after its `)`.
+    let after = &stat[stat.rfind(')').expect("a command") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
 fn main() {
     let topics: Vec<TopicName> = (0..TOPICS)
         .map(|t| TopicName::new(&format!("topic-{t}")).expect("valid"))
         .collect();
-    println!("| engine | batch | messages/s | commit p50 | commit p99 | directory |");
-    println!("|---|---|---|---|---|---|");
-    for batch_size in [1u64, 16, 256] {
+    println!(
+        "| engine | batch | messages/s | commit p50 | commit p99 | CPU µs / message | directory |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for batch_size in [1u64, 16, 256, 1024] {
         for name in ["redb", "fjall"] {
             let path = scratch(&format!("{name}-{batch_size}"));
             let mut engine = open(name, &path);
             // Fewer messages for one commit each: an fsync apiece is slow.
-            let messages = if batch_size == 1 {
-                MESSAGES / 10
-            } else {
-                MESSAGES
+            let messages = match batch_size {
+                1 => MESSAGES / 10,
+                1024 => MESSAGES * 5,
+                _ => MESSAGES,
             };
             let mut commits: Vec<Duration> = Vec::new();
-            let started = Instant::now();
+            let (started, ticks) = (Instant::now(), cpu_ticks());
             let mut n = 0;
             while n < messages {
                 let batch: Vec<(TopicName, u64)> = (n..n + batch_size)
@@ -149,14 +162,16 @@ fn main() {
                 n += batch_size;
             }
             let elapsed = started.elapsed();
+            let cpu_us = (cpu_ticks() - ticks) as f64 * 10_000.0;
             commits.sort();
             let at = |q: f64| commits[((commits.len() - 1) as f64 * q) as usize];
             println!(
-                "| {} | {batch_size} | {:.0} | {:.2} ms | {:.2} ms | {:.1} MiB |",
+                "| {} | {batch_size} | {:.0} | {:.2} ms | {:.2} ms | {:.1} | {:.1} MiB |",
                 engine.name(),
                 n as f64 / elapsed.as_secs_f64(),
                 at(0.5).as_secs_f64() * 1e3,
                 at(0.99).as_secs_f64() * 1e3,
+                cpu_us / n as f64,
                 directory_size(&path) as f64 / (1 << 20) as f64,
             );
             drop(engine);
