@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tower::ServiceExt;
 
 use crate::admin;
@@ -190,6 +190,7 @@ impl Accepting {
                             router.clone(),
                             token.clone(),
                             state.config.header_timeout,
+                            state.tasks.clone(),
                         ));
                     }
                     Err(_) => {
@@ -285,13 +286,15 @@ impl Refusals {
 }
 
 /// Serves HTTP/1.1 (with upgrades, for WebSocket) on one connection; on shutdown, finishes the
-/// request in flight and closes.
+/// request in flight and closes. An SSE stream served without hyper goes on in a task of its
+/// own, spawned on `tasks`.
 async fn serve_connection(
     socket: ClientSocket,
     peer: SocketAddr,
     router: Router,
     token: CancellationToken,
     header_timeout: Duration,
+    tasks: TaskTracker,
 ) {
     // One deadline for the first request head, counted from accept, whichever path reads it.
     let head_deadline = Instant::now() + header_timeout;
@@ -310,7 +313,10 @@ async fn serve_connection(
         () = token.cancelled() => return,
     };
     if let Some(claimed) = claimed {
-        stream_connection::serve(socket, claimed, peer, router).await;
+        // This task's future is sized for hyper's connection, which a stream does not use.
+        if let Some(stream) = stream_connection::serve(socket, claimed, peer, router).await {
+            tasks.spawn(stream);
+        }
         return;
     }
     // hyper starts its header timeout afresh for every head (so it also closes kept-alive

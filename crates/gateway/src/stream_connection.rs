@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use axum::http::response::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use http_body_util::BodyExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -88,13 +89,15 @@ fn convert(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
     Some(request)
 }
 
-/// Serves the claimed request and closes the connection.
+/// Serves the claimed request up to its response's head; what is left, writing the body and
+/// closing the connection, is returned for a task of its own (see `server.rs`), so that a
+/// stream holds only what it needs while it is open.
 pub(crate) async fn serve(
     mut socket: ClientSocket,
     claimed: Claimed,
     peer: SocketAddr,
     router: Router,
-) {
+) -> Option<impl Future<Output = ()> + Send + 'static> {
     let Claimed {
         mut request,
         head_length,
@@ -103,7 +106,7 @@ pub(crate) async fn serve(
     let mut head = vec![0u8; head_length];
     if let Err(e) = socket.read_exact(&mut head).await {
         tracing::debug!(%peer, "connection ended before its request was read: {e}");
-        return;
+        return None;
     }
     drop(head);
     request.extensions_mut().insert(ConnectInfo(peer));
@@ -111,19 +114,25 @@ pub(crate) async fn serve(
         Ok(response) => response,
         Err(infallible) => match infallible {},
     };
-    if let Err(e) = write_response(&mut socket, response).await {
+    // The head's headers are not kept for the stream's life: for an idle stream they were a
+    // sixth of its memory.
+    let (parts, body) = response.into_parts();
+    let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
+    if let Err(e) = write_head(&mut socket, &parts, sized).await {
         tracing::debug!(%peer, "stream ended: {e}");
+        return None;
     }
+    drop(parts);
+    Some(async move {
+        if let Err(e) = write_body(&mut socket, body, sized).await {
+            tracing::debug!(%peer, "stream ended: {e}");
+        }
+    })
 }
 
-/// Writes the response: a streamed body chunked, a sized one as it is; then the connection
-/// closes. Ends early, dropping the body (and with it the subscription), when the client goes.
-async fn write_response(
-    socket: &mut ClientSocket,
-    response: Response<Body>,
-) -> std::io::Result<()> {
-    let (parts, mut body) = response.into_parts();
-    let sized = parts.headers.contains_key(header::CONTENT_LENGTH);
+/// Writes the response's head: with `sized` unset, its body is chunked; then the connection
+/// closes.
+async fn write_head(socket: &mut ClientSocket, parts: &Parts, sized: bool) -> std::io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\n",
         parts.status.as_str(),
@@ -140,9 +149,12 @@ async fn write_response(
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     head.extend_from_slice(b"connection: close\r\n\r\n");
-    write_all(socket, &mut [IoSlice::new(&head)]).await?;
-    drop(head);
+    write_all(socket, &mut [IoSlice::new(&head)]).await
+}
 
+/// Writes the body: a streamed one chunked, a sized one as it is. Ends early, dropping the body
+/// (and with it the subscription), when the client goes.
+async fn write_body(socket: &mut ClientSocket, mut body: Body, sized: bool) -> std::io::Result<()> {
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,

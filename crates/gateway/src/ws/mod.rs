@@ -93,7 +93,6 @@ pub async fn upgrade(
         "websocket opened"
     );
     let frame_limit = state.config.max_message_bytes + FRAME_OVERHEAD;
-    let tasks = state.tasks.clone();
     // The session outlives the request and its span; it keeps the request id for its logs
     // (a span kept for the connection's life would cost every idle WebSocket half a KiB).
     let request_id = crate::request_id::CURRENT.try_with(Clone::clone).ok();
@@ -103,10 +102,13 @@ pub async fn upgrade(
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit)
         .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                let mut session = Session::new(state, permit, caller, request_id);
-                session.register();
-                session.run(socket, topics, cursor).await;
-            })
+            // The session runs in a task of its own, holding nothing but its own future: the
+            // task axum spawns for the upgrade keeps this closure and the upgrade's state for
+            // as long as the future it is given runs, which would cost every connection
+            // several hundred bytes more.
+            let mut session = Session::new(state.clone(), permit, caller, request_id);
+            session.register();
+            state.tasks.spawn(session.run(socket, topics, cursor));
+            std::future::ready(())
         }))
 }

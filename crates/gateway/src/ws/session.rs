@@ -103,32 +103,47 @@ impl Session {
 
     /// Runs the connection until the client leaves, fails, or the gateway shuts down. Generic
     /// over the socket so that it can be driven without a network in tests.
-    pub async fn run<S>(mut self, mut socket: S, topics: Vec<TopicName>, cursor: Option<Cursor>)
+    ///
+    /// A plain block rather than an `async fn`, whose future would hold the session and the
+    /// socket twice (as arguments, and as the locals they are moved into).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future holds its arguments twice: 700 bytes per connection"
+    )]
+    pub fn run<S>(
+        mut self,
+        mut socket: S,
+        topics: Vec<TopicName>,
+        cursor: Option<Cursor>,
+    ) -> impl Future<Output = ()> + Send
     where
         S: Sink<WsMessage, Error = axum::Error>
             + Stream<Item = Result<WsMessage, axum::Error>>
-            + Unpin,
+            + Unpin
+            + Send,
     {
-        let ended = self.serve(&mut socket, topics, cursor).await;
-        if let Some(ended) = &ended {
-            ending(&mut self.counted, ended.close_reason());
-        }
-        if let Some(Ending { code, reason }) = ended {
-            let frame = CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            };
-            let closed = async {
-                socket.send(WsMessage::Close(Some(frame))).await?;
-                // Wait for the client's close, so the connection ends cleanly on both sides.
-                while let Some(Ok(message)) = socket.next().await {
-                    if matches!(message, WsMessage::Close(_)) {
-                        break;
+        async move {
+            let ended = self.serve(&mut socket, topics, cursor).await;
+            if let Some(ended) = &ended {
+                ending(&mut self.counted, ended.close_reason());
+            }
+            if let Some(Ending { code, reason }) = ended {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                let closed = async {
+                    socket.send(WsMessage::Close(Some(frame))).await?;
+                    // Wait for the client's close, so the connection ends cleanly on both sides.
+                    while let Some(Ok(message)) = socket.next().await {
+                        if matches!(message, WsMessage::Close(_)) {
+                            break;
+                        }
                     }
-                }
-                Ok::<_, axum::Error>(())
-            };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
+                    Ok::<_, axum::Error>(())
+                };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, closed).await;
+            }
         }
     }
 
