@@ -182,8 +182,9 @@ impl Session {
                     let _ = send_text(socket, auth::expired().frame(None)).await;
                     return Some(Ending { code: close::TOKEN_EXPIRED, reason: "token expired" });
                 }
+                // Boxed, as client frames are below: most sessions never publish.
                 answer = self.publishes.next(), if !self.publishes.is_empty() => {
-                    self.send_answers(Some(answer), socket).await
+                    Box::pin(self.send_answers(Some(answer), socket)).await
                 }
                 // Not read while the client has its most publishes in flight: it waits, and
                 // so does what it sends.
@@ -196,7 +197,7 @@ impl Session {
                         // handling out of this loop's state keeps every session small.
                         Some(Ok(WsMessage::Text(text))) => {
                             match Box::pin(self.handle_frame(text.as_str(), socket)).await {
-                                Ok(()) => self.send_answers(None, socket).await,
+                                Ok(()) => Box::pin(self.send_answers(None, socket)).await,
                                 failed => failed,
                             }
                         }
