@@ -142,6 +142,8 @@ pub(crate) struct Ctx {
     pub(crate) payload_bytes: usize,
     /// Messages per publish request (more than 1: `POST /publish` batches).
     pub(crate) batch: usize,
+    /// Publish requests each publisher connection keeps in flight (at most `PUBLISH_WINDOW`).
+    pub(crate) window: usize,
     pub(crate) publish: PublishState,
 }
 
@@ -599,7 +601,8 @@ pub(crate) struct PublishState {
 /// One item of a publisher's queue: topic index and sequence (0 = warm-up).
 pub(crate) type PubItem = (u32, u64);
 
-/// Most publish requests one publisher keeps in flight (pipelined) on its connection.
+/// Most publish requests one publisher keeps in flight (pipelined) on its connection, unless
+/// its workload asks for fewer (`Spec::window`).
 pub(crate) const PUBLISH_WINDOW: usize = 32;
 
 /// One keep-alive HTTP/1.1 connection publishing its queue in order, pipelined.
@@ -664,7 +667,7 @@ async fn publish_on(
     let pipe = Rc::new(Pipeline {
         ctx: ctx.clone(),
         waiting: RefCell::default(),
-        window: Semaphore::new(PUBLISH_WINDOW),
+        window: Semaphore::new(ctx.window),
     });
     let reader = tokio::task::spawn_local(read_publish_replies(pipe.clone(), rd));
     let mut req = Vec::with_capacity(512);
@@ -855,6 +858,7 @@ mod tests {
             topics: vec!["t.0".into()],
             payload_bytes: 64,
             batch: 1,
+            window: PUBLISH_WINDOW,
             publish: PublishState::default(),
         }
     }

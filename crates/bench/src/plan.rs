@@ -4,7 +4,7 @@
 //! with is the same name without `nodes-` (see [`single_node_basis`]).
 
 use crate::SuiteArgs;
-use crate::client::Transport;
+use crate::client::{PUBLISH_WINDOW, Transport};
 use crate::workload::{Kind, Spec};
 
 /// A workload with the common defaults (5 s drain, one step).
@@ -31,6 +31,7 @@ fn spec(
         data_dir: false,
         publishers: 8,
         batch: 1,
+        window: PUBLISH_WINDOW as u32,
     }
 }
 
@@ -221,6 +222,36 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         data_dir: true,
         ..spec("disk-publish-batch", Throughput, Ws, subs, topics, 0.0, d)
     });
+    // Publishers as browsers, curl and common HTTP libraries are: one request at a time on each
+    // of 100 connections (one per topic), in memory and on disk. Pipelined publishers (above)
+    // get their replies back to back in one write from memory, never from disk, where each
+    // request of a connection waits for its commit before the next is read.
+    let one_at_a_time = |w: Spec| Spec {
+        publishers: topics,
+        window: 1,
+        ..w
+    };
+    v.push(one_at_a_time(spec(
+        "publish-unpipelined",
+        Throughput,
+        Ws,
+        subs,
+        topics,
+        0.0,
+        d,
+    )));
+    v.push(one_at_a_time(Spec {
+        data_dir: true,
+        ..spec(
+            "disk-publish-unpipelined",
+            Throughput,
+            Ws,
+            subs,
+            topics,
+            0.0,
+            d,
+        )
+    }));
     v
 }
 
@@ -277,7 +308,7 @@ mod tests {
              idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k \
              publish disk-publish disk-latency-ws \
              nodes-ws-fanout-1k nodes-sse-fanout-1k publish-single publish-batch nodes-publish \
-             disk-publish-batch"
+             disk-publish-batch publish-unpipelined disk-publish-unpipelined"
         );
         let want = [
             ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
@@ -308,7 +339,12 @@ mod tests {
         let on_disk: Vec<_> = v.iter().filter(|w| w.data_dir).map(|w| &w.name).collect();
         assert_eq!(
             on_disk,
-            ["disk-publish", "disk-latency-ws", "disk-publish-batch"]
+            [
+                "disk-publish",
+                "disk-latency-ws",
+                "disk-publish-batch",
+                "disk-publish-unpipelined"
+            ]
         );
     }
 

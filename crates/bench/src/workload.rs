@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::client::Transport;
-use crate::client::{self, Ctx, Endpoint, Flavor, PUBLISH_WINDOW, PubItem, PublishState, Sub};
+use crate::client::{self, Ctx, Endpoint, Flavor, PubItem, PublishState, Sub};
 use crate::procfs::{CpuStat, Usage};
 use crate::redis::Counters;
 use crate::server::Deployment;
@@ -63,6 +63,9 @@ pub(crate) struct Spec {
     /// Messages per publish request: 1 is one `POST /events` per message; more are sent as
     /// one `POST /publish` batch (switchboard only).
     pub(crate) batch: u32,
+    /// Requests each publisher connection keeps in flight (pipelined); 1 is how browsers,
+    /// curl and common HTTP libraries publish: one request at a time per connection.
+    pub(crate) window: u32,
 }
 
 /// Generator settings common to all runs.
@@ -237,6 +240,7 @@ impl Running {
             topics,
             payload_bytes: opts.payload_bytes,
             batch: spec.batch.max(1) as usize,
+            window: spec.window.max(1) as usize,
             publish: PublishState {
                 assigned: RefCell::new(vec![0; n_topics]),
                 failed: RefCell::new(vec![0; n_topics]),
@@ -434,7 +438,7 @@ impl Running {
     /// the number handed out.
     async fn flood(&self, duration: Duration, next_topic: &mut u32) -> u64 {
         let topics = self.ctx.topics.len() as u32;
-        let most = (self.txs.len() * PUBLISH_WINDOW * 2 * self.ctx.batch) as u64;
+        let most = (self.txs.len() * self.ctx.window * 2 * self.ctx.batch) as u64;
         let p = &self.ctx.publish;
         let start = Instant::now();
         let mut handed = 0u64;
@@ -972,6 +976,7 @@ mod tests {
             data_dir: false,
             publishers: 8,
             batch: 1,
+            window: client::PUBLISH_WINDOW as u32,
         };
         let r = RunResult::of(&spec, Flavor::Nchan);
         assert_eq!((r.server.as_str(), r.kind.as_str()), ("nchan", "flow"));
