@@ -86,10 +86,11 @@ impl Durable {
             "data directory opened"
         );
         let hub = Arc::new(Hub::durable(config, clock, restored));
+        let delivery = Delivery::start(&hub);
         let writing = hub.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || write(&writing, engine, fsync, directory))
+            .spawn(move || write(&writing, engine, fsync, directory, delivery))
             .map_err(|e| StoreError(format!("cannot start the store's writer: {e}")))?;
         Ok(Durable {
             hub,
@@ -112,9 +113,46 @@ impl Drop for Durable {
     }
 }
 
+/// Where committed changes go back to the hub: to a task on the runtime that opened the store,
+/// so that delivering them and answering their publishers wakes the runtime once a commit
+/// rather than once a publisher and subscriber; without a runtime, straight to the hub.
+enum Delivery {
+    Runtime(tokio::sync::mpsc::UnboundedSender<Vec<Change>>),
+    Direct,
+}
+
+impl Delivery {
+    fn start(hub: &Arc<Hub>) -> Delivery {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Delivery::Direct;
+        };
+        // Unbounded, yet it holds only commits whose publishers still wait for their answers.
+        let (sender, mut committed) = tokio::sync::mpsc::unbounded_channel();
+        let hub = hub.clone();
+        runtime.spawn(async move {
+            while let Some(changes) = committed.recv().await {
+                hub.committed(changes);
+            }
+        });
+        Delivery::Runtime(sender)
+    }
+
+    fn committed(&self, hub: &Hub, changes: Vec<Change>) {
+        match self {
+            Delivery::Runtime(sender) => {
+                if let Err(unsent) = sender.send(changes) {
+                    // The runtime is gone: no one is left to wait, but the hub stays right.
+                    hub.committed(unsent.0);
+                }
+            }
+            Delivery::Direct => hub.committed(changes),
+        }
+    }
+}
+
 /// The writer's loop: takes what the hub journalled, commits it, hands it back. The directory
 /// stays locked while it runs.
-fn write(hub: &Hub, mut engine: Engine, fsync: Fsync, _directory: Directory) {
+fn write(hub: &Hub, mut engine: Engine, fsync: Fsync, _directory: Directory, delivery: Delivery) {
     while let Some(changes) = hub.take_changes() {
         for commit in commits(changes, fsync) {
             if let Some(why) = hub.store_failure() {
@@ -122,7 +160,7 @@ fn write(hub: &Hub, mut engine: Engine, fsync: Fsync, _directory: Directory) {
                 continue;
             }
             match engine.commit(&commit) {
-                Ok(()) => hub.committed(commit),
+                Ok(()) => delivery.committed(hub, commit),
                 Err(e) => {
                     let why = format!("cannot write to the data directory: {e}");
                     tracing::error!("{why}; every publish is refused until a restart");
