@@ -82,9 +82,11 @@ impl Hub {
     }
 
     fn unsubscribe(&self, topic: &str, sub: &Rc<Subscriber>) {
-        if let Some(t) = self.topics.borrow_mut().get_mut(topic)
-            && let Some(i) = t.subscribers.iter().position(|s| Rc::ptr_eq(s, sub))
-        {
+        let mut topics = self.topics.borrow_mut();
+        let Some(t) = topics.get_mut(topic) else {
+            return;
+        };
+        if let Some(i) = t.subscribers.iter().position(|s| Rc::ptr_eq(s, sub)) {
             t.subscribers.swap_remove(i);
         }
     }

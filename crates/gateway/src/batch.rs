@@ -52,12 +52,15 @@ pub async fn publish_batch(
     let mut in_flight = VecDeque::with_capacity(LINES_IN_FLIGHT);
     for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
         if in_flight.len() == LINES_IN_FLIGHT {
-            answer(&mut reply, in_flight.pop_front()).await;
+            let oldest = in_flight
+                .pop_front()
+                .expect("a full window has an oldest line");
+            answer(&mut reply, oldest).await;
         }
         in_flight.push_back(start_line(&state, &caller, line));
     }
     while let Some(oldest) = in_flight.pop_front() {
-        answer(&mut reply, Some(oldest)).await;
+        answer(&mut reply, oldest).await;
     }
     let mut response = reply.into_response();
     response.headers_mut().insert(
@@ -70,9 +73,8 @@ pub async fn publish_batch(
 /// Adds the answer of a line (its id, or why not) to `reply`, once it has one.
 async fn answer(
     reply: &mut String,
-    started: Option<Result<impl Future<Output = Result<Arc<Message>, AppError>>, AppError>>,
+    started: Result<impl Future<Output = Result<Arc<Message>, AppError>>, AppError>,
 ) {
-    let Some(started) = started else { return };
     let published = match started {
         Ok(publishing) => publishing.await,
         Err(refused) => Err(refused),
