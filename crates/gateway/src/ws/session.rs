@@ -197,8 +197,10 @@ impl Session {
                         // handling out of this loop's state keeps every session small.
                         Some(Ok(WsMessage::Text(text))) => {
                             match Box::pin(self.handle_frame(text.as_str(), socket)).await {
-                                Ok(()) => Box::pin(self.send_answers(None, socket)).await,
-                                failed => failed,
+                                Ok(()) if !self.publishes.is_empty() => {
+                                    Box::pin(self.send_answers(None, socket)).await
+                                }
+                                handled => handled,
                             }
                         }
                         Some(Ok(WsMessage::Binary(_))) => {
