@@ -20,7 +20,8 @@
 //!   rebinding); `client_addr`: trusted proxies.
 //! - `auth`: who may subscribe and publish (tokens, publish keys, anonymous rules);
 //!   `rate`: rate limits of publishes and subscribe requests.
-//! - `state`: what handlers share, including the connection and socket limits.
+//! - `state`: what handlers share, including the connection and socket limits; `responses`:
+//!   the response heads several handlers share (uncached JSON, an event stream).
 //! - `socket`: an accepted client socket: its place in `max_sockets`, and the write
 //!   deadline that lets go of a client that stops reading.
 //! - `static_files`: the demo and browser client, embedded; `shutdown`: OS signals.
@@ -56,6 +57,7 @@ mod publish;
 mod rate;
 mod request;
 mod request_id;
+mod responses;
 pub mod server;
 pub mod shutdown;
 mod socket;

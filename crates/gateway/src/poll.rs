@@ -1,8 +1,8 @@
 //! Long-poll: `GET /poll`. No server-side session: the cursor carries all the state.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use switchboard_hub::Page;
 
 use crate::caller::Caller;
@@ -101,12 +101,5 @@ fn reply(subscription: &Subscription, batch: Batch) -> Response {
         &batch.resets,
         batch.more,
     );
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::responses::uncached_json(body)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_hub::Message;
@@ -117,15 +117,7 @@ pub async fn subscribe(
         }
     };
 
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(crate::responses::event_stream(Body::from_stream(stream)))
 }
 
 /// One message as an SSE event: on a stream over several topics, its `id:` is the stream's

@@ -4,14 +4,15 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::Uri;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use switchboard_hub::TopicName;
 
 use crate::error::{AppError, ErrorCode};
 use crate::request::QueryParams;
+use crate::responses::uncached_json;
 use crate::state::AppState;
 use crate::wire::admin::{
     self, ByTransport, ConnectionList, Deleted, Disconnected, Envelopes, Topic, TopicDetail,
@@ -39,18 +40,6 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/disconnect", post(disconnect))
 }
 
-/// A JSON reply that no cache keeps.
-pub fn reply(json: String) -> Response {
-    let mut response = json.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 /// `limit`: a whole number from 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
 fn limit(params: &QueryParams) -> Result<usize, AppError> {
     let Some(text) = params.last("limit") else {
@@ -75,7 +64,7 @@ async fn list_topics(State(state): State<AppState>, uri: Uri) -> Result<Response
         topics: topics.iter().map(Topic::new).collect(),
         more,
     };
-    Ok(reply(admin::json(&list)))
+    Ok(uncached_json(admin::json(&list)))
 }
 
 fn unknown_topic(topic: &TopicName) -> AppError {
@@ -101,7 +90,7 @@ async fn show_topic(
         topic: Topic::new(&found.stats),
         recent: Envelopes(&found.recent),
     };
-    Ok(reply(admin::json(&detail)))
+    Ok(uncached_json(admin::json(&detail)))
 }
 
 /// `DELETE /admin/topics/{topic}`.
@@ -117,7 +106,7 @@ async fn delete_topic(
         topic = topic.as_str(),
         "topic history deleted by an operator"
     );
-    Ok(reply(admin::json(&Deleted {
+    Ok(uncached_json(admin::json(&Deleted {
         deleted: topic.as_str(),
     })))
 }
@@ -159,7 +148,7 @@ async fn list_connections(State(state): State<AppState>, uri: Uri) -> Result<Res
             .collect(),
         more,
     };
-    Ok(reply(admin::json(&list)))
+    Ok(uncached_json(admin::json(&list)))
 }
 
 /// The body of `POST /admin/disconnect`: whom to disconnect.
@@ -204,5 +193,5 @@ async fn disconnect(State(state): State<AppState>, body: Bytes) -> Result<Respon
             ));
         }
     };
-    Ok(reply(admin::json(&Disconnected { disconnected })))
+    Ok(uncached_json(admin::json(&Disconnected { disconnected })))
 }

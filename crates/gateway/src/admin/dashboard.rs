@@ -9,15 +9,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::{Html, Response};
 use axum::routing::get;
 use bytes::{Bytes, BytesMut};
 
-use super::api::reply;
 use crate::activity::Activity;
 use crate::connections::Transport;
 use crate::error::AppError;
+use crate::responses::uncached_json;
 use crate::state::AppState;
 use crate::wire::admin::{self, ByTransport, Stats, Topic};
 use crate::wire::sse;
@@ -82,7 +81,7 @@ async fn snapshot(state: &AppState) -> Result<Stats, AppError> {
 
 /// `GET /admin/stats`: one snapshot as JSON.
 async fn stats(State(state): State<AppState>) -> Result<Response, AppError> {
-    Ok(reply(admin::json(&snapshot(&state).await?)))
+    Ok(uncached_json(admin::json(&snapshot(&state).await?)))
 }
 
 /// `GET /admin/stream`: `event: stats` with a snapshot every second, until the client goes or
@@ -109,13 +108,5 @@ async fn stream(State(state): State<AppState>) -> Response {
             yield Ok(event.freeze());
         }
     };
-    let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    crate::responses::event_stream(Body::from_stream(body))
 }
