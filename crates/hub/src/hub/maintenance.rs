@@ -52,11 +52,27 @@ impl Horizons {
 }
 
 /// The bucket of the topics with `tag`.
-pub(super) fn bucket_of(tag: u64) -> usize {
+fn bucket_of(tag: u64) -> usize {
     (tag % HORIZON_BUCKETS as u64) as usize
 }
 
 impl Hub {
+    /// Records that `topic`'s history up to `last_seq` is gone (forgotten or deleted): any
+    /// position of it now gets a reset, and a durable store forgets it the same way, so that it
+    /// does not come back with a restart. A topic that never had a message had nothing to lose.
+    pub(super) fn history_lost(&self, topic: &Topic, last_seq: u64) {
+        if last_seq == 0 {
+            return;
+        }
+        let horizon = self.ticks.tick();
+        self.horizons.lost(topic.tag, horizon);
+        self.journal(|| Change::Forget {
+            topic: topic.name.clone(),
+            bucket: bucket_of(topic.tag),
+            horizon,
+        });
+    }
+
     /// Applies age retention and the memory budget, and forgets topics idle for longer than
     /// `idle_topic_ttl`. Cheap enough to run every second.
     pub fn sweep(&self) {
@@ -79,17 +95,7 @@ impl Hub {
             let idle_since = *state.idle_since_ms.get_or_insert(now_ms);
             if now_ms.saturating_sub(idle_since) >= idle_ttl {
                 state.removed = true;
-                // Any position of the forgotten history must now get a reset; a topic that
-                // never had a message had no history to lose.
-                if state.last_seq > 0 {
-                    let horizon = self.ticks.tick();
-                    self.horizons.lost(topic.tag, horizon);
-                    self.journal(|| Change::Forget {
-                        topic: topic.name.clone(),
-                        bucket: bucket_of(topic.tag),
-                        horizon,
-                    });
-                }
+                self.history_lost(topic, state.last_seq);
                 self.topics
                     .remove_if(&topic.name, |_, t| Arc::ptr_eq(t, topic));
                 self.stats.topics_forgotten.fetch_add(1, Ordering::Relaxed);

@@ -27,7 +27,7 @@ pub use self::journal::{Append, Change, Restored, RestoredMessage, RestoredTopic
 
 use self::clock::Ticks;
 use self::journal::{CommitResult, Journal};
-use self::maintenance::{Horizons, bucket_of};
+use self::maintenance::Horizons;
 use crate::fanout::Subscribers;
 use crate::inbox::{Inbox, Restart};
 use crate::message::{Data, Message};
@@ -543,18 +543,8 @@ impl Hub {
     pub fn delete(&self, name: &TopicName) -> bool {
         self.with_topic(name, false, |topic, state| {
             while self.drop_oldest(state).is_some() {}
-            // A position of the old history, held by a client away now, gets a reset; a
-            // durable store forgets the topic the same way, so that its history does not come
-            // back with a restart.
-            if state.last_seq > 0 {
-                let horizon = self.ticks.tick();
-                self.horizons.lost(topic.tag, horizon);
-                self.journal(|| Change::Forget {
-                    topic: topic.name.clone(),
-                    bucket: bucket_of(topic.tag),
-                    horizon,
-                });
-            }
+            // A position of the old history, held by a client away now, gets a reset.
+            self.history_lost(topic, state.last_seq);
             state.epoch = self.ticks.tick();
             state.last_seq = 0;
             state.visible_seq = 0;
