@@ -72,15 +72,15 @@ pub fn publish_counted(
 ) -> impl Future<Output = Result<Arc<Message>, AppError>> + Send + use<> {
     let started = state.metrics.is_some().then(Instant::now);
     let published = state.broker.publish(topic, data);
-    let (activity, metrics) = (state.activity.clone(), state.metrics.clone());
-    let broker_is_remote = state.broker_is_remote;
+    let state = state.clone();
     async move {
         let message = published.await?;
-        activity
+        state
+            .activity
             .published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let (Some(metrics), Some(started)) = (&metrics, started) {
-            metrics.published(transport, started.elapsed(), broker_is_remote);
+        if let (Some(metrics), Some(started)) = (&state.metrics, started) {
+            metrics.published(transport, started.elapsed(), state.broker_is_remote);
         }
         Ok(message)
     }
