@@ -34,6 +34,11 @@ declare namespace Switchboard {
     code: string;
     /** HTTP status, for errors that came from an HTTP reply. */
     status?: number;
+    /**
+     * For `rate_limited`: in how many seconds the gateway allows the next try (`Retry-After`,
+     * or `retry_after` of a WebSocket error frame), when it said.
+     */
+    retryAfter?: number;
     /** The transport a connection error happened on. */
     transport?: TransportName;
     /** WebSocket close code, for `closed` errors on WebSocket. */

@@ -81,7 +81,7 @@
     err.name = 'SwitchboardError';
     err.code = code;
     if (extra) {
-      for (var k in extra) { if (hasOwn(extra, k)) { err[k] = extra[k]; } }
+      for (var k in extra) { if (hasOwn(extra, k) && extra[k] !== undefined) { err[k] = extra[k]; } }
     }
     return err;
   }
@@ -91,13 +91,25 @@
   }
 
   // An HTTP error body is {"error":{"code":...,"message":...}}.
-  function httpError(status, text, fallbackCode) {
+  // The error of an HTTP answer other than 200: the gateway's code, its status, and (for
+  // `rate_limited`) `retryAfter`, the seconds of its `Retry-After` header.
+  function httpError(status, text, retryAfterHeader) {
     var body = parseJson(text);
     var e = body && body.error;
+    var extra = { status: status };
+    var retryAfter = seconds(retryAfterHeader);
+    if (retryAfter !== null) { extra.retryAfter = retryAfter; }
     if (e && typeof e.code === 'string') {
-      return makeError(e.code, String(e.message || e.code), { status: status });
+      return makeError(e.code, String(e.message || e.code), extra);
     }
-    return makeError(fallbackCode || 'http_' + status, 'HTTP status ' + status, { status: status });
+    return makeError('http_' + status, 'HTTP status ' + status, extra);
+  }
+
+  // A whole number of seconds (`Retry-After`, `retry_after`), or null.
+  function seconds(value) {
+    if (typeof value === 'number') { value = String(value); }
+    if (typeof value !== 'string' || !/^\d+$/.test(value)) { return null; }
+    return parseInt(value, 10);
   }
 
   function encodeQuery(topics, since, params, extra) {
@@ -462,7 +474,7 @@
       var path = this.transport === 'poll' ? '/poll' : '/events';
       var url = this.url + path + encodeQuery([e.topic], null, this.options.params);
       this._httpBusy = true;
-      this._request('POST', url, e.json, this.options.timeouts.publish, function (err, status, text) {
+      this._request('POST', url, e.json, this.options.timeouts.publish, function (err, status, text, retryAfter) {
         self._httpBusy = false;
         if (err) {
           err.message = 'Switchboard: publish to ' + e.topic + ' failed: ' + err.message;
@@ -471,7 +483,7 @@
           var body = parseJson(text);
           self._finish(e, null, body && body.id);
         } else {
-          self._refused(e, httpError(status, text));
+          self._refused(e, httpError(status, text, retryAfter));
         }
         if (self.state !== 'closed') { self._pump(); }
       });
@@ -499,11 +511,11 @@
     var done = false;
     var timer = null;
     var xhr;
-    function finish(err, status, text) {
+    function finish(err, status, text, retryAfter) {
       if (done) { return; }
       done = true;
       if (timer !== null) { self._clearTimeout(timer); timer = null; }
-      cb(err, status, text);
+      cb(err, status, text, retryAfter);
     }
     if (!XHR) {
       this._setTimeout(function () { finish(makeError('unavailable', 'XMLHttpRequest is not available')); }, 0);
@@ -519,7 +531,7 @@
       xhr.onreadystatechange = function () {
         if (xhr.readyState !== 4 || done) { return; }
         if (!xhr.status) { finish(makeError('network', 'network error (' + method + ' ' + url + ')')); }
-        else { finish(null, xhr.status, xhr.responseText); }
+        else { finish(null, xhr.status, xhr.responseText, retryAfterOf(xhr)); }
       };
       timer = this._setTimeout(function () {
         timer = null;
@@ -539,6 +551,11 @@
       }
     };
   };
+
+  // The `Retry-After` header of a finished request, or null.
+  function retryAfterOf(xhr) {
+    try { return xhr.getResponseHeader('Retry-After'); } catch (e) { return null; }
+  }
 
   // ---------------------------------------------------------------- tokens
 
@@ -850,6 +867,15 @@
     if (!err.topics && (err.code === 'forbidden' || err.code === 'unauthorized')) { err.topics = conn.topics.slice(); }
     this._error(err);
     if (this._authRefused(conn, err)) { return; }
+    if (err.code === 'rate_limited') {
+      // Refused for this address's rate (`connect_rate`), not for the transport: no transport
+      // is demoted, and the next round starts once the gateway allows it (`Retry-After`), not
+      // before the usual backoff, so that a refused client does not press on.
+      var allowedIn = err.retryAfter !== undefined ? err.retryAfter * 1000 : 0;
+      this._round = { failed: [] };
+      this._scheduleRound(Math.max(allowedIn, this._backoff(this._rounds++)));
+      return;
+    }
     if (err.code === 'bad_cursor') {
       // The gateway refused our positions: say so, and start those topics from now.
       for (var i = 0; i < conn.topics.length; i++) {
@@ -1203,6 +1229,7 @@
         break;
       case 'error':
         var err = makeError(f.code || 'error', String(f.message || f.code || 'error'));
+        if (seconds(f.retry_after) !== null) { err.retryAfter = seconds(f.retry_after); }
         var authCode = f.code === 'unauthorized' || f.code === 'forbidden' || f.code === 'token_expired';
         if (typeof f.ref === 'string' && hasOwn(c._inflight, f.ref)) {
           var e = c._inflight[f.ref];
@@ -1349,8 +1376,8 @@
           drop();
           unopened();
         } else if (xhr.readyState === 4) {
-          var e = httpError(status, xhr.responseText);
-          self.fail(e.code, e.message, { status: status });
+          var e = httpError(status, xhr.responseText, retryAfterOf(xhr));
+          self.fail(e.code, e.message, { status: status, retryAfter: e.retryAfter });
         }
       };
       xhr.send(null);
@@ -1378,14 +1405,14 @@
     var c = this.client;
     var secs = Math.round(timeoutMs) / 1000;
     var url = c.url + '/poll' + encodeQuery(this.topics, c.cursor(this.topics), c.options.params, { timeout: secs });
-    this.xhr = c._request('GET', url, null, timeoutMs + c.options.timeouts.connect, function (err, status, text) {
+    this.xhr = c._request('GET', url, null, timeoutMs + c.options.timeouts.connect, function (err, status, text, retryAfter) {
       self.xhr = null;
       if (self.stopped) { return; }
       if (err) { self.fail(err.code, err.message); return; }
       var reply = status === 200 ? parseJson(text) : undefined;
       if (status !== 200) {
-        var e = httpError(status, text);
-        self.fail(e.code, e.message, { status: status });
+        var e = httpError(status, text, retryAfter);
+        self.fail(e.code, e.message, { status: status, retryAfter: e.retryAfter });
         return;
       }
       if (!reply || typeof reply !== 'object') { self.fail('bad_reply', 'unreadable poll reply'); return; }

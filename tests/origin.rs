@@ -146,6 +146,34 @@ async fn listed_origin_gets_cors_and_websocket() {
     refused_everywhere(&gw, EVIL).await;
 }
 
+/// A page on a listed origin can read `Retry-After` of a `429 rate_limited`: without
+/// `Access-Control-Expose-Headers` a browser hides it from cross-origin scripts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listed_origin_can_read_when_to_retry_after_a_rate_limit() {
+    let mut config = Config {
+        allowed_origins: vec![APP.to_owned()],
+        ..Config::default()
+    };
+    config.connect_rate = Some("1/h".parse().expect("a rate"));
+    config.connect_burst = Some(1);
+    let gw = Gateway::start(config).await;
+    let url = gw.http_url("/poll?topic=o&timeout=0");
+    assert_eq!(with_origin(Method::GET, &url, APP).await.status(), 200);
+    let refused = with_origin(Method::GET, &url, APP).await;
+    assert_eq!(refused.status(), 429);
+    assert_allows_app(&refused, "the refused poll");
+    let exposed = refused
+        .headers()
+        .get("access-control-expose-headers")
+        .map(|v| v.to_str().expect("ASCII").to_ascii_lowercase())
+        .unwrap_or_default();
+    assert!(
+        exposed.split(',').any(|h| h.trim() == "retry-after"),
+        "exposed: {exposed:?}"
+    );
+    assert!(refused.headers().contains_key("retry-after"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn star_allows_every_origin() {
     let config = Config {

@@ -67,6 +67,8 @@ pub fn cors(allowed: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::HeaderName::from_static("last-event-id"),
         ])
+        // A page on another origin reads when to try again after `429 rate_limited`.
+        .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600))
 }
 

@@ -75,10 +75,16 @@ function makeEnv() {
     setRequestHeader(k, v) { this.headers[k.toLowerCase()] = v; }
     send(body) { this.body = body; this.sentAt = clock.now(); }
     abort() { this.aborted = true; this.readyState = 4; this.status = 0; this.onreadystatechange && this.onreadystatechange(); }
-    respond(status, body) {
+    respond(status, body, headers = {}) {
       this.readyState = 4; this.status = status;
       this.responseText = typeof body === 'string' ? body : JSON.stringify(body);
+      this.responseHeaders = headers;
       this.onreadystatechange && this.onreadystatechange();
+    }
+    getResponseHeader(name) {
+      const wanted = name.toLowerCase();
+      for (const [k, v] of Object.entries(this.responseHeaders || {})) if (k.toLowerCase() === wanted) return v;
+      return null;
     }
     networkError() { this.readyState = 4; this.status = 0; this.onreadystatechange && this.onreadystatechange(); }
     get done() { return this.readyState === 4; }

@@ -458,6 +458,87 @@ test('HTTP publish: Bearer token; token_expired is retried once with a fresh tok
   sb.close();
 });
 
+const RATE_LIMITED = { error: { code: 'rate_limited', message: 'too many subscribe requests from your address' } };
+
+test('a stream refused for the address\'s connect rate (seen by the probe) is not left for poll: SSE is tried again after Retry-After', () => {
+  const { env, sb, clock, log } = setup({ token: 'tok' }, { ws: false });
+  sb.subscribe('chat');
+  clock.tick(0);
+  env.sources[0].fail();
+  env.xhrs[0].respond(429, RATE_LIMITED, { 'Retry-After': '7' });
+  assert.equal(log.error[0].code, 'rate_limited');
+  assert.equal(log.error[0].status, 429);
+  assert.equal(log.error[0].retryAfter, 7);
+  assert.equal(sb.state, 'connecting');
+  assert.equal(env.xhrs.length, 1, 'no poll: the transport is not at fault');
+  clock.tick(6999);
+  assert.equal(env.sources.length, 1, 'nothing before the gateway allows it');
+  clock.tick(1);
+  assert.equal(env.sources.length, 2);
+  env.sources[1].emit('subscribed', { topics: ['chat'], positions: { chat: 'chat-0' } });
+  assert.equal(sb.state, 'open');
+  assert.deepEqual(log.transport, ['sse']);
+  sb.close();
+});
+
+test('rate limited at connect, seen only by the poll: the next round waits for Retry-After and starts again from WebSocket', () => {
+  const { env, sb, clock, log } = setup();
+  sb.subscribe('chat');
+  clock.tick(0);
+  // A browser sees no reason for a refused WebSocket handshake or (without a token to probe
+  // for) event stream; the poll's answer gives it.
+  env.sockets[0].serverClose(1006);
+  env.sources[0].fail();
+  assert.equal(env.xhrs[0].path, '/poll');
+  env.xhrs[0].respond(429, RATE_LIMITED, { 'Retry-After': '4' });
+  assert.equal(last(log.error).code, 'rate_limited');
+  clock.tick(3999);
+  assert.equal(env.sockets.length, 1, 'not at the first backoff (500 ms): the gateway said 4 s');
+  clock.tick(1);
+  assert.equal(env.sockets.length, 2, 'WebSocket first again');
+  const socket = env.sockets[1];
+  socket.serverOpen();
+  socket.receive({ type: 'subscribed', topics: ['chat'], positions: { chat: 'chat-0' } });
+  assert.equal(sb.transport, 'ws');
+  sb.close();
+});
+
+test('a poll refused for the connect rate waits for Retry-After and polls again with the same cursor', () => {
+  const { env, sb, clock, log } = setup({}, { ws: false, sse: false });
+  sb.subscribe('chat');
+  clock.tick(0);
+  env.xhrs[0].respond(200, { messages: [], positions: { chat: 'chat-4' }, reset: [], more: false });
+  env.xhrs[1].respond(429, RATE_LIMITED, { 'retry-after': '2' });
+  assert.equal(log.error[0].retryAfter, 2);
+  clock.tick(1999);
+  assert.equal(env.xhrs.length, 2);
+  clock.tick(1);
+  assert.equal(env.xhrs.length, 3);
+  assert.equal(env.xhrs[2].query.get('since'), 'chat-4');
+  sb.close();
+});
+
+test('a publish refused for the publish rate says when to try again: retryAfter from Retry-After over HTTP, from retry_after on WebSocket', () => {
+  const http = setup({}, { ws: false });
+  const results = [];
+  http.clock.tick(0);
+  http.sb.publish('chat', 1, (err) => results.push([err.code, err.status, err.retryAfter]));
+  http.env.xhrs[0].respond(429, { error: { code: 'rate_limited', message: 'over publish_rate' } }, { 'Retry-After': '3' });
+  http.sb.close();
+
+  const ws = setup();
+  ws.clock.tick(0);
+  const socket = ws.env.sockets[0];
+  socket.serverOpen();
+  socket.receive({ type: 'pong', ref: socket.frames('ping')[0].ref });
+  ws.sb.publish('chat', 2, (err) => results.push([err.code, err.status, err.retryAfter]));
+  const frame = socket.frames('publish')[0];
+  socket.receive({ type: 'error', ref: frame.ref, code: 'rate_limited', message: 'over publish_rate', retry_after: 5 });
+  assert.equal(ws.sb.state, 'open', 'the connection stays');
+  ws.sb.close();
+  assert.deepEqual(results, [['rate_limited', 429, 3], ['rate_limited', undefined, 5]]);
+});
+
 test('without the token option nothing changes: topics in the WebSocket URL, no auth frame, no header', () => {
   const { env, sb, clock } = setup({}, {});
   sb.subscribe('chat');
