@@ -621,7 +621,7 @@ fn show_duration(duration: &Duration) -> String {
     ];
     match units
         .iter()
-        .find(|(_, size)| nanos % size == 0 && nanos > 0)
+        .find(|(_, size)| nanos.is_multiple_of(*size) && nanos > 0)
     {
         Some((unit, size)) => format!("{}{unit}", nanos / size),
         None if nanos == 0 => "0s".into(),

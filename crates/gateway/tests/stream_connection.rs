@@ -280,11 +280,11 @@ async fn read_chunked_to_subscribed(stream: &mut TcpStream, mut raw: Vec<u8>) ->
         }
         body.extend_from_slice(&raw[line_end + 2..chunk_end - 2]);
         raw.drain(..chunk_end);
-        if let Some(start) = find(&body, b"event: subscribed\n") {
-            if let Some(end) = find(&body[start..], b"\n\n") {
-                body.truncate(start + end + 2);
-                return body;
-            }
+        if let Some(start) = find(&body, b"event: subscribed\n")
+            && let Some(end) = find(&body[start..], b"\n\n")
+        {
+            body.truncate(start + end + 2);
+            return body;
         }
     }
 }

@@ -91,10 +91,10 @@ impl LocalTopic {
     pub fn deliver(&self, message: &Arc<Message>) -> u64 {
         let position = message.position;
         let mut state = self.state.lock();
-        if let Some((epoch, seq)) = state.last {
-            if position.epoch < epoch || (position.epoch == epoch && position.seq <= seq) {
-                return 0;
-            }
+        if let Some((epoch, seq)) = state.last
+            && (position.epoch < epoch || (position.epoch == epoch && position.seq <= seq))
+        {
+            return 0;
         }
         state.last = Some((position.epoch, position.seq));
         let second = now_second();

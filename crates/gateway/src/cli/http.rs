@@ -192,10 +192,10 @@ impl HttpClient {
 
     /// The kept-alive connection if it can take a request, or a new one.
     async fn ready(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, CliError> {
-        if let Some(sender) = &mut self.connection {
-            if sender.ready().await.is_err() {
-                self.connection = None;
-            }
+        if let Some(sender) = &mut self.connection
+            && sender.ready().await.is_err()
+        {
+            self.connection = None;
         }
         if self.connection.is_none() {
             let io = connect(&self.base).await?;
