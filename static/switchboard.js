@@ -90,9 +90,9 @@
     try { return JSON.parse(text); } catch (e) { return undefined; }
   }
 
-  // An HTTP error body is {"error":{"code":...,"message":...}}.
-  // The error of an HTTP answer other than 200: the gateway's code, its status, and (for
-  // `rate_limited`) `retryAfter`, the seconds of its `Retry-After` header.
+  // The error of an HTTP answer other than 200, whose body is {"error":{"code":…,"message":…}}:
+  // the gateway's code, the status, and (for `rate_limited`) `retryAfter`, the seconds of the
+  // `Retry-After` header.
   function httpError(status, text, retryAfterHeader) {
     var body = parseJson(text);
     var e = body && body.error;
@@ -1229,7 +1229,8 @@
         break;
       case 'error':
         var err = makeError(f.code || 'error', String(f.message || f.code || 'error'));
-        if (seconds(f.retry_after) !== null) { err.retryAfter = seconds(f.retry_after); }
+        var retryAfter = seconds(f.retry_after);
+        if (retryAfter !== null) { err.retryAfter = retryAfter; }
         var authCode = f.code === 'unauthorized' || f.code === 'forbidden' || f.code === 'token_expired';
         if (typeof f.ref === 'string' && hasOwn(c._inflight, f.ref)) {
           var e = c._inflight[f.ref];
