@@ -40,7 +40,7 @@ const PUBLISHERS: u32 = 64;
 
 /// Publishes per second of `disk-latency-ws`: about half of what `disk-publish` sustains on the
 /// reference machine (see bench/README.md), as the latency target asks.
-const DISK_LATENCY_RATE: f64 = 4000.0;
+const DISK_LATENCY_RATE: f64 = 5000.0;
 
 /// Messages per `POST /publish` request in `publish-batch`.
 const BATCH: u32 = 100;
