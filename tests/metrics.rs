@@ -239,6 +239,48 @@ async fn ws_last_id(ws: &mut WsClient) -> String {
         .to_owned()
 }
 
+/// With a data directory, the store's commits and retained bytes are series of their own; a
+/// disk publish is no Redis round trip.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_data_directory_the_store_series_count_its_commits() {
+    let dir =
+        std::env::temp_dir().join(format!("switchboard-metrics-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let gw = Gateway::start(Config {
+        data_dir: Some(dir.clone()),
+        ..Config::default()
+    })
+    .await;
+    let base = gw.base();
+    // A new directory's first commit records when it was made.
+    let first = wait_until(&base, "switchboard_store_commits_total", |commits| {
+        commits == Some(1.0)
+    })
+    .await;
+    assert_eq!(first["switchboard_store_retained_bytes"], 0.0);
+    let commits_before = first["switchboard_store_commits_total"];
+    // One at a time: each publish is answered once its own commit is durable.
+    for n in 0..5 {
+        publish(&gw.http_url("/events?topic=d"), &json!(n)).await;
+    }
+    let text = scrape(&base).await;
+    promtool(&text);
+    let got = series(&text);
+    assert_eq!(
+        got["switchboard_store_commits_total"] - commits_before,
+        5.0,
+        "{text}"
+    );
+    assert!(got["switchboard_store_retained_bytes"] > 0.0, "{text}");
+    assert_eq!(got["switchboard_publish_duration_seconds_count"], 5.0);
+    assert!(
+        !text.contains("switchboard_broker_round_trip_seconds"),
+        "a disk publish is not a Redis round trip:\n{text}"
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_redis_the_broker_series_follow_the_link() {
     let mut deployment = Deployment::on_redis(2).await;

@@ -57,6 +57,27 @@ impl CloseReason {
     }
 }
 
+/// The broker behind the gateway, for the series that only it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// The in-memory hub.
+    Memory,
+    /// The hub with a data directory (`data_dir`).
+    Disk,
+    /// Redis, one server or a cluster: publishes are round trips.
+    Redis,
+}
+
+impl BrokerKind {
+    pub fn of(status: &BrokerStatus) -> BrokerKind {
+        match status.kind {
+            "memory" => BrokerKind::Memory,
+            "disk" => BrokerKind::Disk,
+            _ => BrokerKind::Redis,
+        }
+    }
+}
+
 /// Every reset reason, in the order of the `resets` counters.
 const RESET_REASONS: [ResetReason; 2] = [ResetReason::Retention, ResetReason::HistoryLost];
 
@@ -117,6 +138,15 @@ struct Scraped {
     broker_recovered: Counter,
     broker_resyncs: Counter,
     log_dropped: Counter,
+    /// With a data directory only.
+    store: Option<StoreSeries>,
+}
+
+/// The data directory's series, read from the hub's counters.
+#[derive(Debug)]
+struct StoreSeries {
+    commits: Counter,
+    stored_bytes: IntGauge,
 }
 
 /// What the scrape needs from the rest of the gateway.
@@ -128,8 +158,9 @@ pub struct ScrapeInputs {
 }
 
 impl Metrics {
-    /// Registers every series; `redis` adds the broker round-trip histogram.
-    pub fn new(redis: bool) -> Metrics {
+    /// Registers every series: Redis adds the broker round-trip histogram, a data directory
+    /// the store's series.
+    pub fn new(broker: BrokerKind) -> Metrics {
         let registry = Registry::new();
         let by_transport = |name: &str, help: &str| {
             Transport::ALL.map(|t| counter(&registry, name, help, &[("transport", t.as_str())]))
@@ -195,7 +226,7 @@ impl Metrics {
             "How long held polls waited before they were answered.",
             &POLL_HOLD_BUCKETS,
         );
-        let broker_round_trip_seconds = redis.then(|| {
+        let broker_round_trip_seconds = (broker == BrokerKind::Redis).then(|| {
             histogram(
                 &registry,
                 "switchboard_broker_round_trip_seconds",
@@ -268,6 +299,20 @@ impl Metrics {
                 "Log lines dropped because the log output was full or failing.",
                 &[],
             ),
+            store: (broker == BrokerKind::Disk).then(|| StoreSeries {
+                commits: counter(
+                    &registry,
+                    "switchboard_store_commits_total",
+                    "Commits to the data directory, each made durable before its publishes are answered.",
+                    &[],
+                ),
+                stored_bytes: gauge(
+                    &registry,
+                    "switchboard_store_retained_bytes",
+                    "Bytes of the retained messages as counted against retention_disk.",
+                    &[],
+                ),
+            }),
         };
         Metrics {
             registry,
@@ -377,6 +422,10 @@ impl Metrics {
             number(&["recovered"]).unwrap_or(0),
         );
         catch_up(&scraped.broker_resyncs, number(&["resyncs"]).unwrap_or(0));
+        if let Some(store) = &scraped.store {
+            catch_up(&store.commits, number(&["commits"]).unwrap_or(0));
+            set(&store.stored_bytes, number(&["stored_bytes"]));
+        }
     }
 }
 
@@ -483,7 +532,7 @@ mod tests {
 
     #[test]
     fn counts_and_scraped_values_show_in_the_text() {
-        let metrics = Arc::new(Metrics::new(false));
+        let metrics = Arc::new(Metrics::new(BrokerKind::Memory));
         {
             let mut ws = metrics.connection(Transport::Ws);
             ws.ends(CloseReason::SlowConsumer);
@@ -514,6 +563,7 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
         assert!(!text.contains("switchboard_broker_round_trip_seconds"));
+        assert!(!text.contains("switchboard_store_"));
         // Scraping again does not count the copied totals twice.
         let again = metrics.scrape(&memory_status(serde_json::json!({"evicted": {"count": 7}})));
         assert!(again.contains("switchboard_evictions_total{cause=\"count\"} 7\n"));

@@ -13,7 +13,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::connections::{Connections, Transport};
 use crate::error::{AppError, ErrorCode};
-use crate::metrics::{ConnectionMetric, Metrics};
+use crate::metrics::{BrokerKind, ConnectionMetric, Metrics};
 use crate::rate::RateLimits;
 use crate::socket::WriteDeadlines;
 use crate::subscription::Subscription;
@@ -67,11 +67,10 @@ pub struct Shared {
 
 impl AppState {
     pub fn new(broker: Arc<dyn Broker>, config: Config, shutdown: CancellationToken) -> AppState {
-        let broker_is_remote = broker.status().kind != "memory";
+        let broker_kind = BrokerKind::of(&broker.status());
+        let broker_is_remote = broker_kind == BrokerKind::Redis;
         AppState(Arc::new(Shared {
-            metrics: config
-                .metrics
-                .then(|| Arc::new(Metrics::new(broker_is_remote))),
+            metrics: config.metrics.then(|| Arc::new(Metrics::new(broker_kind))),
             broker_is_remote,
             broker,
             connections: Arc::new(Semaphore::new(config.max_connections)),
