@@ -90,6 +90,13 @@
     try { return JSON.parse(text); } catch (e) { return undefined; }
   }
 
+  // Refusals for the gateway's state rather than the transport's (PROTOCOL.md, *Errors*): over
+  // this address's `connect_rate`, shutting down, full (`max_connections`), or its broker (Redis,
+  // the data directory) out of reach.
+  var GATEWAY_REFUSALS = {
+    rate_limited: true, shutting_down: true, too_many_connections: true, broker_unavailable: true
+  };
+
   // The error of an HTTP answer other than 200, whose body is {"error":{"code":…,"message":…}}:
   // the gateway's code, the status, and (for `rate_limited`) `retryAfter`, the seconds of the
   // `Retry-After` header.
@@ -867,10 +874,10 @@
     if (!err.topics && (err.code === 'forbidden' || err.code === 'unauthorized')) { err.topics = conn.topics.slice(); }
     this._error(err);
     if (this._authRefused(conn, err)) { return; }
-    if (err.code === 'rate_limited') {
-      // Refused for this address's rate (`connect_rate`), not for the transport: no transport
-      // is demoted, and the next round starts once the gateway allows it (`Retry-After`), not
-      // before the usual backoff, so that a refused client does not press on.
+    if (hasOwn(GATEWAY_REFUSALS, err.code)) {
+      // Refused for the gateway's own state, not for the transport: every transport would be
+      // refused alike. None is demoted, and the next round starts once the gateway allows it
+      // (`Retry-After`), not before the usual backoff, so that a refused client does not press on.
       var allowedIn = err.retryAfter !== undefined ? err.retryAfter * 1000 : 0;
       this._round = { failed: [] };
       this._scheduleRound(Math.max(allowedIn, this._backoff(this._rounds++)));

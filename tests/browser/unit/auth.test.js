@@ -503,6 +503,23 @@ test('rate limited at connect, seen only by the poll: the next round waits for R
   sb.close();
 });
 
+test('a gateway that is shutting down, full, or without its broker is not left for another transport: the next round follows the backoff', () => {
+  for (const [status, code] of [[503, 'shutting_down'], [503, 'too_many_connections'], [503, 'broker_unavailable']]) {
+    const { env, sb, clock, log } = setup({ token: 'tok' }, { ws: false });
+    sb.subscribe('chat');
+    clock.tick(0);
+    env.sources[0].fail();
+    env.xhrs[0].respond(status, { error: { code, message: code } });
+    assert.equal(last(log.error).code, code);
+    assert.equal(env.xhrs.length, 1, `${code}: no poll, which would be refused alike`);
+    clock.tick(499);
+    assert.equal(env.sources.length, 1, code);
+    clock.tick(1);
+    assert.equal(env.sources.length, 2, `${code}: SSE again after the first backoff`);
+    sb.close();
+  }
+});
+
 test('a poll refused for the connect rate waits for Retry-After and polls again with the same cursor', () => {
   const { env, sb, clock, log } = setup({}, { ws: false, sse: false });
   sb.subscribe('chat');
