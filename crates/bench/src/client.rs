@@ -142,8 +142,11 @@ pub(crate) struct Ctx {
     pub(crate) payload_bytes: usize,
     /// Messages per publish request (more than 1: `POST /publish` batches).
     pub(crate) batch: usize,
-    /// Publish requests each publisher connection keeps in flight (at most `PUBLISH_WINDOW`).
+    /// Publish requests (or WebSocket `publish` frames) each publisher connection keeps in
+    /// flight.
     pub(crate) window: usize,
+    /// Publishers send `publish` frames on WebSocket connections instead of HTTP requests.
+    pub(crate) ws_publish: bool,
     pub(crate) publish: PublishState,
 }
 
@@ -627,7 +630,11 @@ pub(crate) async fn publisher(ctx: Rc<Ctx>, mut rx: mpsc::Receiver<PubItem>) {
         let Some(tcp) = connect_publisher(&ctx).await else {
             return;
         };
-        let broken = publish_on(&ctx, tcp, &paths, &mut rx, &mut pending).await;
+        let broken = if ctx.ws_publish {
+            ws_publish_on(&ctx, tcp, &mut rx, &mut pending).await
+        } else {
+            publish_on(&ctx, tcp, &paths, &mut rx, &mut pending).await
+        };
         if !broken || ctx.shared.stopping.get() {
             return;
         }
@@ -707,6 +714,139 @@ async fn publish_on(
     // Let the reader settle every written request (answered or failed) before moving on.
     let _ = reader.await;
     broken
+}
+
+/// Publishes the queue as WebSocket `publish` frames on one connection (opened here with
+/// `GET /ws`), up to the window unanswered; like [`publish_on`] otherwise. The server answers a
+/// connection's publishes in the order they were sent, with an `ack` or an `error` frame each.
+async fn ws_publish_on(
+    ctx: &Rc<Ctx>,
+    mut tcp: TcpStream,
+    rx: &mut mpsc::Receiver<PubItem>,
+    pending: &mut Option<PubItem>,
+) -> bool {
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\n{WS_HEADERS}\r\n",
+        ctx.publish_to.host
+    );
+    let mut buf = Vec::with_capacity(16 * 1024);
+    match rawhttp::request(&mut tcp, req.as_bytes(), &mut buf).await {
+        Ok(head) if head.status == 101 => {}
+        Ok(head) => {
+            ctx.shared
+                .error(format!("ws publisher: status {}", head.status));
+            return true;
+        }
+        Err(e) => {
+            ctx.shared.error(format!("ws publisher: {e}"));
+            return true;
+        }
+    }
+    let (rd, mut wr) = tcp.into_split();
+    let pipe = Rc::new(Pipeline {
+        ctx: ctx.clone(),
+        waiting: RefCell::default(),
+        window: Semaphore::new(ctx.window),
+    });
+    let reader = tokio::task::spawn_local(read_ws_answers(pipe.clone(), rd, buf));
+    let mut frame = Vec::with_capacity(512);
+    let broken = loop {
+        let item = match pending.take() {
+            Some(i) => i,
+            None => match rx.recv().await {
+                Some(i) => i,
+                None => break false,
+            },
+        };
+        let Ok(permit) = pipe.window.acquire().await else {
+            *pending = Some(item);
+            break true;
+        };
+        permit.forget(); // returned by the reader when the answer arrives
+        publish_frame(&mut frame, ctx, item);
+        pipe.waiting.borrow_mut().push_back(vec![item]);
+        if wr.write_all(&frame).await.is_err() {
+            break true;
+        }
+    };
+    drop(wr);
+    let _ = reader.await;
+    broken
+}
+
+/// Writes the masked `publish` frame of `item` into `frame`, its payload built now.
+fn publish_frame(frame: &mut Vec<u8>, ctx: &Ctx, (topic, seq): PubItem) {
+    let mut text = Vec::with_capacity(ctx.payload_bytes + 64);
+    text.extend_from_slice(b"{\"type\":\"publish\",\"topic\":\"");
+    text.extend_from_slice(ctx.topics[topic as usize].as_bytes());
+    text.extend_from_slice(b"\",\"ref\":\"");
+    text.extend_from_slice(seq.to_string().as_bytes());
+    text.extend_from_slice(b"\",\"data\":");
+    text.extend_from_slice(&payload::build(seq, ctx.shared.now_us(), ctx.payload_bytes));
+    text.push(b'}');
+    *frame = rawhttp::client_frame(0x1, &text);
+}
+
+/// Reads a WebSocket publisher's answers (`ack` or `error`, in the order of its publishes)
+/// and settles each; when the connection is over, whatever still waits was not (provably)
+/// published. Pings are not answered: a run is shorter than the server's heartbeat timeout.
+async fn read_ws_answers(
+    pipe: Rc<Pipeline>,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut buf: Vec<u8>,
+) {
+    'read: loop {
+        loop {
+            let frame = match rawhttp::parse_frame(&buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    pipe.ctx.shared.error(format!("ws publisher: {e}"));
+                    break 'read;
+                }
+            };
+            let text = &buf[frame.start..frame.end];
+            if frame.opcode == 0x8 {
+                break 'read;
+            }
+            let answer = if frame.opcode != 0x1 {
+                None
+            } else if memchr::memmem::find(text, b"\"type\":\"ack\"").is_some() {
+                Some(true)
+            } else if memchr::memmem::find(text, b"\"type\":\"error\"").is_some() {
+                pipe.ctx.shared.error(format!(
+                    "ws publish refused: {}",
+                    String::from_utf8_lossy(text)
+                ));
+                Some(false)
+            } else {
+                None
+            };
+            let end = frame.end;
+            if let Some(ok) = answer {
+                let Some(items) = pipe.waiting.borrow_mut().pop_front() else {
+                    pipe.ctx
+                        .shared
+                        .error("ws publisher: an answer without a publish");
+                    break 'read;
+                };
+                for item in items {
+                    pipe.settle(item, ok);
+                }
+                pipe.window.add_permits(1);
+            }
+            buf.drain(..end);
+        }
+        match rawhttp::fill(&mut rd, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let rest: Vec<Vec<PubItem>> = pipe.waiting.borrow_mut().drain(..).collect();
+    for item in rest.into_iter().flatten() {
+        pipe.settle(item, false);
+    }
+    pipe.window.close();
 }
 
 /// Writes the publish request of message `seq` to `path` into `req`. The payload is built
@@ -859,6 +999,7 @@ mod tests {
             payload_bytes: 64,
             batch: 1,
             window: PUBLISH_WINDOW,
+            ws_publish: false,
             publish: PublishState::default(),
         }
     }

@@ -32,6 +32,7 @@ fn spec(
         publishers: 8,
         batch: 1,
         window: PUBLISH_WINDOW as u32,
+        ws_publish: false,
     }
 }
 
@@ -41,6 +42,11 @@ const PUBLISHERS: u32 = 64;
 /// Publishes per second of `disk-latency-ws`: about half of what `disk-publish` sustains on the
 /// reference machine (see bench/README.md), as the latency target asks.
 const DISK_LATENCY_RATE: f64 = 5000.0;
+
+/// WebSocket `publish` frames each publisher keeps unanswered in `publish-ws` and
+/// `disk-publish-ws`: as many as the server starts ahead of their answers (its
+/// `ws::publishes::MAX_IN_FLIGHT`).
+const WS_PUBLISHES_IN_FLIGHT: u32 = 64;
 
 /// Messages per `POST /publish` request in `publish-batch`.
 const BATCH: u32 = 100;
@@ -252,6 +258,28 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
             d,
         )
     }));
+    // Publishers on WebSocket, as the browser client publishes: 64 connections, each with as
+    // many `publish` frames unanswered as the server starts ahead of their answers, in memory
+    // and on disk (where a connection's publishes in flight share commits).
+    let on_websocket = |w: Spec| Spec {
+        publishers: PUBLISHERS,
+        window: WS_PUBLISHES_IN_FLIGHT,
+        ws_publish: true,
+        ..w
+    };
+    v.push(on_websocket(spec(
+        "publish-ws",
+        Throughput,
+        Ws,
+        subs,
+        topics,
+        0.0,
+        d,
+    )));
+    v.push(on_websocket(Spec {
+        data_dir: true,
+        ..spec("disk-publish-ws", Throughput, Ws, subs, topics, 0.0, d)
+    }));
     v
 }
 
@@ -308,7 +336,8 @@ mod tests {
              idle-ws-10k idle-sse-10k saturation-ws-1k latency-ws-1k \
              publish disk-publish disk-latency-ws \
              nodes-ws-fanout-1k nodes-sse-fanout-1k publish-single publish-batch nodes-publish \
-             disk-publish-batch publish-unpipelined disk-publish-unpipelined"
+             disk-publish-batch publish-unpipelined disk-publish-unpipelined publish-ws \
+             disk-publish-ws"
         );
         let want = [
             ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
@@ -343,8 +372,16 @@ mod tests {
                 "disk-publish",
                 "disk-latency-ws",
                 "disk-publish-batch",
-                "disk-publish-unpipelined"
+                "disk-publish-unpipelined",
+                "disk-publish-ws"
             ]
+        );
+        let on_websocket: Vec<_> = v.iter().filter(|w| w.ws_publish).collect();
+        assert_eq!(on_websocket.len(), 2);
+        assert!(
+            on_websocket
+                .iter()
+                .all(|w| (w.publishers, w.window) == (PUBLISHERS, WS_PUBLISHES_IN_FLIGHT))
         );
     }
 

@@ -263,14 +263,21 @@ pub(crate) fn parse_frame(b: &[u8]) -> Result<Option<Frame>> {
     }))
 }
 
-/// A masked client frame (RFC 6455 requires clients to mask; an all-zero key is valid and
-/// leaves the payload as is).
+/// A masked client frame of at most 64 KiB (RFC 6455 requires clients to mask; an all-zero
+/// key is valid and leaves the payload as is).
 pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let payload = &payload[..payload.len().min(usize::from(u16::MAX))];
     let mut f = Vec::with_capacity(payload.len() + 8);
     f.push(0x80 | opcode);
-    f.push(0x80 | payload.len().min(125) as u8);
+    match u8::try_from(payload.len()) {
+        Ok(short) if short <= 125 => f.push(0x80 | short),
+        _ => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+    }
     f.extend_from_slice(&[0, 0, 0, 0]);
-    f.extend_from_slice(&payload[..payload.len().min(125)]);
+    f.extend_from_slice(payload);
     f
 }
 

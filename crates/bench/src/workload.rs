@@ -66,6 +66,9 @@ pub(crate) struct Spec {
     /// Requests each publisher connection keeps in flight (pipelined); 1 is how browsers,
     /// curl and common HTTP libraries publish: one request at a time per connection.
     pub(crate) window: u32,
+    /// Switchboard only: publishers send `publish` frames on WebSocket connections (up to
+    /// `window` unanswered) instead of HTTP requests.
+    pub(crate) ws_publish: bool,
 }
 
 /// Generator settings common to all runs.
@@ -241,6 +244,7 @@ impl Running {
             payload_bytes: opts.payload_bytes,
             batch: spec.batch.max(1) as usize,
             window: spec.window.max(1) as usize,
+            ws_publish: spec.ws_publish,
             publish: PublishState {
                 assigned: RefCell::new(vec![0; n_topics]),
                 failed: RefCell::new(vec![0; n_topics]),
@@ -881,8 +885,8 @@ impl Flavor {
     /// floor is a cost per delivery, not a rate): no long-poll, no Redis, no batches.
     pub(crate) fn variants(self, w: &Spec) -> Vec<Transport> {
         let t = w.transport;
-        if w.batch > 1 && self != Flavor::Switchboard {
-            return Vec::new(); // only switchboard takes batches
+        if (w.batch > 1 || w.ws_publish) && self != Flavor::Switchboard {
+            return Vec::new(); // only switchboard takes batches and WebSocket publishes
         }
         if self == Flavor::Floor {
             let streams = matches!(t, Transport::Ws | Transport::Sse);
@@ -977,6 +981,7 @@ mod tests {
             publishers: 8,
             batch: 1,
             window: client::PUBLISH_WINDOW as u32,
+            ws_publish: false,
         };
         let r = RunResult::of(&spec, Flavor::Nchan);
         assert_eq!((r.server.as_str(), r.kind.as_str()), ("nchan", "flow"));
