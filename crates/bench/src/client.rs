@@ -670,13 +670,32 @@ async fn publish_on(
     rx: &mut mpsc::Receiver<PubItem>,
     pending: &mut Option<PubItem>,
 ) -> bool {
-    let (rd, mut wr) = tcp.into_split();
-    let pipe = Rc::new(Pipeline {
-        ctx: ctx.clone(),
-        waiting: RefCell::default(),
-        window: Semaphore::new(ctx.window),
-    });
+    let (rd, wr) = tcp.into_split();
+    let pipe = Pipeline::new(ctx);
     let reader = tokio::task::spawn_local(read_publish_replies(pipe.clone(), rd));
+    write_publishes(&pipe, wr, rx, pending, reader, |req, items| {
+        if ctx.batch > 1 {
+            batch_request(req, ctx, items);
+        } else {
+            let (topic, seq) = items[0];
+            publish_request(req, ctx, &paths[topic as usize], seq);
+        }
+    })
+    .await
+}
+
+/// Writes the queue's publishes on `wr`, each encoded by `encode` (a batch: what is queued
+/// now, up to `Ctx::batch`, the first never waited for), keeping at most the window unanswered,
+/// until the queue closes (`false`) or the connection breaks (`true`); then waits for `reader`
+/// to settle every written publish (answered or failed) before the connection is left.
+async fn write_publishes(
+    pipe: &Rc<Pipeline>,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<PubItem>,
+    pending: &mut Option<PubItem>,
+    reader: tokio::task::JoinHandle<()>,
+    mut encode: impl FnMut(&mut Vec<u8>, &[PubItem]),
+) -> bool {
     let mut req = Vec::with_capacity(512);
     let broken = loop {
         let item = match pending.take() {
@@ -690,20 +709,15 @@ async fn publish_on(
             *pending = Some(item);
             break true;
         };
-        permit.forget(); // returned by the reader when the reply arrives
+        permit.forget(); // returned by the reader when the answer arrives
         let mut items = vec![item];
-        if ctx.batch > 1 {
-            // A batch: what is queued now, up to its size (the first is never waited for).
-            while items.len() < ctx.batch {
-                match rx.try_recv() {
-                    Ok(i) => items.push(i),
-                    Err(_) => break,
-                }
+        while items.len() < pipe.ctx.batch {
+            match rx.try_recv() {
+                Ok(i) => items.push(i),
+                Err(_) => break,
             }
-            batch_request(&mut req, ctx, &items);
-        } else {
-            publish_request(&mut req, ctx, &paths[item.0 as usize], item.1);
         }
+        encode(&mut req, &items);
         pipe.waiting.borrow_mut().push_back(items);
         if wr.write_all(&req).await.is_err() {
             // Possibly partly sent: the reader settles it as failed; never resent.
@@ -711,7 +725,6 @@ async fn publish_on(
         }
     };
     drop(wr);
-    // Let the reader settle every written request (answered or failed) before moving on.
     let _ = reader.await;
     broken
 }
@@ -742,36 +755,13 @@ async fn ws_publish_on(
             return true;
         }
     }
-    let (rd, mut wr) = tcp.into_split();
-    let pipe = Rc::new(Pipeline {
-        ctx: ctx.clone(),
-        waiting: RefCell::default(),
-        window: Semaphore::new(ctx.window),
-    });
+    let (rd, wr) = tcp.into_split();
+    let pipe = Pipeline::new(ctx);
     let reader = tokio::task::spawn_local(read_ws_answers(pipe.clone(), rd, buf));
-    let mut frame = Vec::with_capacity(512);
-    let broken = loop {
-        let item = match pending.take() {
-            Some(i) => i,
-            None => match rx.recv().await {
-                Some(i) => i,
-                None => break false,
-            },
-        };
-        let Ok(permit) = pipe.window.acquire().await else {
-            *pending = Some(item);
-            break true;
-        };
-        permit.forget(); // returned by the reader when the answer arrives
-        publish_frame(&mut frame, ctx, item);
-        pipe.waiting.borrow_mut().push_back(vec![item]);
-        if wr.write_all(&frame).await.is_err() {
-            break true;
-        }
-    };
-    drop(wr);
-    let _ = reader.await;
-    broken
+    write_publishes(&pipe, wr, rx, pending, reader, |frame, items| {
+        publish_frame(frame, ctx, items[0]);
+    })
+    .await
 }
 
 /// Writes the masked `publish` frame of `item` into `frame`, its payload built now.
@@ -830,10 +820,7 @@ async fn read_ws_answers(
                         .error("ws publisher: an answer without a publish");
                     break 'read;
                 };
-                for item in items {
-                    pipe.settle(item, ok);
-                }
-                pipe.window.add_permits(1);
+                pipe.answered(items, |_| ok);
             }
             buf.drain(..end);
         }
@@ -842,11 +829,7 @@ async fn read_ws_answers(
             Ok(_) => {}
         }
     }
-    let rest: Vec<Vec<PubItem>> = pipe.waiting.borrow_mut().drain(..).collect();
-    for item in rest.into_iter().flatten() {
-        pipe.settle(item, false);
-    }
-    pipe.window.close();
+    pipe.abandon();
 }
 
 /// Writes the publish request of message `seq` to `path` into `req`. The payload is built
@@ -909,6 +892,14 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    fn new(ctx: &Rc<Ctx>) -> Rc<Pipeline> {
+        Rc::new(Pipeline {
+            ctx: ctx.clone(),
+            waiting: RefCell::default(),
+            window: Semaphore::new(ctx.window),
+        })
+    }
+
     /// Settles one written request: acknowledged, or failed (its sequence never existed).
     fn settle(&self, item: PubItem, ok: bool) {
         let p = &self.ctx.publish;
@@ -954,11 +945,26 @@ impl Pipeline {
             }
             buf.drain(..head_len + len);
             let outcomes = outcomes.unwrap_or_else(|| vec![false; items.len()]);
-            for (item, ok) in items.into_iter().zip(outcomes) {
-                self.settle(item, ok);
-            }
-            self.window.add_permits(1);
+            self.answered(items, |i| outcomes[i]);
         }
+    }
+
+    /// Settles the messages of one answered publish (`ok(i)`: whether the i-th was published)
+    /// and lets one more be sent.
+    fn answered(&self, items: Vec<PubItem>, ok: impl Fn(usize) -> bool) {
+        for (i, item) in items.into_iter().enumerate() {
+            self.settle(item, ok(i));
+        }
+        self.window.add_permits(1);
+    }
+
+    /// Settles what still waits once the connection is over: not (provably) published.
+    fn abandon(&self) {
+        let rest: Vec<Vec<PubItem>> = self.waiting.borrow_mut().drain(..).collect();
+        for item in rest.into_iter().flatten() {
+            self.settle(item, false);
+        }
+        self.window.close();
     }
 }
 
@@ -976,11 +982,7 @@ async fn read_publish_replies(pipe: Rc<Pipeline>, mut rd: tokio::net::tcp::Owned
             Ok(_) => {}
         }
     }
-    let rest: Vec<Vec<PubItem>> = pipe.waiting.borrow_mut().drain(..).collect();
-    for item in rest.into_iter().flatten() {
-        pipe.settle(item, false);
-    }
-    pipe.window.close();
+    pipe.abandon();
 }
 
 #[cfg(test)]
