@@ -80,7 +80,7 @@ pub fn publish_counted(
             .published
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let (Some(metrics), Some(started)) = (&state.metrics, started) {
-            metrics.published(transport, started.elapsed(), state.broker_is_remote);
+            metrics.published(transport, started.elapsed());
         }
         Ok(message)
     }

@@ -61,17 +61,13 @@ pub struct Shared {
     pub activity: Arc<Activity>,
     /// What the gateway counts for `/metrics`; `None` when metrics are off.
     pub metrics: Option<Arc<Metrics>>,
-    /// Whether the broker is Redis, whose publishes are round trips worth timing.
-    pub broker_is_remote: bool,
 }
 
 impl AppState {
     pub fn new(broker: Arc<dyn Broker>, config: Config, shutdown: CancellationToken) -> AppState {
         let broker_kind = BrokerKind::of(&broker.status());
-        let broker_is_remote = broker_kind == BrokerKind::Redis;
         AppState(Arc::new(Shared {
             metrics: config.metrics.then(|| Arc::new(Metrics::new(broker_kind))),
-            broker_is_remote,
             broker,
             connections: Arc::new(Semaphore::new(config.max_connections)),
             sockets: Arc::new(Semaphore::new(config.max_sockets)),
