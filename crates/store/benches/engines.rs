@@ -1,6 +1,8 @@
-//! redb and fjall on the store's publish path: each commit inserts a batch of messages (keys and
-//! values as `encoding` makes them), trims each topic to its retention, and is made durable
-//! (fsync) before the next one, as the writer does. Prints messages per second, the latency
+//! redb and fjall on the store's publish path: each commit writes a batch of messages, trims
+//! each topic to its retention, and is made durable (fsync) before the next one, as the writer
+//! does. redb is measured twice: with a key per message (a B-tree insertion and deletion each),
+//! and as the store uses it, a log of records of up to a page (`encoding`), whose oldest are
+//! deleted once dead. Prints messages per second, the latency
 //! of a commit and the CPU time per message (the process's, background threads included) for
 //! each engine and batch size.
 //!
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use switchboard_hub::TopicName;
-use switchboard_store::encoding::{message_key, message_value};
+use switchboard_store::encoding::{Entry, new_record, write_entry};
 
 /// Messages written per engine and batch size.
 const MESSAGES: u64 = 20_000;
@@ -19,6 +21,23 @@ const TOPICS: u64 = 100;
 const RETAINED: u64 = 100;
 /// The payload of each message, about a chat line.
 const DATA: &str = "\"a message of about one hundred bytes, as a chat line or a small JSON event would be........\"";
+
+/// A message's key with a key per message: its topic's name, prefixed by its length, then its
+/// sequence, big-endian.
+fn message_key(topic: &TopicName, seq: u64) -> Vec<u8> {
+    let name = topic.as_str().as_bytes();
+    let mut key = vec![name.len() as u8];
+    key.extend_from_slice(name);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// A message's value with a key per message: its time, then its data.
+fn message_value(time_ms: u64, data: &str) -> Vec<u8> {
+    let mut value = time_ms.to_be_bytes().to_vec();
+    value.extend_from_slice(data.as_bytes());
+    value
+}
 
 trait Engine {
     fn name(&self) -> &'static str;
@@ -50,6 +69,71 @@ impl Engine for Redb {
                     let old = message_key(topic, seq - RETAINED);
                     table.remove(old.as_slice()).expect("remove");
                 }
+            }
+        }
+        txn.commit().expect("commit");
+    }
+}
+
+/// The store's layout: records of up to a page, numbered; a commit's entries fill records in
+/// turn, and the records whose messages all left retention are deleted, oldest first.
+struct RedbLog {
+    db: redb::Database,
+    next_record: u64,
+    /// Per record kept, the last message (in the order written) it holds.
+    records: std::collections::VecDeque<(u64, u64)>,
+    written: u64,
+}
+
+const LOG_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("l");
+
+/// What the store's `RECORD_BYTES` is.
+const RECORD_BYTES: usize = 4000;
+
+impl Engine for RedbLog {
+    fn name(&self) -> &'static str {
+        "redb (log)"
+    }
+
+    fn commit(&mut self, batch: &[(TopicName, u64)]) {
+        let mut txn = self.db.begin_write().expect("begin");
+        txn.set_durability(redb::Durability::Immediate);
+        {
+            let mut table = txn.open_table(LOG_TABLE).expect("table");
+            let mut record = new_record();
+            for (topic, seq) in batch {
+                let entry = Entry::Append {
+                    topic: topic.clone(),
+                    seq: *seq,
+                    time_ms: 0,
+                    data: DATA,
+                };
+                write_entry(&mut record, &entry);
+                self.written += 1;
+                if record.len() > RECORD_BYTES {
+                    table
+                        .insert(self.next_record, record.as_slice())
+                        .expect("insert");
+                    self.records.push_back((self.next_record, self.written));
+                    self.next_record += 1;
+                    record = new_record();
+                }
+            }
+            if record.len() > 1 {
+                table
+                    .insert(self.next_record, record.as_slice())
+                    .expect("insert");
+                self.records.push_back((self.next_record, self.written));
+                self.next_record += 1;
+            }
+            // Messages are spread evenly over the topics: the oldest record is dead once
+            // `RETAINED` messages of each topic were written after its last one.
+            while let Some(&(number, last)) = self.records.front() {
+                if self.written - last < RETAINED * TOPICS {
+                    break;
+                }
+                table.remove(number).expect("remove");
+                self.records.pop_front();
             }
         }
         txn.commit().expect("commit");
@@ -98,6 +182,12 @@ fn open(name: &str, path: &Path) -> Box<dyn Engine> {
         "redb" => Box::new(Redb(
             redb::Database::create(path.join("history.redb")).expect("redb"),
         )),
+        "redb (log)" => Box::new(RedbLog {
+            db: redb::Database::create(path.join("history.redb")).expect("redb"),
+            next_record: 0,
+            records: std::collections::VecDeque::new(),
+            written: 0,
+        }),
         _ => {
             let keyspace = fjall::Config::new(path).open().expect("fjall");
             let messages = keyspace
@@ -140,8 +230,11 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     for batch_size in [1u64, 16, 256, 1024] {
-        for name in ["redb", "fjall"] {
-            let path = scratch(&format!("{name}-{batch_size}"));
+        for name in ["redb", "redb (log)", "fjall"] {
+            let path = scratch(&format!(
+                "{}-{batch_size}",
+                name.replace([' ', '(', ')'], "")
+            ));
             let mut engine = open(name, &path);
             // Fewer messages for one commit each: an fsync apiece is slow.
             let messages = match batch_size {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::StoreError;
 
 /// What `FORMAT` says in a directory of this format.
-const FORMAT_TEXT: &str = "switchboard data directory, format 1\n";
+const FORMAT_TEXT: &str = "switchboard data directory, format 2\n";
 const FORMAT_FILE: &str = "FORMAT";
 const LOCK_FILE: &str = "lock";
 pub(crate) const DATABASE_FILE: &str = "history.redb";

@@ -1,20 +1,29 @@
-//! The bytes the store writes: keys and values of its tables, and how they are read back.
+//! The bytes the store writes: the records of its log, and how they are read back.
 //!
-//! - A message's key is its topic's name, prefixed by its length (one byte: names have at
-//!   most 128 characters), then its sequence as 8 bytes big-endian, so that the keys of one
-//!   topic are contiguous and sorted by sequence, and a range of them is one range of keys.
-//! - A message's value is a format byte, its publish time (8 bytes big-endian, milliseconds)
-//!   and its data, the compact JSON text exactly as published.
-//! - A topic's header (key: its name) is a format byte, its epoch and its last sequence (8
-//!   bytes big-endian each): its position survives while it retains nothing.
+//! The store is a log of records, one per commit, each a format byte then its entries. An
+//! entry is a tag byte, the topic's name prefixed by its length (one byte: names have at most
+//! 128 characters), then what the tag says, numbers as 8 bytes big-endian:
+//!
+//! - `Position` (1): the topic's epoch and last sequence. Written when a topic is first
+//!   written in an epoch, and carried forward when the record that held it is deleted, so that
+//!   a topic's position survives while it retains nothing.
+//! - `Append` (2): a message's sequence, its publish time (milliseconds), the length of its
+//!   data (4 bytes) and the data, the compact JSON text exactly as published.
+//! - `Trim` (3): the first sequence the topic keeps from then on.
+//! - `Forget` (4): the topic was forgotten; what came before of it is void.
 //!
 //! Decoding checks everything it reads and reports what is wrong instead of panicking: a
 //! store that does not decode is refused, never repaired by guessing.
 
-use switchboard_hub::{Data, TopicName};
+use switchboard_hub::TopicName;
 
-/// The first byte of every value this version writes.
-const FORMAT: u8 = 1;
+/// The first byte of every record this version writes.
+const FORMAT: u8 = 2;
+
+const POSITION: u8 = 1;
+const APPEND: u8 = 2;
+const TRIM: u8 = 3;
+const FORGET: u8 = 4;
 
 /// Why stored bytes are not what this version writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,161 +37,258 @@ impl std::fmt::Display for Corrupt {
 
 impl std::error::Error for Corrupt {}
 
-/// The key of message `seq` of `topic`.
-pub fn message_key(topic: &TopicName, seq: u64) -> Vec<u8> {
-    let name = topic.as_str().as_bytes();
-    let mut key = Vec::with_capacity(1 + name.len() + 8);
-    // Topic names are at most 128 bytes long (`MAX_TOPIC_LEN`).
-    key.push(name.len() as u8);
-    key.extend_from_slice(name);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
+/// One change a record holds; `data` borrows from the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry<'a> {
+    Position {
+        topic: TopicName,
+        epoch: u64,
+        last_seq: u64,
+    },
+    Append {
+        topic: TopicName,
+        seq: u64,
+        time_ms: u64,
+        data: &'a str,
+    },
+    Trim {
+        topic: TopicName,
+        keep_from: u64,
+    },
+    Forget {
+        topic: TopicName,
+    },
 }
 
-/// The topic and sequence of a message key.
-pub fn decode_message_key(key: &[u8]) -> Result<(TopicName, u64), Corrupt> {
-    let bad = || Corrupt(format!("bad message key {key:02x?}"));
-    let (&len, rest) = key.split_first().ok_or_else(bad)?;
-    let len = usize::from(len);
-    if rest.len() != len + 8 {
-        return Err(bad());
-    }
-    let (name, seq) = rest.split_at(len);
-    let name = std::str::from_utf8(name).map_err(|_| bad())?;
-    let topic = TopicName::new(name).map_err(|_| bad())?;
-    Ok((topic, u64_at(seq, 0).ok_or_else(bad)?))
-}
-
-/// The value of a message published at `time_ms` with `data` (compact JSON).
-pub fn message_value(time_ms: u64, data: &str) -> Vec<u8> {
-    let json = data.as_bytes();
-    let mut value = Vec::with_capacity(1 + 8 + json.len());
-    value.push(FORMAT);
-    value.extend_from_slice(&time_ms.to_be_bytes());
-    value.extend_from_slice(json);
-    value
-}
-
-/// The publish time and data of a message value.
-pub fn decode_message_value(value: &[u8]) -> Result<(u64, Data), Corrupt> {
-    let bad = |why: &str| Corrupt(format!("bad message value ({why})"));
-    match value.split_first() {
-        Some((&FORMAT, rest)) if rest.len() >= 8 => {
-            let time_ms = u64_at(rest, 0).ok_or_else(|| bad("short"))?;
-            let json = std::str::from_utf8(&rest[8..]).map_err(|_| bad("not UTF-8"))?;
-            if json.is_empty() {
-                return Err(bad("no data"));
-            }
-            Ok((time_ms, Data::from_stored(json.to_owned())))
+impl Entry<'_> {
+    pub fn topic(&self) -> &TopicName {
+        match self {
+            Entry::Position { topic, .. }
+            | Entry::Append { topic, .. }
+            | Entry::Trim { topic, .. }
+            | Entry::Forget { topic } => topic,
         }
-        Some((&FORMAT, _)) => Err(bad("short")),
-        Some((format, _)) => Err(bad(&format!("unknown format {format}"))),
-        None => Err(bad("empty")),
     }
 }
 
-/// A topic's epoch and last sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub epoch: u64,
-    pub last_seq: u64,
+/// A new, empty record.
+pub fn new_record() -> Vec<u8> {
+    vec![FORMAT]
 }
 
-/// The value of a topic's header.
-pub fn header_value(header: Header) -> [u8; 17] {
-    let mut value = [0; 17];
-    value[0] = FORMAT;
-    value[1..9].copy_from_slice(&header.epoch.to_be_bytes());
-    value[9..].copy_from_slice(&header.last_seq.to_be_bytes());
-    value
+/// Whether `record` holds no entry.
+pub fn is_empty(record: &[u8]) -> bool {
+    record.len() <= 1
 }
 
-/// The header a value holds.
-pub fn decode_header(value: &[u8]) -> Result<Header, Corrupt> {
-    let bad = || Corrupt(format!("bad topic header {value:02x?}"));
-    match value {
-        [FORMAT, rest @ ..] if rest.len() == 16 => Ok(Header {
-            epoch: u64_at(rest, 0).ok_or_else(bad)?,
-            last_seq: u64_at(rest, 8).ok_or_else(bad)?,
-        }),
-        _ => Err(bad()),
+/// Appends `entry` to `record`; returns how many bytes it took.
+pub fn write_entry(record: &mut Vec<u8>, entry: &Entry<'_>) -> usize {
+    let before = record.len();
+    let tag = match entry {
+        Entry::Position { .. } => POSITION,
+        Entry::Append { .. } => APPEND,
+        Entry::Trim { .. } => TRIM,
+        Entry::Forget { .. } => FORGET,
+    };
+    record.push(tag);
+    let name = entry.topic().as_str().as_bytes();
+    // Topic names are at most 128 bytes long (`MAX_TOPIC_LEN`).
+    record.push(name.len() as u8);
+    record.extend_from_slice(name);
+    match entry {
+        Entry::Position {
+            epoch, last_seq, ..
+        } => {
+            record.extend_from_slice(&epoch.to_be_bytes());
+            record.extend_from_slice(&last_seq.to_be_bytes());
+        }
+        Entry::Append {
+            seq, time_ms, data, ..
+        } => {
+            record.extend_from_slice(&seq.to_be_bytes());
+            record.extend_from_slice(&time_ms.to_be_bytes());
+            // A message's data is far below 4 GiB (`--max-message-bytes`).
+            record.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            record.extend_from_slice(data.as_bytes());
+        }
+        Entry::Trim { keep_from, .. } => record.extend_from_slice(&keep_from.to_be_bytes()),
+        Entry::Forget { .. } => {}
     }
+    record.len() - before
 }
 
-/// The name a topic's header is kept under.
-pub fn decode_topic(key: &str) -> Result<TopicName, Corrupt> {
-    TopicName::new(key).map_err(|e| Corrupt(format!("bad topic name {key:?}: {e}")))
+/// The entries of `record`, each with how many bytes it took, in the order they were written.
+pub fn read_record(record: &[u8]) -> Result<Vec<(Entry<'_>, usize)>, Corrupt> {
+    let mut reader = match record.split_first() {
+        Some((&FORMAT, rest)) => Reader(rest),
+        Some((format, _)) => return Err(Corrupt(format!("record of unknown format {format}"))),
+        None => return Err(Corrupt("empty record".into())),
+    };
+    let mut entries = Vec::new();
+    while !reader.0.is_empty() {
+        let before = reader.0.len();
+        let entry = reader.entry()?;
+        entries.push((entry, before - reader.0.len()));
+    }
+    Ok(entries)
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    let eight: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
-    Some(u64::from_be_bytes(eight))
+/// What is left of a record to read.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], Corrupt> {
+        if self.0.len() < n {
+            return Err(Corrupt(format!("record cut short in {what}")));
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, Corrupt> {
+        let eight = self.bytes(8, what)?;
+        Ok(u64::from_be_bytes(eight.try_into().expect("8 bytes")))
+    }
+
+    fn topic(&mut self) -> Result<TopicName, Corrupt> {
+        let len = self.bytes(1, "a topic")?[0];
+        let name = self.bytes(usize::from(len), "a topic")?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| Corrupt(format!("topic name {name:02x?} is not UTF-8")))?;
+        TopicName::new(name).map_err(|e| Corrupt(format!("bad topic name {name:?}: {e}")))
+    }
+
+    fn entry(&mut self) -> Result<Entry<'a>, Corrupt> {
+        let tag = self.bytes(1, "an entry")?[0];
+        let topic = self.topic()?;
+        Ok(match tag {
+            POSITION => Entry::Position {
+                topic,
+                epoch: self.u64("a position")?,
+                last_seq: self.u64("a position")?,
+            },
+            APPEND => {
+                let seq = self.u64("a message")?;
+                let time_ms = self.u64("a message")?;
+                let len = self.bytes(4, "a message")?;
+                let len = u32::from_be_bytes(len.try_into().expect("4 bytes"));
+                let data = self.bytes(len as usize, "a message's data")?;
+                let data = std::str::from_utf8(data)
+                    .map_err(|_| Corrupt(format!("message {seq} of {topic}: data not UTF-8")))?;
+                if data.is_empty() {
+                    return Err(Corrupt(format!("message {seq} of {topic}: no data")));
+                }
+                Entry::Append {
+                    topic,
+                    seq,
+                    time_ms,
+                    data,
+                }
+            }
+            TRIM => Entry::Trim {
+                topic,
+                keep_from: self.u64("a trim")?,
+            },
+            FORGET => Entry::Forget { topic },
+            other => return Err(Corrupt(format!("entry of unknown kind {other}"))),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use switchboard_hub::{Message, Position};
+    use switchboard_hub::{Data, Message, Position};
 
     fn topic_name() -> impl Strategy<Value = TopicName> {
         "[A-Za-z0-9._:@/-]{1,128}".prop_map(|name| TopicName::new(&name).expect("valid"))
     }
 
+    /// Data as the hub holds it: compact JSON, never empty.
     fn data() -> impl Strategy<Value = Data> {
         any::<String>().prop_map(|text| Data::from_text(&text))
     }
 
+    /// Entries with owned data, to be borrowed when written.
+    fn entries() -> impl Strategy<Value = Vec<(u8, TopicName, u64, u64, Data)>> {
+        prop::collection::vec(
+            (1u8..=4, topic_name(), any::<u64>(), any::<u64>(), data()),
+            0..8,
+        )
+    }
+
+    fn entry<'a>(kind: u8, topic: &TopicName, a: u64, b: u64, data: &'a Data) -> Entry<'a> {
+        let topic = topic.clone();
+        match kind {
+            1 => Entry::Position {
+                topic,
+                epoch: a,
+                last_seq: b,
+            },
+            2 => Entry::Append {
+                topic,
+                seq: a,
+                time_ms: b,
+                data: data.as_json(),
+            },
+            3 => Entry::Trim {
+                topic,
+                keep_from: a,
+            },
+            _ => Entry::Forget { topic },
+        }
+    }
+
     proptest! {
         #[test]
-        fn messages_read_back_as_written(
+        fn records_read_back_as_written(written in entries()) {
+            let mut record = new_record();
+            let mut expected = Vec::new();
+            for (kind, topic, a, b, data) in &written {
+                let entry = entry(*kind, topic, *a, *b, data);
+                let len = write_entry(&mut record, &entry);
+                expected.push((entry, len));
+            }
+            prop_assert_eq!(is_empty(&record), written.is_empty());
+            prop_assert_eq!(read_record(&record), Ok(expected));
+        }
+
+        #[test]
+        fn a_message_takes_no_more_than_the_disk_budget_counts_for_it(
             topic in topic_name(), seq in any::<u64>(), time_ms in any::<u64>(), data in data()
         ) {
-            let key = message_key(&topic, seq);
-            prop_assert_eq!(decode_message_key(&key), Ok((topic.clone(), seq)));
-            let value = message_value(time_ms, data.as_json());
-            prop_assert_eq!(decode_message_value(&value), Ok((time_ms, data.clone())));
-            // The disk budget counts envelopes: they must not be smaller than what is written.
+            let mut record = new_record();
+            let len = write_entry(&mut record, &Entry::Append {
+                topic: topic.clone(), seq, time_ms, data: data.as_json(),
+            });
             let position = Position { tag: 0, epoch: 0, seq };
             let message = Message::new(topic, position, time_ms, &data);
-            prop_assert!(key.len() + value.len() <= message.stored_size());
-        }
-
-        #[test]
-        fn a_topics_keys_sort_by_sequence_and_never_interleave_with_another_topics(
-            a in topic_name(), b in topic_name(), s1 in any::<u64>(), s2 in any::<u64>(),
-            s3 in any::<u64>()
-        ) {
-            prop_assert_eq!(message_key(&a, s1).cmp(&message_key(&a, s2)), s1.cmp(&s2));
-            if a != b {
-                // No key of `b` lies between two keys of `a`.
-                let (low, high) = (message_key(&a, 0), message_key(&a, u64::MAX));
-                let other = message_key(&b, s3);
-                prop_assert!(other < low || other > high);
-            }
-        }
-
-        #[test]
-        fn headers_read_back_as_written(epoch in any::<u64>(), last_seq in any::<u64>()) {
-            let header = Header { epoch, last_seq };
-            prop_assert_eq!(decode_header(&header_value(header)), Ok(header));
+            prop_assert!(len <= message.stored_size());
         }
 
         #[test]
         fn any_bytes_decode_or_are_refused_without_panicking(bytes in any::<Vec<u8>>()) {
-            let _ = decode_message_key(&bytes);
-            let _ = decode_message_value(&bytes);
-            let _ = decode_header(&bytes);
+            let _ = read_record(&bytes);
+            let mut record = new_record();
+            record.extend_from_slice(&bytes);
+            let _ = read_record(&record);
         }
 
         #[test]
-        fn a_truncated_value_is_refused(
-            time_ms in any::<u64>(), data in data(), cut in 0usize..9
+        fn an_entry_cut_short_is_refused(
+            written in entries(), cut in any::<prop::sample::Index>()
         ) {
-            let value = message_value(time_ms, data.as_json());
-            prop_assert!(decode_message_value(&value[..cut]).is_err());
-            let header = header_value(Header { epoch: time_ms, last_seq: 1 });
-            prop_assert!(decode_header(&header[..cut + 8]).is_err());
+            prop_assume!(!written.is_empty());
+            let mut record = new_record();
+            let mut last = 0;
+            for (kind, topic, a, b, data) in &written {
+                last = write_entry(&mut record, &entry(*kind, topic, *a, *b, data));
+            }
+            // Anywhere inside the last entry: at least one byte of it, never all of it.
+            let at = record.len() - last + 1 + cut.index(last - 1);
+            prop_assert!(read_record(&record[..at]).is_err());
         }
     }
 }

@@ -1,22 +1,23 @@
-//! The embedded database (redb): its tables, reading a store back at start-up, and writing
-//! the hub's changes a commit at a time.
+//! The embedded database (redb) and the log the store keeps in it: a record per commit,
+//! reading the log back at start-up, and cleaning it (deleting its oldest records once what
+//! they hold is dead or carried forward).
+//!
+//! One record per commit makes a commit one insertion however many messages it holds, where
+//! a key per message cost redb a B-tree insertion and a deletion each (bench/README.md,
+//! *Engines*). The hub keeps the retained messages in memory and reads the store only at
+//! start-up, so nothing needs a message's own key.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
-use switchboard_hub::{Change, Restored, RestoredMessage, RestoredTopic, TopicName};
+use switchboard_hub::{Change, Data, Restored, RestoredMessage, RestoredTopic, TopicName};
 
 use crate::StoreError;
 use crate::directory::Directory;
-use crate::encoding::{
-    Corrupt, Header, decode_header, decode_message_key, decode_message_value, decode_topic,
-    header_value, message_key, message_value,
-};
+use crate::encoding::{Corrupt, Entry, is_empty, new_record, read_record, write_entry};
 
-/// Retained messages, by topic and sequence (`encoding::message_key`).
-const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
-/// Each topic's epoch and last sequence, by name.
-const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
+/// The log: records by number, oldest first (`encoding`); a commit writes one or a few.
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// The horizons that moved, by bucket.
 const HORIZONS: TableDefinition<u64, u64> = TableDefinition::new("horizons");
 /// The store's own values (`trusted_since`).
@@ -30,17 +31,80 @@ pub(crate) type DbError = Box<dyn std::error::Error + Send + Sync>;
 /// only needs enough for the pages a commit touches.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-/// Trims of at most this many messages delete them one by one rather than as a range (measured
-/// with `benches/engines.rs`: a range deletion of one message costs about twice a removal).
-const REMOVE_ONE_BY_ONE: u64 = 64;
+/// How many more dead bytes than live ones the log may hold before a commit carries the live
+/// part of its oldest records forward: the log stays within twice what it must keep plus
+/// this, and a small log is never rewritten for a few bytes.
+const DEAD_BYTES_ALLOWED: u64 = 64 * 1024;
 
-/// The open database of a data directory.
+/// The least a commit may carry forward when the log needs cleaning; it may carry twice what
+/// it appends, so that cleaning keeps up with writing while a commit stays short.
+const CARRY_AT_LEAST: u64 = 64 * 1024;
+
+/// The most a record holds, unless one entry is larger: a record fits a page of the database
+/// (4 KiB), so that it never needs a larger allocation, which the database rounds up to a power
+/// of two pages, and freeing one frees a page another record can take.
+const RECORD_BYTES: usize = 4000;
+
+/// The open database of a data directory, and what the log holds, to clean it.
 #[derive(Debug)]
 pub(crate) struct Engine {
     db: Database,
-    /// Per topic, the first sequence the store keeps, as far as this process has trimmed it,
-    /// so that a publish that drops nothing deletes nothing.
-    kept_from: HashMap<TopicName, u64>,
+    /// The number of the next record.
+    next_record: u64,
+    sizes: Sizes,
+    /// Per topic the log holds, where its position and messages are.
+    topics: HashMap<TopicName, TopicLog>,
+}
+
+/// The size of each record and how much of it is live (still needed at start-up).
+#[derive(Debug, Default)]
+struct Sizes {
+    records: BTreeMap<u64, RecordSize>,
+    /// The bytes of all records written.
+    bytes: u64,
+    /// The live bytes of all records, the one being written included.
+    live: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct RecordSize {
+    bytes: u64,
+    live: u64,
+}
+
+impl Sizes {
+    fn add_live(&mut self, record: u64, bytes: u64) {
+        self.records.entry(record).or_default().live += bytes;
+        self.live += bytes;
+    }
+
+    fn drop_live(&mut self, record: u64, bytes: u64) {
+        if let Some(size) = self.records.get_mut(&record) {
+            size.live -= bytes;
+        }
+        self.live -= bytes;
+    }
+}
+
+/// What the log holds of a topic.
+#[derive(Debug)]
+struct TopicLog {
+    epoch: u64,
+    last_seq: u64,
+    /// The first sequence kept: a trim to it or before it changes nothing.
+    kept_from: u64,
+    /// The topic's latest `Position` entry: its record and size.
+    position: Kept,
+    /// The messages kept, by sequence: the record of each and its entry's size.
+    messages: VecDeque<Kept>,
+}
+
+/// Where a live entry is.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    seq: u64,
+    record: u64,
+    bytes: u64,
 }
 
 fn engine_error(directory: &Directory, e: impl std::fmt::Display) -> StoreError {
@@ -65,9 +129,11 @@ impl Engine {
             return Err(engine_error(directory, "history.redb is missing"));
         }
         .map_err(|e| engine_error(directory, e))?;
-        let engine = Engine {
+        let mut engine = Engine {
             db,
-            kept_from: HashMap::new(),
+            next_record: 0,
+            sizes: Sizes::default(),
+            topics: HashMap::new(),
         };
         if directory.new {
             engine
@@ -80,20 +146,18 @@ impl Engine {
 
     fn create_tables(&self) -> Result<(), DbError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(MESSAGES)?;
-        txn.open_table(TOPICS)?;
+        txn.open_table(LOG)?;
         txn.open_table(HORIZONS)?;
         txn.open_table(META)?;
         txn.commit()?;
         Ok(())
     }
 
-    /// Everything the store holds, checked.
-    fn read_back(&self) -> Result<Restored, DbError> {
+    /// Replays the log, checks what it holds, and learns where each live entry is.
+    fn read_back(&mut self) -> Result<Restored, DbError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let topics = txn.open_table(TOPICS)?;
-        let messages = txn.open_table(MESSAGES)?;
+        let log = txn.open_table(LOG)?;
         let horizons = txn.open_table(HORIZONS)?;
         let mut restored = Restored {
             trusted_since: meta.get(TRUSTED_SINCE)?.map(|v| v.value()),
@@ -105,70 +169,120 @@ impl Engine {
                 .horizons
                 .push((bucket.value() as usize, horizon.value()));
         }
-        for entry in topics.iter()? {
-            let (name, header) = entry?;
-            let name = decode_topic(name.value())?;
-            let header = decode_header(header.value())?;
-            let mut kept = Vec::new();
-            let (low, high) = (message_key(&name, 0), message_key(&name, u64::MAX));
-            for entry in messages.range(low.as_slice()..=high.as_slice())? {
-                let (key, value) = entry?;
-                let (_, seq) = decode_message_key(key.value())?;
-                let (time_ms, data) = decode_message_value(value.value())?;
-                kept.push(RestoredMessage { seq, time_ms, data });
+        let mut replay: HashMap<TopicName, Replayed> = HashMap::new();
+        for record in log.iter()? {
+            let (number, value) = record?;
+            let (number, value) = (number.value(), value.value());
+            self.sizes.records.insert(
+                number,
+                RecordSize {
+                    bytes: value.len() as u64,
+                    live: 0,
+                },
+            );
+            self.sizes.bytes += value.len() as u64;
+            self.next_record = number + 1;
+            for (entry, bytes) in read_record(value)? {
+                replay_entry(&mut replay, number, entry, bytes as u64)?;
             }
-            check_contiguous(&name, header, &kept)?;
+        }
+        for (name, topic) in replay {
+            let epoch = topic
+                .epoch
+                .ok_or_else(|| Corrupt(format!("topic {name} has no position")))?;
+            let position = topic
+                .position
+                .ok_or_else(|| Corrupt(format!("topic {name} has no position")))?;
+            check_contiguous(&name, topic.last_seq, &topic.messages)?;
+            self.sizes.add_live(position.record, position.bytes);
+            let mut kept = VecDeque::with_capacity(topic.messages.len());
+            let mut messages = Vec::with_capacity(topic.messages.len());
+            for (seq, message) in topic.messages {
+                self.sizes.add_live(message.record, message.bytes);
+                kept.push_back(Kept {
+                    seq,
+                    record: message.record,
+                    bytes: message.bytes,
+                });
+                messages.push(RestoredMessage {
+                    seq,
+                    time_ms: message.time_ms,
+                    data: message.data,
+                });
+            }
+            self.topics.insert(
+                name.clone(),
+                TopicLog {
+                    epoch,
+                    last_seq: topic.last_seq,
+                    kept_from: kept.front().map_or(topic.last_seq + 1, |m| m.seq),
+                    position,
+                    messages: kept,
+                },
+            );
             restored.topics.push(RestoredTopic {
                 name,
-                epoch: header.epoch,
-                last_seq: header.last_seq,
-                messages: kept,
+                epoch,
+                last_seq: topic.last_seq,
+                messages,
             });
         }
+        restored.topics.sort_by(|a, b| a.name.cmp(&b.name));
         if restored.trusted_since.is_none() && !restored.topics.is_empty() {
             return Err(Corrupt("topics are kept but not since when".into()).into());
         }
         Ok(restored)
     }
 
-    /// Writes `changes` in one transaction, durable once this returns.
+    /// Writes `changes` as records in one transaction, durable once this returns, and cleans
+    /// the log as far as this commit may.
     pub(crate) fn commit(&mut self, changes: &[Change]) -> Result<(), DbError> {
+        let mut out = Records::new(self.next_record);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         {
-            let mut messages = txn.open_table(MESSAGES)?;
-            let mut topics = txn.open_table(TOPICS)?;
-            let mut headers: HashMap<&TopicName, Header> = HashMap::new();
-            for change in changes {
+            let mut log = txn.open_table(LOG)?;
+            let survives = survivors(changes);
+            for (change, survives) in changes.iter().zip(survives) {
                 match change {
                     Change::Append(append) => {
                         let message = &append.message;
-                        let topic = &message.topic;
-                        let position = message.position;
-                        let key = message_key(topic, position.seq);
-                        let value = message_value(message.time_ms, message.data_json());
-                        messages.insert(key.as_slice(), value.as_slice())?;
-                        headers.insert(
-                            topic,
-                            Header {
-                                epoch: position.epoch,
-                                last_seq: position.seq,
-                            },
-                        );
-                        self.trim(&mut messages, topic, append.keep_from)?;
+                        let (topic, position) = (&message.topic, message.position);
+                        if self.topics.get(topic).map(|t| t.epoch) != Some(position.epoch) {
+                            // A topic new to the log, or one whose epoch changed (deleted
+                            // topics go on in a new one): what came before is void.
+                            self.forget(&mut out, topic);
+                            self.start(&mut out, topic, position.epoch, position.seq);
+                        }
+                        // A message this commit also drops is not written: the trim that
+                        // drops it is, and says how far its topic went.
+                        if survives {
+                            let (record, bytes) = out.write(&Entry::Append {
+                                topic: topic.clone(),
+                                seq: position.seq,
+                                time_ms: message.time_ms,
+                                data: message.data_json(),
+                            });
+                            self.sizes.add_live(record, bytes);
+                            let log = self.topics.get_mut(topic).expect("started above");
+                            log.messages.push_back(Kept {
+                                seq: position.seq,
+                                record,
+                                bytes,
+                            });
+                        }
+                        self.topics.get_mut(topic).expect("started above").last_seq = position.seq;
+                        self.trim(&mut out, topic, append.keep_from);
                     }
                     Change::Trim { topic, keep_from } => {
-                        self.trim(&mut messages, topic, *keep_from)?;
+                        self.trim(&mut out, topic, *keep_from);
                     }
                     Change::Forget {
                         topic,
                         bucket,
                         horizon,
                     } => {
-                        self.trim(&mut messages, topic, u64::MAX)?;
-                        self.kept_from.remove(topic);
-                        headers.remove(topic);
-                        topics.remove(topic.as_str())?;
+                        self.forget(&mut out, topic);
                         let mut horizons = txn.open_table(HORIZONS)?;
                         let bucket = *bucket as u64;
                         let earlier = horizons.get(bucket)?.map_or(0, |v| v.value());
@@ -180,56 +294,346 @@ impl Engine {
                     }
                 }
             }
-            for (topic, header) in headers {
-                topics.insert(topic.as_str(), header_value(header).as_slice())?;
+            self.clean(&mut log, &mut out)?;
+            for (number, record) in out.finish() {
+                log.insert(number, record.as_slice())?;
+                self.sizes.records.entry(number).or_default().bytes = record.len() as u64;
+                self.sizes.bytes += record.len() as u64;
+                self.next_record = number + 1;
             }
         }
         txn.commit()?;
         Ok(())
     }
 
-    /// Deletes the messages of `topic` before `keep_from`, unless this process already did.
-    fn trim(
-        &mut self,
-        messages: &mut redb::Table<&[u8], &[u8]>,
-        topic: &TopicName,
-        keep_from: u64,
-    ) -> Result<(), DbError> {
-        let kept_from = self.kept_from.get(topic).copied().unwrap_or(0);
-        if keep_from <= kept_from {
-            return Ok(());
+    /// Writes the `Position` that starts `topic` in `epoch` before message `seq`.
+    fn start(&mut self, out: &mut Records, topic: &TopicName, epoch: u64, seq: u64) {
+        let last_seq = seq.saturating_sub(1);
+        let (record, bytes) = out.write(&Entry::Position {
+            topic: topic.clone(),
+            epoch,
+            last_seq,
+        });
+        self.sizes.add_live(record, bytes);
+        self.topics.insert(
+            topic.clone(),
+            TopicLog {
+                epoch,
+                last_seq,
+                kept_from: seq,
+                position: Kept {
+                    seq: last_seq,
+                    record,
+                    bytes,
+                },
+                messages: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Drops the messages of `topic` before `keep_from`, unless that drops nothing.
+    fn trim(&mut self, out: &mut Records, topic: &TopicName, keep_from: u64) {
+        let Some(log) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if keep_from <= log.kept_from {
+            return;
         }
-        if keep_from - kept_from <= REMOVE_ONE_BY_ONE {
-            // The usual trim, one message or a few: a range deletion costs redb twice as much.
-            for seq in kept_from..keep_from {
-                messages.remove(message_key(topic, seq).as_slice())?;
+        log.kept_from = keep_from;
+        // The entry is dead once written: the messages it drops are in its record or older
+        // ones, which are deleted before it.
+        out.write(&Entry::Trim {
+            topic: topic.clone(),
+            keep_from,
+        });
+        while let Some(&oldest) = log.messages.front() {
+            if oldest.seq >= keep_from {
+                break;
             }
-        } else {
-            let (low, high) = (message_key(topic, kept_from), message_key(topic, keep_from));
-            messages.retain_in(low.as_slice()..high.as_slice(), |_, _| false)?;
+            log.messages.pop_front();
+            self.sizes.drop_live(oldest.record, oldest.bytes);
         }
-        self.kept_from.insert(topic.clone(), keep_from);
+    }
+
+    /// Forgets `topic`, if the log holds it.
+    fn forget(&mut self, out: &mut Records, topic: &TopicName) {
+        let Some(log) = self.topics.remove(topic) else {
+            return;
+        };
+        for message in log.messages {
+            self.sizes.drop_live(message.record, message.bytes);
+        }
+        self.sizes
+            .drop_live(log.position.record, log.position.bytes);
+        // Dead once written, as a trim is.
+        out.write(&Entry::Forget {
+            topic: topic.clone(),
+        });
+    }
+
+    /// Deletes the oldest records while the log holds too much that is dead, carrying what is
+    /// live in them into this commit's records, as far as this commit may carry.
+    fn clean(
+        &mut self,
+        log: &mut redb::Table<u64, &[u8]>,
+        out: &mut Records,
+    ) -> Result<(), DbError> {
+        let mut allowance = CARRY_AT_LEAST.max(2 * out.written());
+        while let Some((&oldest, &size)) = self.sizes.records.first_key_value() {
+            if oldest >= out.first || allowance == 0 {
+                break;
+            }
+            let writing: u64 = self
+                .sizes
+                .records
+                .range(out.first..)
+                .map(|(_, r)| r.live)
+                .sum();
+            let live = self.sizes.live - writing;
+            let dead = self.sizes.bytes - live;
+            if size.live > 0 && dead <= live + DEAD_BYTES_ALLOWED {
+                break;
+            }
+            self.carry_forward(log, oldest, out)?;
+            allowance = allowance.saturating_sub(size.bytes);
+        }
         Ok(())
     }
+
+    /// Writes what is live in record `oldest` into this commit's records and deletes it.
+    fn carry_forward(
+        &mut self,
+        log: &mut redb::Table<u64, &[u8]>,
+        oldest: u64,
+        out: &mut Records,
+    ) -> Result<(), DbError> {
+        {
+            let value = log
+                .get(oldest)?
+                .ok_or_else(|| Corrupt(format!("record {oldest} is missing")))?;
+            for (entry, _) in read_record(value.value())? {
+                let Some(topic) = self.topics.get_mut(entry.topic()) else {
+                    continue;
+                };
+                if topic.position.record == oldest {
+                    let (record, bytes) = out.write(&Entry::Position {
+                        topic: entry.topic().clone(),
+                        epoch: topic.epoch,
+                        last_seq: topic.last_seq,
+                    });
+                    self.sizes.drop_live(oldest, topic.position.bytes);
+                    self.sizes.add_live(record, bytes);
+                    topic.position = Kept {
+                        seq: topic.last_seq,
+                        record,
+                        bytes,
+                    };
+                }
+                if let Entry::Append { seq, .. } = entry
+                    && let Ok(at) = topic.messages.binary_search_by_key(&seq, |m| m.seq)
+                    && topic.messages[at].record == oldest
+                {
+                    let (record, bytes) = out.write(&entry);
+                    let kept = &mut topic.messages[at];
+                    self.sizes.drop_live(oldest, kept.bytes);
+                    self.sizes.add_live(record, bytes);
+                    *kept = Kept { seq, record, bytes };
+                }
+            }
+        }
+        log.remove(oldest)?;
+        let size = self.sizes.records.remove(&oldest).unwrap_or_default();
+        debug_assert_eq!(
+            size.live, 0,
+            "all that was live in record {oldest} was carried"
+        );
+        self.sizes.bytes -= size.bytes;
+        Ok(())
+    }
+}
+
+/// The records one commit writes, numbered on from the log's last: entries fill a record up
+/// to `RECORD_BYTES`, then the next one.
+#[derive(Debug)]
+struct Records {
+    /// The number of this commit's first record: the ones before it may be cleaned.
+    first: u64,
+    /// The records filled, by number.
+    full: Vec<(u64, Vec<u8>)>,
+    /// The number of the record being filled.
+    number: u64,
+    current: Vec<u8>,
+}
+
+impl Records {
+    fn new(first: u64) -> Records {
+        Records {
+            first,
+            full: Vec::new(),
+            number: first,
+            current: Records::empty(),
+        }
+    }
+
+    /// A new record, with room for a full one.
+    fn empty() -> Vec<u8> {
+        let mut record = Vec::with_capacity(RECORD_BYTES + 256);
+        record.extend_from_slice(&new_record());
+        record
+    }
+
+    /// Writes `entry`; returns the number of the record it went into, and its size.
+    fn write(&mut self, entry: &Entry<'_>) -> (u64, u64) {
+        let before = self.current.len();
+        let bytes = write_entry(&mut self.current, entry);
+        if !is_empty(&self.current[..before]) && self.current.len() > RECORD_BYTES {
+            let entry = self.current.split_off(before);
+            let full = std::mem::replace(&mut self.current, Records::empty());
+            self.full.push((self.number, full));
+            self.number += 1;
+            self.current.extend_from_slice(&entry);
+        }
+        (self.number, bytes as u64)
+    }
+
+    /// The bytes written so far.
+    fn written(&self) -> u64 {
+        let full: usize = self.full.iter().map(|(_, r)| r.len()).sum();
+        (full + self.current.len()) as u64
+    }
+
+    /// The records to insert, by number.
+    fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
+        if !is_empty(&self.current) {
+            self.full.push((self.number, self.current));
+        }
+        self.full
+    }
+}
+
+/// For each change, whether what it appends is still kept at the end of `changes`: not
+/// dropped by a later trim (or its own) nor by its topic being forgotten.
+fn survivors(changes: &[Change]) -> Vec<bool> {
+    // From the last change back: the first sequence of each topic that nothing later drops.
+    let mut kept_from: HashMap<&TopicName, u64> = HashMap::new();
+    let mut survives = vec![true; changes.len()];
+    for (at, change) in changes.iter().enumerate().rev() {
+        match change {
+            Change::Append(append) => {
+                let topic = &append.message.topic;
+                let from = kept_from.entry(topic).or_default();
+                *from = (*from).max(append.keep_from);
+                survives[at] = append.message.position.seq >= *from;
+            }
+            Change::Trim { topic, keep_from } => {
+                let from = kept_from.entry(topic).or_default();
+                *from = (*from).max(*keep_from);
+            }
+            Change::Forget { topic, .. } => {
+                kept_from.insert(topic, u64::MAX);
+            }
+            Change::Created { .. } => {}
+        }
+    }
+    survives
+}
+
+/// A topic as the log replays it.
+#[derive(Debug, Default)]
+struct Replayed {
+    epoch: Option<u64>,
+    last_seq: u64,
+    kept_from: u64,
+    position: Option<Kept>,
+    messages: BTreeMap<u64, ReplayedMessage>,
+}
+
+#[derive(Debug)]
+struct ReplayedMessage {
+    time_ms: u64,
+    data: Data,
+    record: u64,
+    bytes: u64,
+}
+
+/// Applies one entry of record `number` to what the log held before it.
+fn replay_entry(
+    topics: &mut HashMap<TopicName, Replayed>,
+    number: u64,
+    entry: Entry<'_>,
+    bytes: u64,
+) -> Result<(), Corrupt> {
+    let name = entry.topic().clone();
+    if let Entry::Forget { .. } = entry {
+        topics.remove(&name);
+        return Ok(());
+    }
+    let topic = topics.entry(name.clone()).or_default();
+    match entry {
+        Entry::Position {
+            epoch, last_seq, ..
+        } => {
+            if topic.epoch.is_some_and(|known| known != epoch) {
+                return Err(Corrupt(format!(
+                    "topic {name} changes epoch without being forgotten"
+                )));
+            }
+            topic.epoch = Some(epoch);
+            topic.last_seq = topic.last_seq.max(last_seq);
+            topic.position = Some(Kept {
+                seq: last_seq,
+                record: number,
+                bytes,
+            });
+        }
+        Entry::Append {
+            seq, time_ms, data, ..
+        } => {
+            if seq < topic.kept_from {
+                return Err(Corrupt(format!(
+                    "message {seq} of topic {name} comes after its trim to {}",
+                    topic.kept_from
+                )));
+            }
+            topic.last_seq = topic.last_seq.max(seq);
+            topic.messages.insert(
+                seq,
+                ReplayedMessage {
+                    time_ms,
+                    data: Data::from_stored(data.to_owned()),
+                    record: number,
+                    bytes,
+                },
+            );
+        }
+        Entry::Trim { keep_from, .. } => {
+            // A topic is never trimmed past its last message: this says how far it went when
+            // the messages it drops were not written.
+            topic.last_seq = topic.last_seq.max(keep_from.saturating_sub(1));
+            topic.kept_from = topic.kept_from.max(keep_from);
+            topic.messages = topic.messages.split_off(&keep_from);
+        }
+        // Handled above: it ends the topic rather than changing it.
+        Entry::Forget { .. } => {}
+    }
+    Ok(())
 }
 
 /// Checks that a topic's messages are contiguous and end at its last sequence.
 fn check_contiguous(
     name: &TopicName,
-    header: Header,
-    kept: &[RestoredMessage],
+    last_seq: u64,
+    kept: &BTreeMap<u64, ReplayedMessage>,
 ) -> Result<(), Corrupt> {
-    let contiguous = kept.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-    let ends_right = kept
-        .last()
-        .is_none_or(|m| m.seq == header.last_seq && kept[0].seq >= 1);
+    let seqs: Vec<u64> = kept.keys().copied().collect();
+    let contiguous = seqs.windows(2).all(|w| w[1] == w[0] + 1);
+    let ends_right = seqs.last().is_none_or(|&s| s == last_seq && seqs[0] >= 1);
     if contiguous && ends_right {
         Ok(())
     } else {
         Err(Corrupt(format!(
-            "the messages kept of topic {name} do not run up to its last sequence {} without a \
-             gap",
-            header.last_seq
+            "the messages kept of topic {name} do not run up to its last sequence {last_seq} \
+             without a gap"
         )))
     }
 }
