@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
@@ -221,8 +222,10 @@ impl Hub {
     }
 
     /// Waits for changes to write and takes them all, oldest first; `None` once the journal
-    /// is closed and empty (the writer then stops). Blocks: call it from the writer's thread.
-    pub fn take_changes(&self) -> Option<Vec<Change>> {
+    /// is closed and empty (the writer then stops). Once there is one, waits until `gather`
+    /// for more to share its commit (group commit), unless the journal closes.
+    /// Blocks: call it from the writer's thread.
+    pub fn take_changes(&self, gather: Option<Instant>) -> Option<Vec<Change>> {
         let journal = self.journal.as_ref()?;
         let mut pending = journal.pending.lock();
         while pending.is_empty() {
@@ -230,6 +233,14 @@ impl Hub {
                 return None;
             }
             journal.wake.wait(&mut pending);
+        }
+        if let Some(until) = gather {
+            // Pushes do not wake the writer here (the journal is not empty); a close does.
+            while !journal.closed.load(Ordering::Acquire) {
+                if journal.wake.wait_until(&mut pending, until).timed_out() {
+                    break;
+                }
+            }
         }
         Some(std::mem::take(&mut *pending))
     }
@@ -323,7 +334,7 @@ mod tests {
         assert_eq!(read.reset, None);
         assert_eq!(read.start, start, "nor is its position shown");
 
-        let changes = hub.take_changes().expect("changes");
+        let changes = hub.take_changes(None).expect("changes");
         assert!(matches!(changes[0], Change::Created { .. }));
         assert!(matches!(&changes[1], Change::Append(a) if a.message.position == message.position));
         hub.committed(changes);
@@ -340,7 +351,7 @@ mod tests {
         });
         let chat = topic("chat");
         let first = hub.publish(&chat, &text("1"));
-        hub.committed(hub.take_changes().expect("changes"));
+        hub.committed(hub.take_changes(None).expect("changes"));
         for i in 2..=4 {
             hub.publish(&chat, &text(&i.to_string()));
         }
@@ -368,7 +379,7 @@ mod tests {
             // Journalled at once: the write fails before the publisher is polled.
             let publish = hub.start_publish(&chat, &data);
             let fail = async {
-                let changes = hub.take_changes().expect("changes");
+                let changes = hub.take_changes(None).expect("changes");
                 hub.failed(changes, "disk full");
             };
             let (published, ()) = tokio::join!(publish, fail);
@@ -378,5 +389,37 @@ mod tests {
                 Err("disk full".to_owned())
             );
         });
+    }
+
+    #[test]
+    fn a_gathering_writer_takes_what_comes_until_its_deadline_or_the_close() {
+        let hub = Arc::new(durable(HubConfig::default()));
+        let chat = topic("chat");
+        hub.publish(&chat, &text("1"));
+        // A deadline already past: what is pending, at once.
+        let taken = hub.take_changes(Some(Instant::now())).expect("changes");
+        assert_eq!(taken.len(), 2, "the store's creation and message 1");
+
+        hub.publish(&chat, &text("2"));
+        let publisher = {
+            let (hub, chat) = (hub.clone(), chat.clone());
+            std::thread::spawn(move || {
+                hub.publish(&chat, &text("3"));
+                hub.close_journal();
+            })
+        };
+        // A deadline far off: the writer gathers until the journal closes, and takes both.
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        let taken = hub.take_changes(Some(far)).expect("changes");
+        publisher.join().expect("joined");
+        let seqs: Vec<u64> = taken
+            .iter()
+            .filter_map(|c| match c {
+                Change::Append(a) => Some(a.message.position.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, vec![2, 3]);
+        assert!(hub.take_changes(Some(far)).is_none(), "closed and empty");
     }
 }
