@@ -41,7 +41,11 @@ const PUBLISHERS: u32 = 64;
 
 /// Publishes per second of `disk-latency-ws`: about half of what `disk-publish` sustains on the
 /// reference machine (see bench/README.md), as the latency target asks.
-const DISK_LATENCY_RATE: f64 = 5000.0;
+const DISK_LATENCY_RATE: f64 = 7500.0;
+
+/// Publishes per second of `disk-latency-publish-ws`: about half of what `disk-publish-ws`
+/// sustains on the reference machine.
+const DISK_WS_LATENCY_RATE: f64 = 35_000.0;
 
 /// WebSocket `publish` frames each publisher keeps unanswered in `publish-ws` and
 /// `disk-publish-ws`: as many as the server starts ahead of their answers (its
@@ -280,6 +284,19 @@ fn workloads(smoke: bool, duration: Option<f64>) -> Vec<Spec> {
         data_dir: true,
         ..spec("disk-publish-ws", Throughput, Ws, subs, topics, 0.0, d)
     }));
+    // The latency target for WebSocket publishers: at half their rate on disk.
+    v.push(on_websocket(Spec {
+        data_dir: true,
+        ..spec(
+            "disk-latency-publish-ws",
+            Flow,
+            Ws,
+            subs,
+            topics,
+            r(DISK_WS_LATENCY_RATE, 100.0),
+            d,
+        )
+    }));
     v
 }
 
@@ -337,7 +354,7 @@ mod tests {
              publish disk-publish disk-latency-ws \
              nodes-ws-fanout-1k nodes-sse-fanout-1k publish-single publish-batch nodes-publish \
              disk-publish-batch publish-unpipelined disk-publish-unpipelined publish-ws \
-             disk-publish-ws"
+             disk-publish-ws disk-latency-publish-ws"
         );
         let want = [
             ("rooms-10k", 10_000, 1000, 2000.0, 10.0, 5.0, 1),
@@ -373,11 +390,12 @@ mod tests {
                 "disk-latency-ws",
                 "disk-publish-batch",
                 "disk-publish-unpipelined",
-                "disk-publish-ws"
+                "disk-publish-ws",
+                "disk-latency-publish-ws"
             ]
         );
         let on_websocket: Vec<_> = v.iter().filter(|w| w.ws_publish).collect();
-        assert_eq!(on_websocket.len(), 2);
+        assert_eq!(on_websocket.len(), 3);
         assert!(
             on_websocket
                 .iter()
