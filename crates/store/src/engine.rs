@@ -1,20 +1,22 @@
-//! The embedded database (redb) and the log the store keeps in it: a record per commit,
+//! The embedded database (redb) and the log the store keeps in it: writing a commit's records,
 //! reading the log back at start-up, and cleaning it (deleting its oldest records once what
 //! they hold is dead or carried forward).
 //!
-//! One record per commit makes a commit one insertion however many messages it holds, where
-//! a key per message cost redb a B-tree insertion and a deletion each (bench/README.md,
+//! Records of up to a page make a commit one insertion per page of what it appends, where a
+//! key per message cost redb a B-tree insertion and a deletion each (bench/README.md,
 //! *Engines*). The hub keeps the retained messages in memory and reads the store only at
 //! start-up, so nothing needs a message's own key.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
-use switchboard_hub::{Change, Data, Restored, RestoredMessage, RestoredTopic, TopicName};
+use switchboard_hub::{Change, Restored, RestoredMessage, RestoredTopic, TopicName};
 
 use crate::StoreError;
 use crate::directory::Directory;
-use crate::encoding::{Corrupt, Entry, is_empty, new_record, read_record, write_entry};
+use crate::encoding::{Corrupt, Entry, read_record};
+use crate::records::{Kept, RecordSize, Records, Sizes};
+use crate::replay::{Replayed, check_contiguous, replay_entry};
 
 /// The log: records by number, oldest first (`encoding`); a commit writes one or a few.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -40,11 +42,6 @@ const DEAD_BYTES_ALLOWED: u64 = 64 * 1024;
 /// it appends, so that cleaning keeps up with writing while a commit stays short.
 const CARRY_AT_LEAST: u64 = 64 * 1024;
 
-/// The most a record holds, unless one entry is larger: a record fits a page of the database
-/// (4 KiB), so that it never needs a larger allocation, which the database rounds up to a power
-/// of two pages, and freeing one frees a page another record can take.
-const RECORD_BYTES: usize = 4000;
-
 /// The open database of a data directory, and what the log holds, to clean it.
 #[derive(Debug)]
 pub(crate) struct Engine {
@@ -54,36 +51,6 @@ pub(crate) struct Engine {
     sizes: Sizes,
     /// Per topic the log holds, where its position and messages are.
     topics: HashMap<TopicName, TopicLog>,
-}
-
-/// The size of each record and how much of it is live (still needed at start-up).
-#[derive(Debug, Default)]
-struct Sizes {
-    records: BTreeMap<u64, RecordSize>,
-    /// The bytes of all records written.
-    bytes: u64,
-    /// The live bytes of all records, the one being written included.
-    live: u64,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct RecordSize {
-    bytes: u64,
-    live: u64,
-}
-
-impl Sizes {
-    fn add_live(&mut self, record: u64, bytes: u64) {
-        self.records.entry(record).or_default().live += bytes;
-        self.live += bytes;
-    }
-
-    fn drop_live(&mut self, record: u64, bytes: u64) {
-        if let Some(size) = self.records.get_mut(&record) {
-            size.live -= bytes;
-        }
-        self.live -= bytes;
-    }
 }
 
 /// What the log holds of a topic.
@@ -97,14 +64,6 @@ struct TopicLog {
     position: Kept,
     /// The messages kept, by sequence: the record of each and its entry's size.
     messages: VecDeque<Kept>,
-}
-
-/// Where a live entry is.
-#[derive(Debug, Clone, Copy)]
-struct Kept {
-    seq: u64,
-    record: u64,
-    bytes: u64,
 }
 
 fn engine_error(directory: &Directory, e: impl std::fmt::Display) -> StoreError {
@@ -452,65 +411,6 @@ impl Engine {
     }
 }
 
-/// The records one commit writes, numbered on from the log's last: entries fill a record up
-/// to `RECORD_BYTES`, then the next one.
-#[derive(Debug)]
-struct Records {
-    /// The number of this commit's first record: the ones before it may be cleaned.
-    first: u64,
-    /// The records filled, by number.
-    full: Vec<(u64, Vec<u8>)>,
-    /// The number of the record being filled.
-    number: u64,
-    current: Vec<u8>,
-}
-
-impl Records {
-    fn new(first: u64) -> Records {
-        Records {
-            first,
-            full: Vec::new(),
-            number: first,
-            current: Records::empty(),
-        }
-    }
-
-    /// A new record, with room for a full one.
-    fn empty() -> Vec<u8> {
-        let mut record = Vec::with_capacity(RECORD_BYTES + 256);
-        record.extend_from_slice(&new_record());
-        record
-    }
-
-    /// Writes `entry`; returns the number of the record it went into, and its size.
-    fn write(&mut self, entry: &Entry<'_>) -> (u64, u64) {
-        let before = self.current.len();
-        let bytes = write_entry(&mut self.current, entry);
-        if !is_empty(&self.current[..before]) && self.current.len() > RECORD_BYTES {
-            let entry = self.current.split_off(before);
-            let full = std::mem::replace(&mut self.current, Records::empty());
-            self.full.push((self.number, full));
-            self.number += 1;
-            self.current.extend_from_slice(&entry);
-        }
-        (self.number, bytes as u64)
-    }
-
-    /// The bytes written so far.
-    fn written(&self) -> u64 {
-        let full: usize = self.full.iter().map(|(_, r)| r.len()).sum();
-        (full + self.current.len()) as u64
-    }
-
-    /// The records to insert, by number.
-    fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
-        if !is_empty(&self.current) {
-            self.full.push((self.number, self.current));
-        }
-        self.full
-    }
-}
-
 /// For each change, whether what it appends is still kept at the end of `changes`: not
 /// dropped by a later trim (or its own) nor by its topic being forgotten.
 fn survivors(changes: &[Change]) -> Vec<bool> {
@@ -536,104 +436,4 @@ fn survivors(changes: &[Change]) -> Vec<bool> {
         }
     }
     survives
-}
-
-/// A topic as the log replays it.
-#[derive(Debug, Default)]
-struct Replayed {
-    epoch: Option<u64>,
-    last_seq: u64,
-    kept_from: u64,
-    position: Option<Kept>,
-    messages: BTreeMap<u64, ReplayedMessage>,
-}
-
-#[derive(Debug)]
-struct ReplayedMessage {
-    time_ms: u64,
-    data: Data,
-    record: u64,
-    bytes: u64,
-}
-
-/// Applies one entry of record `number` to what the log held before it.
-fn replay_entry(
-    topics: &mut HashMap<TopicName, Replayed>,
-    number: u64,
-    entry: Entry<'_>,
-    bytes: u64,
-) -> Result<(), Corrupt> {
-    let name = entry.topic().clone();
-    if let Entry::Forget { .. } = entry {
-        topics.remove(&name);
-        return Ok(());
-    }
-    let topic = topics.entry(name.clone()).or_default();
-    match entry {
-        Entry::Position {
-            epoch, last_seq, ..
-        } => {
-            if topic.epoch.is_some_and(|known| known != epoch) {
-                return Err(Corrupt(format!(
-                    "topic {name} changes epoch without being forgotten"
-                )));
-            }
-            topic.epoch = Some(epoch);
-            topic.last_seq = topic.last_seq.max(last_seq);
-            topic.position = Some(Kept {
-                seq: last_seq,
-                record: number,
-                bytes,
-            });
-        }
-        Entry::Append {
-            seq, time_ms, data, ..
-        } => {
-            if seq < topic.kept_from {
-                return Err(Corrupt(format!(
-                    "message {seq} of topic {name} comes after its trim to {}",
-                    topic.kept_from
-                )));
-            }
-            topic.last_seq = topic.last_seq.max(seq);
-            topic.messages.insert(
-                seq,
-                ReplayedMessage {
-                    time_ms,
-                    data: Data::from_stored(data.to_owned()),
-                    record: number,
-                    bytes,
-                },
-            );
-        }
-        Entry::Trim { keep_from, .. } => {
-            // A topic is never trimmed past its last message: this says how far it went when
-            // the messages it drops were not written.
-            topic.last_seq = topic.last_seq.max(keep_from.saturating_sub(1));
-            topic.kept_from = topic.kept_from.max(keep_from);
-            topic.messages = topic.messages.split_off(&keep_from);
-        }
-        // Handled above: it ends the topic rather than changing it.
-        Entry::Forget { .. } => {}
-    }
-    Ok(())
-}
-
-/// Checks that a topic's messages are contiguous and end at its last sequence.
-fn check_contiguous(
-    name: &TopicName,
-    last_seq: u64,
-    kept: &BTreeMap<u64, ReplayedMessage>,
-) -> Result<(), Corrupt> {
-    let seqs: Vec<u64> = kept.keys().copied().collect();
-    let contiguous = seqs.windows(2).all(|w| w[1] == w[0] + 1);
-    let ends_right = seqs.last().is_none_or(|&s| s == last_seq && seqs[0] >= 1);
-    if contiguous && ends_right {
-        Ok(())
-    } else {
-        Err(Corrupt(format!(
-            "the messages kept of topic {name} do not run up to its last sequence {last_seq} \
-             without a gap"
-        )))
-    }
 }

@@ -5,14 +5,18 @@
 //! store writes the changes the hub journals (appends, trims, forgotten topics) and gives them
 //! back to it at start-up.
 //!
-//! - [`encoding`]: the bytes of keys and values (property-tested);
-//! - `engine.rs`: the database (redb): tables, reading back, committing;
+//! - [`encoding`]: the bytes of the log's records and entries (property-tested);
+//! - `engine.rs`: the database (redb) and the log in it: committing, cleaning, reading back;
+//! - `records.rs`: a commit's records as they fill, and how much of each is live;
+//! - `replay.rs`: the log's entries applied in order at start-up, and the result checked;
 //! - `directory.rs`: the directory checks and its lock file.
 
 pub mod encoding;
 
 mod directory;
 mod engine;
+mod records;
+mod replay;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,0 +1,108 @@
+//! Reading the log back: its entries applied in order, and the result checked.
+
+use std::collections::{BTreeMap, HashMap};
+
+use switchboard_hub::{Data, TopicName};
+
+use crate::encoding::{Corrupt, Entry};
+use crate::records::Kept;
+
+/// A topic as the log replays it.
+#[derive(Debug, Default)]
+pub(crate) struct Replayed {
+    pub(crate) epoch: Option<u64>,
+    pub(crate) last_seq: u64,
+    kept_from: u64,
+    pub(crate) position: Option<Kept>,
+    pub(crate) messages: BTreeMap<u64, ReplayedMessage>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ReplayedMessage {
+    pub(crate) time_ms: u64,
+    pub(crate) data: Data,
+    pub(crate) record: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Applies one entry of record `number` to what the log held before it.
+pub(crate) fn replay_entry(
+    topics: &mut HashMap<TopicName, Replayed>,
+    number: u64,
+    entry: Entry<'_>,
+    bytes: u64,
+) -> Result<(), Corrupt> {
+    let name = entry.topic().clone();
+    if let Entry::Forget { .. } = entry {
+        topics.remove(&name);
+        return Ok(());
+    }
+    let topic = topics.entry(name.clone()).or_default();
+    match entry {
+        Entry::Position {
+            epoch, last_seq, ..
+        } => {
+            if topic.epoch.is_some_and(|known| known != epoch) {
+                return Err(Corrupt(format!(
+                    "topic {name} changes epoch without being forgotten"
+                )));
+            }
+            topic.epoch = Some(epoch);
+            topic.last_seq = topic.last_seq.max(last_seq);
+            topic.position = Some(Kept {
+                seq: last_seq,
+                record: number,
+                bytes,
+            });
+        }
+        Entry::Append {
+            seq, time_ms, data, ..
+        } => {
+            if seq < topic.kept_from {
+                return Err(Corrupt(format!(
+                    "message {seq} of topic {name} comes after its trim to {}",
+                    topic.kept_from
+                )));
+            }
+            topic.last_seq = topic.last_seq.max(seq);
+            topic.messages.insert(
+                seq,
+                ReplayedMessage {
+                    time_ms,
+                    data: Data::from_stored(data.to_owned()),
+                    record: number,
+                    bytes,
+                },
+            );
+        }
+        Entry::Trim { keep_from, .. } => {
+            // A topic is never trimmed past its last message: this says how far it went when
+            // the messages it drops were not written.
+            topic.last_seq = topic.last_seq.max(keep_from.saturating_sub(1));
+            topic.kept_from = topic.kept_from.max(keep_from);
+            topic.messages = topic.messages.split_off(&keep_from);
+        }
+        // Handled above: it ends the topic rather than changing it.
+        Entry::Forget { .. } => {}
+    }
+    Ok(())
+}
+
+/// Checks that a topic's messages are contiguous and end at its last sequence.
+pub(crate) fn check_contiguous(
+    name: &TopicName,
+    last_seq: u64,
+    kept: &BTreeMap<u64, ReplayedMessage>,
+) -> Result<(), Corrupt> {
+    let seqs: Vec<u64> = kept.keys().copied().collect();
+    let contiguous = seqs.windows(2).all(|w| w[1] == w[0] + 1);
+    let ends_right = seqs.last().is_none_or(|&s| s == last_seq && seqs[0] >= 1);
+    if contiguous && ends_right {
+        Ok(())
+    } else {
+        Err(Corrupt(format!(
+            "the messages kept of topic {name} do not run up to its last sequence {last_seq} \
+             without a gap"
+        )))
+    }
+}
