@@ -164,7 +164,7 @@ const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(1);
 
 /// How many changes a commit carries once publishes come faster than commits: then the wait
 /// gathers more into the next commit and saves fsyncs (at a steady 35,000 WebSocket publishes
-/// a second, p99 went from 64–106 ms without it to 10–22 ms). Below it (a few publishers, a
+/// a second, p99 went from 64–106 ms without it to 10–57 ms). Below it (a few publishers, a
 /// low rate) each commit starts at once, so a lone publish never waits for the window.
 const GROUP_COMMIT_BUSY: usize = 8;
 
