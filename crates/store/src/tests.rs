@@ -294,6 +294,17 @@ fn directory_size(path: &Path) -> u64 {
         .sum()
 }
 
+/// Publishes `count` messages of 200 bytes on `topic`, waiting for a commit every 100.
+async fn flood(durable: &Durable, topic: &TopicName, count: usize) {
+    let data = Data::from_text(&"x".repeat(200));
+    for n in 0..count {
+        durable.hub.publish(topic, &data);
+        if n % 100 == 99 {
+            publish(durable, topic, "a commit").await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_quiet_topics_message_is_carried_forward_while_busy_ones_are_cleaned_away() {
     let path = scratch("carried");
@@ -305,15 +316,9 @@ async fn a_quiet_topics_message_is_carried_forward_while_busy_ones_are_cleaned_a
     };
     let durable = open(&path, ten.clone(), &clock);
     let kept = publish(&durable, &quiet, "kept").await;
-    let data = Data::from_text(&"x".repeat(200));
     // About 5 MB through the log, of which about 3 KB stay: without cleaning, the record of
     // `kept` and every record after it would stay too.
-    for n in 0..20_000 {
-        durable.hub.publish(&busy, &data);
-        if n % 100 == 99 {
-            publish(&durable, &busy, "a commit").await;
-        }
-    }
+    flood(&durable, &busy, 20_000).await;
     let last = publish(&durable, &busy, "last").await;
     drop(durable);
     assert!(
@@ -359,13 +364,7 @@ async fn a_topic_that_retains_nothing_keeps_its_position_after_its_records_are_c
     clock.advance(Duration::from_secs(2));
     durable.hub.sweep();
     assert!(durable.hub.recent(&drained, usize::MAX).is_empty());
-    let data = Data::from_text(&"x".repeat(200));
-    for n in 0..5_000 {
-        durable.hub.publish(&busy, &data);
-        if n % 100 == 99 {
-            publish(&durable, &busy, "a commit").await;
-        }
-    }
+    flood(&durable, &busy, 5_000).await;
     drop(durable);
 
     let durable = open(&path, config, &clock);
