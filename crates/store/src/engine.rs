@@ -213,6 +213,8 @@ impl Engine {
                             self.forget(&mut out, topic);
                             self.start(&mut out, topic, position.epoch, position.seq);
                         }
+                        let log = self.topics.get_mut(topic).expect("started above");
+                        log.last_seq = position.seq;
                         // A message this commit also drops is not written: the trim that
                         // drops it is, and says how far its topic went.
                         if survives {
@@ -223,14 +225,12 @@ impl Engine {
                                 data: message.data_json(),
                             });
                             self.sizes.add_live(record, bytes);
-                            let log = self.topics.get_mut(topic).expect("started above");
                             log.messages.push_back(Kept {
                                 seq: position.seq,
                                 record,
                                 bytes,
                             });
                         }
-                        self.topics.get_mut(topic).expect("started above").last_seq = position.seq;
                         self.trim(&mut out, topic, append.keep_from);
                     }
                     Change::Trim { topic, keep_from } => {
