@@ -15,7 +15,7 @@ use switchboard_hub::{Change, Restored, RestoredMessage, RestoredTopic, TopicNam
 use crate::StoreError;
 use crate::directory::Directory;
 use crate::encoding::{Corrupt, Entry, read_record};
-use crate::records::{Kept, RecordSize, Records, Sizes};
+use crate::records::{Kept, Place, RecordSize, Records, Sizes};
 use crate::replay::{Replayed, check_contiguous, replay_entry};
 
 /// The log: records by number, oldest first (`encoding`); a commit writes one or a few.
@@ -61,7 +61,7 @@ struct TopicLog {
     /// The first sequence kept: a trim to it or before it changes nothing.
     kept_from: u64,
     /// The topic's latest `Position` entry: its record and size.
-    position: Kept,
+    position: Place,
     /// The messages kept, by sequence: the record of each and its entry's size.
     messages: VecDeque<Kept>,
 }
@@ -280,11 +280,7 @@ impl Engine {
                 epoch,
                 last_seq,
                 kept_from: seq,
-                position: Kept {
-                    seq: last_seq,
-                    record,
-                    bytes,
-                },
+                position: Place { record, bytes },
                 messages: VecDeque::new(),
             },
         );
@@ -385,11 +381,7 @@ impl Engine {
                     });
                     self.sizes.drop_live(oldest, topic.position.bytes);
                     self.sizes.add_live(record, bytes);
-                    topic.position = Kept {
-                        seq: topic.last_seq,
-                        record,
-                        bytes,
-                    };
+                    topic.position = Place { record, bytes };
                 }
                 if let Entry::Append { seq, .. } = entry
                     && let Ok(at) = topic.messages.binary_search_by_key(&seq, |m| m.seq)

@@ -39,7 +39,14 @@ impl Sizes {
     }
 }
 
-/// Where a live entry is.
+/// Where a topic's latest `Position` entry is: its record and its size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Place {
+    pub(crate) record: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Where a retained message's entry is.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Kept {
     pub(crate) seq: u64,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use switchboard_hub::{Data, TopicName};
 
 use crate::encoding::{Corrupt, Entry};
-use crate::records::Kept;
+use crate::records::Place;
 
 /// A topic as the log replays it.
 #[derive(Debug, Default)]
@@ -13,7 +13,7 @@ pub(crate) struct Replayed {
     pub(crate) epoch: Option<u64>,
     pub(crate) last_seq: u64,
     kept_from: u64,
-    pub(crate) position: Option<Kept>,
+    pub(crate) position: Option<Place>,
     pub(crate) messages: BTreeMap<u64, ReplayedMessage>,
 }
 
@@ -49,8 +49,7 @@ pub(crate) fn replay_entry(
             }
             topic.epoch = Some(epoch);
             topic.last_seq = topic.last_seq.max(last_seq);
-            topic.position = Some(Kept {
-                seq: last_seq,
+            topic.position = Some(Place {
                 record: number,
                 bytes,
             });
