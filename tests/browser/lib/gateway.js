@@ -17,11 +17,12 @@ function binary() {
 }
 
 // Spawns `switchboard serve --listen 127.0.0.1:0 --static-dir <repo>/static [args]` and waits
-// for "switchboard listening on http://ADDR" on stdout.
-function startGateway(args = [], { timeoutMs = 20000 } = {}) {
+// for "switchboard listening on http://ADDR" on stdout. `listen` replaces the address, for a
+// gateway started again where the browsers knew it.
+function startGateway(args = [], { timeoutMs = 20000, listen = '127.0.0.1:0' } = {}) {
   const bin = binary();
   if (!fs.existsSync(bin)) throw new Error(`gateway binary not found at ${bin}: run cargo build -p switchboard`);
-  const argv = ['serve', '--listen', '127.0.0.1:0', '--static-dir', path.join(REPO, 'static'), ...args];
+  const argv = ['serve', '--listen', listen, '--static-dir', path.join(REPO, 'static'), ...args];
   const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
   running.add(child);
   child.on('exit', () => running.delete(child));
