@@ -490,3 +490,27 @@ async fn reopen_and_compare(steps: Vec<Step>, retention_messages: usize) {
     drop(durable);
     let _ = std::fs::remove_dir_all(&path);
 }
+
+#[test]
+fn commits_are_gathered_once_publishes_overlap_and_never_with_fsync_always() {
+    let hub = Hub::durable(
+        HubConfig::default(),
+        ManualClock::new(),
+        switchboard_hub::Restored::default(),
+    );
+    let chat = topic("chat");
+    let started = Instant::now();
+    hub.publish(&chat, &Data::from_text("1"));
+    // The store's creation and one publish: the next commit starts at once.
+    let lone = hub.take_changes(None).expect("changes");
+    assert_eq!(next_gathering(&lone, Fsync::Batch, started), None);
+
+    hub.publish(&chat, &Data::from_text("2"));
+    hub.publish(&chat, &Data::from_text("3"));
+    let overlapping = hub.take_changes(None).expect("changes");
+    assert_eq!(
+        next_gathering(&overlapping, Fsync::Batch, started),
+        Some(started + GROUP_COMMIT_WINDOW)
+    );
+    assert_eq!(next_gathering(&overlapping, Fsync::Always, started), None);
+}
