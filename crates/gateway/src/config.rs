@@ -276,8 +276,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
 
     /// With `data_dir`: `batch` commits together the publishes that arrive while the previous
-    /// commit is being written (one fsync for all of them); `always` commits and fsyncs each
-    /// publish on its own. Either way a publish is acknowledged once it is on disk.
+    /// commit is being written, and once a commit carries two or more, those within 2 ms of its
+    /// start (one fsync for all of them); `always` commits and fsyncs each publish on its own.
+    /// Either way a publish is acknowledged once it is on disk.
     #[arg(long, env = "SWITCHBOARD_FSYNC", default_value = "batch", value_enum)]
     pub fsync: Fsync,
 
