@@ -40,12 +40,12 @@ fn spec(
 const PUBLISHERS: u32 = 64;
 
 /// Publishes per second of `disk-latency-ws`: half of what `disk-publish` sustains on the
-/// reference machine (17.2k/s, bench/README.md), as the latency target asks.
-const DISK_LATENCY_RATE: f64 = 8600.0;
+/// reference machine (21.0k/s, bench/README.md), as the latency target asks.
+const DISK_LATENCY_RATE: f64 = 10_500.0;
 
 /// Publishes per second of `disk-latency-publish-ws`: half of what `disk-publish-ws` sustains
-/// on the reference machine (86.8k/s).
-const DISK_WS_LATENCY_RATE: f64 = 43_000.0;
+/// on the reference machine (104k/s).
+const DISK_WS_LATENCY_RATE: f64 = 52_000.0;
 
 /// WebSocket `publish` frames each publisher keeps unanswered in `publish-ws` and
 /// `disk-publish-ws`: as many as the server starts ahead of their answers (its
