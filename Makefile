@@ -3,7 +3,7 @@
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: help run build test test-deps test-rust test-browser test-readme test-bench-smoke lint bench bench-compare bench-metrics clean
+.PHONY: help run build test test-deps msrv test-rust test-browser test-readme test-bench-smoke lint bench bench-compare bench-metrics clean
 
 help: ## Show this help.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ run: ## Build and serve the gateway and the demo on http://127.0.0.1:8080 (LISTE
 build: ## Build the release binary: target/release/switchboard.
 	$(CARGO) build --release -p switchboard
 
-test: test-deps lint test-rust test-browser test-readme test-bench-smoke ## Everything: lint, Rust, nginx, browser, README and benchmark smoke tests.
+test: test-deps lint msrv test-rust test-browser test-readme test-bench-smoke ## Everything: lint, the oldest Rust, Rust, nginx, browser, README and benchmark smoke tests.
 
 test-deps: ## Install what the tests need (Debian packages, npm packages) when missing.
 	scripts/install-test-deps.sh
@@ -22,6 +22,9 @@ test-deps: ## Install what the tests need (Debian packages, npm packages) when m
 lint: ## cargo fmt --check and clippy with warnings as errors.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+msrv: ## The workspace builds with the oldest Rust it declares (rust-version in Cargo.toml).
+	scripts/check-msrv.sh
 
 test-rust: ## Unit, property and end-to-end tests (real gateway on port 0, real clients, real nginx).
 	$(CARGO) test --workspace
