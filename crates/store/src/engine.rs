@@ -142,7 +142,11 @@ impl Engine {
             self.sizes.bytes += value.len() as u64;
             self.next_record = number + 1;
             for (entry, bytes) in read_record(value)? {
-                replay_entry(&mut replay, number, entry, bytes as u64)?;
+                let at = Place {
+                    record: number,
+                    bytes: bytes as u64,
+                };
+                replay_entry(&mut replay, entry, at)?;
             }
         }
         for (name, topic) in replay {
@@ -153,15 +157,14 @@ impl Engine {
                 .position
                 .ok_or_else(|| Corrupt(format!("topic {name} has no position")))?;
             check_contiguous(&name, topic.last_seq, &topic.messages)?;
-            self.sizes.add_live(position.record, position.bytes);
+            self.sizes.add_live(position);
             let mut kept = VecDeque::with_capacity(topic.messages.len());
             let mut messages = Vec::with_capacity(topic.messages.len());
             for (seq, message) in topic.messages {
-                self.sizes.add_live(message.record, message.bytes);
+                self.sizes.add_live(message.at);
                 kept.push_back(Kept {
                     seq,
-                    record: message.record,
-                    bytes: message.bytes,
+                    at: message.at,
                 });
                 messages.push(RestoredMessage {
                     seq,
@@ -218,17 +221,16 @@ impl Engine {
                         // A message this commit also drops is not written: the trim that
                         // drops it is, and says how far its topic went.
                         if survives {
-                            let (record, bytes) = out.write(&Entry::Append {
+                            let at = out.write(&Entry::Append {
                                 topic: topic.clone(),
                                 seq: position.seq,
                                 time_ms: message.time_ms,
                                 data: message.data_json(),
                             });
-                            self.sizes.add_live(record, bytes);
+                            self.sizes.add_live(at);
                             log.messages.push_back(Kept {
                                 seq: position.seq,
-                                record,
-                                bytes,
+                                at,
                             });
                         }
                         self.trim(&mut out, topic, append.keep_from);
@@ -268,19 +270,19 @@ impl Engine {
     /// Writes the `Position` that starts `topic` in `epoch` before message `seq`.
     fn start(&mut self, out: &mut Records, topic: &TopicName, epoch: u64, seq: u64) {
         let last_seq = seq.saturating_sub(1);
-        let (record, bytes) = out.write(&Entry::Position {
+        let position = out.write(&Entry::Position {
             topic: topic.clone(),
             epoch,
             last_seq,
         });
-        self.sizes.add_live(record, bytes);
+        self.sizes.add_live(position);
         self.topics.insert(
             topic.clone(),
             TopicLog {
                 epoch,
                 last_seq,
                 kept_from: seq,
-                position: Place { record, bytes },
+                position,
                 messages: VecDeque::new(),
             },
         );
@@ -306,7 +308,7 @@ impl Engine {
                 break;
             }
             log.messages.pop_front();
-            self.sizes.drop_live(oldest.record, oldest.bytes);
+            self.sizes.drop_live(oldest.at);
         }
     }
 
@@ -316,10 +318,9 @@ impl Engine {
             return;
         };
         for message in log.messages {
-            self.sizes.drop_live(message.record, message.bytes);
+            self.sizes.drop_live(message.at);
         }
-        self.sizes
-            .drop_live(log.position.record, log.position.bytes);
+        self.sizes.drop_live(log.position);
         // Dead once written, as a trim is.
         out.write(&Entry::Forget {
             topic: topic.clone(),
@@ -374,24 +375,24 @@ impl Engine {
                     continue;
                 };
                 if topic.position.record == oldest {
-                    let (record, bytes) = out.write(&Entry::Position {
+                    let moved = out.write(&Entry::Position {
                         topic: entry.topic().clone(),
                         epoch: topic.epoch,
                         last_seq: topic.last_seq,
                     });
-                    self.sizes.drop_live(oldest, topic.position.bytes);
-                    self.sizes.add_live(record, bytes);
-                    topic.position = Place { record, bytes };
+                    self.sizes.drop_live(topic.position);
+                    self.sizes.add_live(moved);
+                    topic.position = moved;
                 }
                 if let Entry::Append { seq, .. } = entry
                     && let Ok(at) = topic.messages.binary_search_by_key(&seq, |m| m.seq)
-                    && topic.messages[at].record == oldest
+                    && topic.messages[at].at.record == oldest
                 {
-                    let (record, bytes) = out.write(&entry);
+                    let moved = out.write(&entry);
                     let kept = &mut topic.messages[at];
-                    self.sizes.drop_live(oldest, kept.bytes);
-                    self.sizes.add_live(record, bytes);
-                    *kept = Kept { seq, record, bytes };
+                    self.sizes.drop_live(kept.at);
+                    self.sizes.add_live(moved);
+                    kept.at = moved;
                 }
             }
         }

@@ -26,32 +26,33 @@ pub(crate) struct RecordSize {
 }
 
 impl Sizes {
-    pub(crate) fn add_live(&mut self, record: u64, bytes: u64) {
-        self.records.entry(record).or_default().live += bytes;
-        self.live += bytes;
+    /// Counts the entry at `place` as live: needed at start-up.
+    pub(crate) fn add_live(&mut self, place: Place) {
+        self.records.entry(place.record).or_default().live += place.bytes;
+        self.live += place.bytes;
     }
 
-    pub(crate) fn drop_live(&mut self, record: u64, bytes: u64) {
-        if let Some(size) = self.records.get_mut(&record) {
-            size.live -= bytes;
+    /// Counts the entry at `place` as dead: replaced, trimmed or forgotten.
+    pub(crate) fn drop_live(&mut self, place: Place) {
+        if let Some(size) = self.records.get_mut(&place.record) {
+            size.live -= place.bytes;
         }
-        self.live -= bytes;
+        self.live -= place.bytes;
     }
 }
 
-/// Where a topic's latest `Position` entry is: its record and its size.
+/// Where an entry is in the log: its record and its size.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Place {
     pub(crate) record: u64,
     pub(crate) bytes: u64,
 }
 
-/// Where a retained message's entry is.
+/// A retained message's sequence and where its entry is.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Kept {
     pub(crate) seq: u64,
-    pub(crate) record: u64,
-    pub(crate) bytes: u64,
+    pub(crate) at: Place,
 }
 
 /// The records one commit writes, numbered on from the log's last: entries fill a record up
@@ -85,7 +86,7 @@ impl Records {
     }
 
     /// Writes `entry`; returns the number of the record it went into, and its size.
-    pub(crate) fn write(&mut self, entry: &Entry<'_>) -> (u64, u64) {
+    pub(crate) fn write(&mut self, entry: &Entry<'_>) -> Place {
         let before = self.current.len();
         let bytes = write_entry(&mut self.current, entry);
         if !is_empty(&self.current[..before]) && self.current.len() > RECORD_BYTES {
@@ -95,7 +96,10 @@ impl Records {
             self.number += 1;
             self.current.extend_from_slice(&entry);
         }
-        (self.number, bytes as u64)
+        Place {
+            record: self.number,
+            bytes: bytes as u64,
+        }
     }
 
     /// The bytes written so far.
@@ -131,21 +135,24 @@ mod tests {
     fn entries_fill_a_record_up_to_a_page_and_a_larger_one_goes_alone() {
         let mut out = Records::new(7);
         let small = "x".repeat(900);
-        let written: Vec<(u64, u64)> = (0..5).map(|_| out.write(&append(&small))).collect();
+        let written: Vec<Place> = (0..5).map(|_| out.write(&append(&small))).collect();
         // Four entries of about 930 bytes fit in 4,000; the fifth starts record 8.
-        let numbers: Vec<u64> = written.iter().map(|&(number, _)| number).collect();
+        let numbers: Vec<u64> = written.iter().map(|place| place.record).collect();
         assert_eq!(numbers, [7, 7, 7, 7, 8]);
         let large = "y".repeat(10_000);
-        let (number, bytes) = out.write(&append(&large));
-        assert_eq!(number, 9, "a large entry starts a record of its own");
+        let Place { record, bytes } = out.write(&append(&large));
+        assert_eq!(record, 9, "a large entry starts a record of its own");
         assert!(bytes > 10_000);
-        let (number, last) = out.write(&append("1"));
-        assert_eq!(number, 10, "and what follows goes on in the next");
+        let Place {
+            record,
+            bytes: last,
+        } = out.write(&append("1"));
+        assert_eq!(record, 10, "and what follows goes on in the next");
         let records = out.finish();
         let numbers: Vec<u64> = records.iter().map(|(number, _)| *number).collect();
         assert_eq!(numbers, [7, 8, 9, 10]);
         assert!(records[0].1.len() <= RECORD_BYTES);
-        let entries: u64 = written.iter().map(|&(_, bytes)| bytes).sum::<u64>() + bytes + last;
+        let entries: u64 = written.iter().map(|place| place.bytes).sum::<u64>() + bytes + last;
         let total: usize = records.iter().map(|(_, record)| record.len() - 1).sum();
         assert_eq!(
             total as u64, entries,

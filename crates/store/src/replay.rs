@@ -21,16 +21,14 @@ pub(crate) struct Replayed {
 pub(crate) struct ReplayedMessage {
     pub(crate) time_ms: u64,
     pub(crate) data: Data,
-    pub(crate) record: u64,
-    pub(crate) bytes: u64,
+    pub(crate) at: Place,
 }
 
-/// Applies one entry of record `number` to what the log held before it.
+/// Applies one entry, found at `at` in the log, to what the log held before it.
 pub(crate) fn replay_entry(
     topics: &mut HashMap<TopicName, Replayed>,
-    number: u64,
     entry: Entry<'_>,
-    bytes: u64,
+    at: Place,
 ) -> Result<(), Corrupt> {
     let name = entry.topic().clone();
     if let Entry::Forget { .. } = entry {
@@ -49,10 +47,7 @@ pub(crate) fn replay_entry(
             }
             topic.epoch = Some(epoch);
             topic.last_seq = topic.last_seq.max(last_seq);
-            topic.position = Some(Place {
-                record: number,
-                bytes,
-            });
+            topic.position = Some(at);
         }
         Entry::Append {
             seq, time_ms, data, ..
@@ -69,8 +64,7 @@ pub(crate) fn replay_entry(
                 ReplayedMessage {
                     time_ms,
                     data: Data::from_stored(data.to_owned()),
-                    record: number,
-                    bytes,
+                    at,
                 },
             );
         }
