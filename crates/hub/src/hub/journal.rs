@@ -8,7 +8,6 @@
 //! subscribers, shown to readers, and acknowledged to its publisher. No lock is held while the
 //! store writes.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -19,9 +18,8 @@ use tokio::sync::oneshot;
 use super::clock::Ticks;
 use super::maintenance::Horizons;
 use super::{Clock, Hub, HubConfig, Topic, TopicState};
-use crate::fanout::Subscribers;
 use crate::message::{Data, Message};
-use crate::position::{Position, topic_tag};
+use crate::position::Position;
 use crate::topic::TopicName;
 
 /// What the store reports to a publisher waiting for its message's commit: `Err` says why the
@@ -143,21 +141,7 @@ impl Hub {
         }
         let now_ms = hub.ticks.now_ms();
         for kept in restored.topics {
-            let topic = Arc::new(Topic {
-                tag: topic_tag(&kept.name),
-                name: kept.name,
-                state: Mutex::new(TopicState {
-                    epoch: kept.epoch,
-                    last_seq: kept.last_seq,
-                    visible_seq: kept.last_seq,
-                    retained: VecDeque::new(),
-                    retained_bytes: 0,
-                    rate: None,
-                    subscribers: Subscribers::default(),
-                    idle_since_ms: None,
-                    removed: false,
-                }),
-            });
+            let topic = Topic::new(kept.name, kept.epoch, kept.last_seq);
             {
                 let mut state = topic.state.lock();
                 let first_kept = kept.messages.first().map(|m| m.seq);

@@ -180,6 +180,28 @@ struct TopicState {
     removed: bool,
 }
 
+impl Topic {
+    /// A topic with nothing retained and no subscriber, whose last message was `last_seq` of
+    /// `epoch` (0 for a new topic).
+    fn new(name: TopicName, epoch: u64, last_seq: u64) -> Arc<Topic> {
+        Arc::new(Topic {
+            tag: topic_tag(&name),
+            name,
+            state: Mutex::new(TopicState {
+                epoch,
+                last_seq,
+                visible_seq: last_seq,
+                retained: VecDeque::new(),
+                retained_bytes: 0,
+                rate: None,
+                subscribers: Subscribers::default(),
+                idle_since_ms: None,
+                removed: false,
+            }),
+        })
+    }
+}
+
 impl TopicState {
     fn first_retained_seq(&self) -> u64 {
         self.retained
@@ -282,23 +304,7 @@ impl Hub {
                 None if create => self
                     .topics
                     .entry(name.clone())
-                    .or_insert_with(|| {
-                        Arc::new(Topic {
-                            name: name.clone(),
-                            tag: topic_tag(name),
-                            state: Mutex::new(TopicState {
-                                epoch: self.ticks.tick(),
-                                last_seq: 0,
-                                visible_seq: 0,
-                                retained: VecDeque::new(),
-                                retained_bytes: 0,
-                                rate: None,
-                                subscribers: Subscribers::default(),
-                                idle_since_ms: None,
-                                removed: false,
-                            }),
-                        })
-                    })
+                    .or_insert_with(|| Topic::new(name.clone(), self.ticks.tick(), 0))
                     .clone(),
                 None => return None,
             };
