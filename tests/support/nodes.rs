@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::Config;
 
-use crate::process::Supervised;
+use crate::process::{Supervised, still_running};
 use crate::redis::{RedisCluster, RedisOptions, RedisServer};
 use crate::{Endpoint, Gateway};
 
@@ -276,14 +276,7 @@ impl NodeProcess {
 
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
-        let running = self
-            .process
-            .as_mut()
-            .is_some_and(|process| process.try_wait().is_none());
-        if !running {
-            self.process = None;
-        }
-        running
+        still_running(&mut self.process)
     }
 
     /// Kills the node if it is running (SIGKILL) and starts it again with the same arguments on

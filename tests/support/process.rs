@@ -112,6 +112,18 @@ impl Supervised {
     }
 }
 
+/// Whether the process in `slot` is running; one that has exited is reaped and the slot
+/// emptied. For servers a test may kill and start again.
+pub fn still_running(slot: &mut Option<Supervised>) -> bool {
+    let running = slot
+        .as_mut()
+        .is_some_and(|process| process.try_wait().is_none());
+    if !running {
+        *slot = None;
+    }
+    running
+}
+
 impl Drop for Supervised {
     fn drop(&mut self) {
         self.stop_watchdog();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::process::{Supervised, free_port, output_within};
+use crate::process::{Supervised, free_port, output_within, still_running};
 
 /// How long a server gets to start answering (loading an append-only file included), and a
 /// cluster to agree that it is up. Generous: the test machines are small and shared.
@@ -174,14 +174,7 @@ impl RedisServer {
 
     /// Whether the process is running (it may have been killed, or have died).
     pub fn is_running(&mut self) -> bool {
-        let running = self
-            .process
-            .as_mut()
-            .is_some_and(|process| process.try_wait().is_none());
-        if !running {
-            self.process = None;
-        }
-        running
+        still_running(&mut self.process)
     }
 
     /// Kills the server with SIGKILL (no chance to write anything more) and waits until it has
