@@ -385,11 +385,11 @@ impl Engine {
                     topic.position = moved;
                 }
                 if let Entry::Append { seq, .. } = entry
-                    && let Ok(at) = topic.messages.binary_search_by_key(&seq, |m| m.seq)
-                    && topic.messages[at].at.record == oldest
+                    && let Ok(index) = topic.messages.binary_search_by_key(&seq, |m| m.seq)
+                    && topic.messages[index].at.record == oldest
                 {
                     let moved = out.write(&entry);
-                    let kept = &mut topic.messages[at];
+                    let kept = &mut topic.messages[index];
                     self.sizes.drop_live(kept.at);
                     self.sizes.add_live(moved);
                     kept.at = moved;

@@ -26,7 +26,7 @@ pub(crate) struct RecordSize {
 }
 
 impl Sizes {
-    /// Counts the entry at `place` as live: needed at start-up.
+    /// Counts the entry at `place` as live: written by a commit, or read back at start-up.
     pub(crate) fn add_live(&mut self, place: Place) {
         self.records.entry(place.record).or_default().live += place.bytes;
         self.live += place.bytes;
@@ -85,7 +85,7 @@ impl Records {
         record
     }
 
-    /// Writes `entry`; returns the number of the record it went into, and its size.
+    /// Writes `entry`; returns where it went: the record's number and the entry's size.
     pub(crate) fn write(&mut self, entry: &Entry<'_>) -> Place {
         let before = self.current.len();
         let bytes = write_entry(&mut self.current, entry);
