@@ -44,6 +44,7 @@ pub mod cli;
 mod client_addr;
 pub mod config;
 mod connections;
+mod cork;
 mod error;
 mod heartbeat;
 mod host;

@@ -26,6 +26,7 @@ use crate::app::{admin_app, app};
 use crate::auth::Auth;
 use crate::broker;
 use crate::config::Config;
+use crate::cork;
 use crate::error::{AppError, ErrorCode};
 use crate::rate::FORGET_INTERVAL;
 use crate::socket::ClientSocket;
@@ -342,22 +343,25 @@ async fn serve_connection(
     http.timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(READ_BUFFER_MAX);
+    let (socket, cork) = cork::cork(socket);
     let connection = http
         .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
-        result = connection.as_mut() => result,
+        result = cork.serve(connection.as_mut()) => result,
         () = first_head_missed => {
             tracing::debug!(%peer, "no complete request head within {header_timeout:?}; closing");
             return;
         }
         () = token.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            cork.serve(connection.as_mut()).await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, "connection ended: {e}");
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, "connection ended: {e}"),
+        Err(e) => tracing::debug!(%peer, "connection ended writing: {e}"),
     }
 }
