@@ -132,9 +132,9 @@ impl AsyncRead for CorkedSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut shared = lock(&self.shared);
-        // Everything read so far is answered: the answers go out before the gateway waits for
-        // more, so a client that waits for them sends its next request sooner. A full socket
-        // does not stop the read; the end of the poll writes them then.
+        // What is answered goes out before the gateway reads (and perhaps waits for) more,
+        // so a client waiting for an answer sends its next request sooner. A full socket does
+        // not stop the read; the end of the poll writes them then.
         if let Poll::Ready(Err(e)) = shared.poll_write_gathered(cx) {
             return Poll::Ready(Err(e));
         }
