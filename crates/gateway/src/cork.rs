@@ -77,13 +77,14 @@ impl Cork {
         std::future::poll_fn(|cx| {
             if finished.is_none() {
                 lock(&self.shared).corked = true;
-                let polled = connection.as_mut().poll(cx);
-                lock(&self.shared).corked = false;
-                if let Poll::Ready(output) = polled {
+                if let Poll::Ready(output) = connection.as_mut().poll(cx) {
                     finished = Some(output);
                 }
             }
-            ready!(lock(&self.shared).poll_write_gathered(cx))?;
+            // One lock uncorks and writes what was gathered.
+            let mut shared = lock(&self.shared);
+            shared.corked = false;
+            ready!(shared.poll_write_gathered(cx))?;
             match finished.take() {
                 Some(output) => Poll::Ready(Ok(output)),
                 None => Poll::Pending,
