@@ -1,11 +1,12 @@
 //! One WebSocket connection's loop: client frames, deliveries, heartbeats, and how it ends.
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use switchboard_hub::{Cursor, Data, Message, TopicName};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
@@ -35,6 +36,10 @@ struct Ending {
     code: u16,
     reason: &'static str,
 }
+
+/// Most answers to a client's publishes that wait, fed and not written, for its next frames:
+/// a client that never stops sending is still answered at least this often.
+const MOST_UNWRITTEN_ANSWERS: u8 = 64;
 
 /// The close reason of a slow consumer.
 const SLOW_CONSUMER: &str = "slow consumer";
@@ -71,6 +76,9 @@ pub struct Session {
     counted: Option<ConnectionMetric>,
     /// Publishes read and not yet answered, so that a client need not wait for each `ack`.
     publishes: Publishes,
+    /// Answers fed to the socket and not yet written: while the client's next frames are
+    /// already here, they wait to share a write.
+    unwritten_answers: u8,
 }
 
 type SendResult = Result<(), axum::Error>;
@@ -92,6 +100,7 @@ impl Session {
             _permit: permit,
             caller,
             publishes: Publishes::default(),
+            unwritten_answers: 0,
         }
     }
 
@@ -124,6 +133,12 @@ impl Session {
     {
         async move {
             let ended = self.serve(&mut socket, topics, cursor).await;
+            if ended.is_none() {
+                // The client left, or its connection failed: what is fed and not yet written
+                // (answers to its last publishes, the reply to its close) still goes out if
+                // the socket takes it.
+                let _ = socket.flush().await;
+            }
             if let Some(ended) = &ended {
                 ending(&mut self.counted, ended.close_reason());
             }
@@ -172,6 +187,35 @@ impl Session {
         let mut last_heard = tokio::time::Instant::now();
         let shutdown = self.state.shutdown.clone();
         loop {
+            if self.unwritten_answers > 0 {
+                // Answers are fed but not written: the client's frames already here are read
+                // first, so that a burst's answers share one write. They are written as soon
+                // as reading would wait, or once there are `MOST_UNWRITTEN_ANSWERS`.
+                let ready = match self.unwritten_answers < MOST_UNWRITTEN_ANSWERS
+                    && self.publishes.has_room()
+                {
+                    true => socket.next().now_or_never(),
+                    false => None,
+                };
+                let result = match ready {
+                    Some(incoming) => {
+                        last_heard = tokio::time::Instant::now();
+                        match Box::pin(self.on_incoming(incoming, socket)).await {
+                            ControlFlow::Continue(result) => result,
+                            ControlFlow::Break(ending) => return ending,
+                        }
+                    }
+                    None => {
+                        self.unwritten_answers = 0;
+                        socket.flush().await
+                    }
+                };
+                if result.is_err() {
+                    ending(&mut self.counted, CloseReason::Error);
+                    return None;
+                }
+                continue;
+            }
             let result = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
@@ -184,31 +228,17 @@ impl Session {
                 }
                 // Boxed, as client frames are below: most sessions never publish.
                 answer = self.publishes.next(), if !self.publishes.is_empty() => {
-                    Box::pin(self.send_answers(Some(answer), socket)).await
+                    Box::pin(self.send_answers(answer, socket)).await
                 }
                 // Not read while the client has its most publishes in flight: it waits, and
                 // so does what it sends.
                 incoming = socket.next(), if self.publishes.has_room() => {
                     last_heard = tokio::time::Instant::now();
-                    match incoming {
-                        None => return None,
-                        Some(Err(e)) => return read_failure(&e),
-                        // Boxed: client frames are rare next to deliveries, and keeping their
-                        // handling out of this loop's state keeps every session small.
-                        Some(Ok(WsMessage::Text(text))) => {
-                            match Box::pin(self.handle_frame(text.as_str(), socket)).await {
-                                Ok(()) if !self.publishes.is_empty() => {
-                                    Box::pin(self.send_answers(None, socket)).await
-                                }
-                                handled => handled,
-                            }
-                        }
-                        Some(Ok(WsMessage::Binary(_))) => {
-                            let error = AppError::new(ErrorCode::BadRequest, "binary frames are not supported; send JSON text");
-                            self.send_error(socket, &error, None).await
-                        }
-                        Some(Ok(WsMessage::Close(_))) => return None,
-                        Some(Ok(_)) => Ok(()),
+                    // Boxed: client frames are rare next to deliveries, and keeping their
+                    // handling out of this loop's state keeps every session small.
+                    match Box::pin(self.on_incoming(incoming, socket)).await {
+                        ControlFlow::Continue(result) => result,
+                        ControlFlow::Break(ending) => return ending,
                     }
                 }
                 next = self.subscription.next() => match next {
@@ -240,6 +270,38 @@ impl Session {
                 return None;
             }
         }
+    }
+
+    /// Handles what reading the client gave: a frame, a failure, or the end. Breaks with how
+    /// to close (`None` when the socket is gone). A publish answered at once is fed, not
+    /// written: the loop writes it once no more frames are waiting.
+    async fn on_incoming<S>(
+        &mut self,
+        incoming: Option<Result<WsMessage, axum::Error>>,
+        socket: &mut S,
+    ) -> ControlFlow<Option<Ending>, SendResult>
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        let result = match incoming {
+            None => return ControlFlow::Break(None),
+            Some(Err(e)) => return ControlFlow::Break(read_failure(&e)),
+            Some(Ok(WsMessage::Text(text))) => match self.handle_frame(text.as_str(), socket).await
+            {
+                Ok(()) => self.feed_answers(None, socket).await,
+                handled => handled,
+            },
+            Some(Ok(WsMessage::Binary(_))) => {
+                let error = AppError::new(
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported; send JSON text",
+                );
+                self.send_error(socket, &error, None).await
+            }
+            Some(Ok(WsMessage::Close(_))) => return ControlFlow::Break(None),
+            Some(Ok(_)) => Ok(()),
+        };
+        ControlFlow::Continue(result)
     }
 
     /// Sends a live message and what else is queued (up to `write_max_messages`), in one
@@ -288,15 +350,23 @@ impl Session {
         }
     }
 
-    /// Sends `first` (if any) and every publish's answer ready after it, in one write.
-    async fn send_answers<S>(&mut self, first: Option<Answer>, socket: &mut S) -> SendResult
+    /// Sends `first` and every publish's answer ready after it, in one write.
+    async fn send_answers<S>(&mut self, first: Answer, socket: &mut S) -> SendResult
+    where
+        S: Sink<WsMessage, Error = axum::Error> + Unpin,
+    {
+        self.feed_answers(Some(first), socket).await?;
+        self.unwritten_answers = 0;
+        socket.flush().await
+    }
+
+    /// Feeds `first` (if any) and every publish's answer ready after it to the socket,
+    /// counting them in `unwritten_answers`; writing them is the caller's.
+    async fn feed_answers<S>(&mut self, first: Option<Answer>, socket: &mut S) -> SendResult
     where
         S: Sink<WsMessage, Error = axum::Error> + Unpin,
     {
         let mut next = first.or_else(|| self.publishes.next_ready());
-        if next.is_none() {
-            return Ok(());
-        }
         while let Some(Answer { reference, outcome }) = next {
             let text = match outcome {
                 Ok(message) => ServerFrame::Ack {
@@ -311,9 +381,10 @@ impl Session {
                 }
             };
             socket.feed(text_frame(text)).await?;
+            self.unwritten_answers = self.unwritten_answers.saturating_add(1);
             next = self.publishes.next_ready();
         }
-        socket.flush().await
+        Ok(())
     }
 
     /// Sends an error frame, counting the refusal. (`&mut`: the session is not `Sync`.)
@@ -685,6 +756,48 @@ mod tests {
         assert_eq!(eager.writes.recv().await, Some(1));
         publish_many(&eager.state, "chat", 1).await;
         assert_eq!(eager.writes.recv().await, Some(1));
+    }
+
+    /// Publishes the client has already sent are answered together, in order, at most
+    /// `MOST_UNWRITTEN_ANSWERS` to a write; a lone publish is answered at once.
+    #[tokio::test]
+    async fn a_burst_of_publishes_is_answered_in_one_write() {
+        let mut client = Client::start(&[]);
+        let burst = usize::from(MOST_UNWRITTEN_ANSWERS) + 6;
+        for n in 0..burst {
+            // One refused on the way, answered in its turn.
+            let topic = if n == 3 { "a b" } else { "t" };
+            client.send(&format!(
+                r#"{{"type":"publish","topic":"{topic}","data":{n},"ref":{n}}}"#
+            ));
+        }
+        assert_eq!(
+            client.writes.recv().await,
+            Some(usize::from(MOST_UNWRITTEN_ANSWERS))
+        );
+        assert_eq!(client.writes.recv().await, Some(6));
+        for n in 0..burst {
+            let answer = client.next().await;
+            let kind = if n == 3 { "error" } else { "ack" };
+            assert_eq!(answer["type"], kind, "{answer}");
+            assert_eq!(answer["ref"], n, "{answer}");
+        }
+        client.send(r#"{"type":"publish","topic":"t","data":0,"ref":"lone"}"#);
+        assert_eq!(client.writes.recv().await, Some(1));
+        assert_eq!(client.next().await["ref"], "lone");
+    }
+
+    /// A client that publishes and closes at once still gets its answer.
+    #[tokio::test]
+    async fn a_publish_just_before_a_close_is_answered() {
+        let mut client = Client::start(&[]);
+        client.send(r#"{"type":"publish","topic":"t","data":0,"ref":"last"}"#);
+        client
+            .send
+            .send(Ok(WsMessage::Close(None)))
+            .expect("session alive");
+        assert_eq!(client.writes.recv().await, Some(1), "the ack, written");
+        assert_eq!(client.next().await["ref"], "last");
     }
 
     #[tokio::test]
