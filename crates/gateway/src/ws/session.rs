@@ -133,12 +133,6 @@ impl Session {
     {
         async move {
             let ended = self.serve(&mut socket, topics, cursor).await;
-            if ended.is_none() {
-                // The client left, or its connection failed: what is fed and not yet written
-                // (answers to its last publishes, the reply to its close) still goes out if
-                // the socket takes it.
-                let _ = socket.flush().await;
-            }
             if let Some(ended) = &ended {
                 ending(&mut self.counted, ended.close_reason());
             }
@@ -298,7 +292,13 @@ impl Session {
                 );
                 self.send_error(socket, &error, None).await
             }
-            Some(Ok(WsMessage::Close(_))) => return ControlFlow::Break(None),
+            Some(Ok(WsMessage::Close(_))) => {
+                if self.unwritten_answers > 0 {
+                    // The client closed right after publishing: its answers still go out.
+                    let _ = socket.flush().await;
+                }
+                return ControlFlow::Break(None);
+            }
             Some(Ok(_)) => Ok(()),
         };
         ControlFlow::Continue(result)
