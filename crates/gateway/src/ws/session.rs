@@ -181,7 +181,7 @@ impl Session {
         let mut last_heard = tokio::time::Instant::now();
         let shutdown = self.state.shutdown.clone();
         loop {
-            if self.unwritten_answers > 0 {
+            let result = if self.unwritten_answers > 0 {
                 // Answers are fed but not written: the client's frames already here are read
                 // first, so that a burst's answers share one write. They are written as soon
                 // as reading would wait, or once there are `MOST_UNWRITTEN_ANSWERS`.
@@ -191,7 +191,7 @@ impl Session {
                     true => socket.next().now_or_never(),
                     false => None,
                 };
-                let result = match ready {
+                match ready {
                     Some(incoming) => {
                         last_heard = tokio::time::Instant::now();
                         match Box::pin(self.on_incoming(incoming, socket)).await {
@@ -203,60 +203,57 @@ impl Session {
                         self.unwritten_answers = 0;
                         socket.flush().await
                     }
-                };
-                if result.is_err() {
-                    ending(&mut self.counted, CloseReason::Error);
-                    return None;
                 }
-                continue;
-            }
-            let result = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => {
-                    return Some(Ending { code: close::GOING_AWAY, reason: "gateway shutting down" });
-                }
-                () = auth::until(&mut self.expiry) => {
-                    // Told, then closed: the client reconnects with a fresh token and its cursor.
-                    let _ = send_text(socket, auth::expired().frame(None)).await;
-                    return Some(Ending { code: close::TOKEN_EXPIRED, reason: "token expired" });
-                }
-                // Boxed, as client frames are below: most sessions never publish.
-                answer = self.publishes.next(), if !self.publishes.is_empty() => {
-                    Box::pin(self.send_answers(answer, socket)).await
-                }
-                // Not read while the client has its most publishes in flight: it waits, and
-                // so does what it sends.
-                incoming = socket.next(), if self.publishes.has_room() => {
-                    last_heard = tokio::time::Instant::now();
-                    // Boxed: client frames are rare next to deliveries, and keeping their
-                    // handling out of this loop's state keeps every session small.
-                    match Box::pin(self.on_incoming(incoming, socket)).await {
-                        ControlFlow::Continue(result) => result,
-                        ControlFlow::Break(ending) => return ending,
+            } else {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => {
+                        return Some(Ending { code: close::GOING_AWAY, reason: "gateway shutting down" });
                     }
-                }
-                next = self.subscription.next() => match next {
-                    Next::Message(message) => self.deliver(message, socket).await,
-                    Next::Reset(topic, reason) => {
-                        send_text(socket, ServerFrame::Reset(ResetObject::new(&topic, reason)).text()).await
+                    () = auth::until(&mut self.expiry) => {
+                        // Told, then closed: the client reconnects with a fresh token and its
+                        // cursor.
+                        let _ = send_text(socket, auth::expired().frame(None)).await;
+                        return Some(Ending { code: close::TOKEN_EXPIRED, reason: "token expired" });
                     }
-                    Next::Overflowed => {
-                        return Some(Ending { code: close::TRY_AGAIN_LATER, reason: SLOW_CONSUMER });
+                    // Boxed, as client frames are below: most sessions never publish.
+                    answer = self.publishes.next(), if !self.publishes.is_empty() => {
+                        Box::pin(self.send_answers(answer, socket)).await
                     }
-                    Next::Unavailable(error) => {
-                        let request_id = self.request_id.as_ref().map(RequestId::as_str);
-                        tracing::warn!(request_id, "websocket ended: {}", error.message);
-                        return Some(Ending { code: close::TRY_AGAIN_LATER, reason: "broker unavailable" });
+                    // Not read while the client has its most publishes in flight: it waits, and
+                    // so does what it sends.
+                    incoming = socket.next(), if self.publishes.has_room() => {
+                        last_heard = tokio::time::Instant::now();
+                        // Boxed: client frames are rare next to deliveries, and keeping their
+                        // handling out of this loop's state keeps every session small.
+                        match Box::pin(self.on_incoming(incoming, socket)).await {
+                            ControlFlow::Continue(result) => result,
+                            ControlFlow::Break(ending) => return ending,
+                        }
                     }
-                    Next::Disconnected => {
-                        return Some(Ending { code: close::DISCONNECTED, reason: "disconnected by an operator" });
+                    next = self.subscription.next() => match next {
+                        Next::Message(message) => self.deliver(message, socket).await,
+                        Next::Reset(topic, reason) => {
+                            send_text(socket, ServerFrame::Reset(ResetObject::new(&topic, reason)).text()).await
+                        }
+                        Next::Overflowed => {
+                            return Some(Ending { code: close::TRY_AGAIN_LATER, reason: SLOW_CONSUMER });
+                        }
+                        Next::Unavailable(error) => {
+                            let request_id = self.request_id.as_ref().map(RequestId::as_str);
+                            tracing::warn!(request_id, "websocket ended: {}", error.message);
+                            return Some(Ending { code: close::TRY_AGAIN_LATER, reason: "broker unavailable" });
+                        }
+                        Next::Disconnected => {
+                            return Some(Ending { code: close::DISCONNECTED, reason: "disconnected by an operator" });
+                        }
+                    },
+                    _ = heartbeat.tick() => {
+                        if last_heard.elapsed() > heartbeat_interval * 2 {
+                            return Some(Ending { code: close::HEARTBEAT_TIMEOUT, reason: "heartbeat timeout" });
+                        }
+                        socket.send(WsMessage::Ping(bytes::Bytes::new())).await
                     }
-                },
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > heartbeat_interval * 2 {
-                        return Some(Ending { code: close::HEARTBEAT_TIMEOUT, reason: "heartbeat timeout" });
-                    }
-                    socket.send(WsMessage::Ping(bytes::Bytes::new())).await
                 }
             };
             if result.is_err() {
