@@ -107,6 +107,52 @@ async fn publish_acks_echo_ref() {
     assert_eq!(ws.next().await, json!({"type": "pong", "ref": "r4"}));
 }
 
+/// A client that publishes and closes at once gets its answers, then the close reply RFC 6455
+/// asks for, rather than a dropped connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_close_is_answered_after_the_publishes_sent_before_it() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let gw = Gateway::start_default().await;
+    let (mut stream, _) = WsClient::connect(&gw.ws_url("/ws")).await.into_parts();
+    for n in 0..3 {
+        let publish = json!({"type": "publish", "topic": "p", "data": n, "ref": n});
+        stream
+            .feed(Message::text(publish.to_string()))
+            .await
+            .expect("fed");
+    }
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    stream
+        .send(Message::Close(Some(close)))
+        .await
+        .expect("sent");
+    let mut answered = Vec::new();
+    let reply = loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the server answers in time");
+        match read {
+            Some(Ok(Message::Text(text))) => {
+                let answer: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                assert_eq!(answer["type"], "ack", "{answer}");
+                answered.push(answer["ref"].clone());
+            }
+            Some(Ok(Message::Close(reply))) => break reply,
+            other => panic!("expected acks, then a close reply; got {other:?}"),
+        }
+    };
+    assert_eq!(answered, [json!(0), json!(1), json!(2)]);
+    let reply = reply.expect("the reply has a code");
+    assert_eq!(reply.code, CloseCode::Normal);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn server_pings_and_drops_a_silent_client_with_4000() {
     let config = Config {

@@ -290,10 +290,9 @@ impl Session {
                 self.send_error(socket, &error, None).await
             }
             Some(Ok(WsMessage::Close(_))) => {
-                if self.unwritten_answers > 0 {
-                    // The client closed right after publishing: its answers still go out.
-                    let _ = socket.flush().await;
-                }
+                // Tungstenite has queued the close reply RFC 6455 asks for; it goes out after
+                // the answers to publishes the client sent just before its close.
+                let _ = socket.flush().await;
                 return ControlFlow::Break(None);
             }
             Some(Ok(_)) => Ok(()),
