@@ -108,7 +108,8 @@ async fn publish_acks_echo_ref() {
 }
 
 /// A client that publishes and closes at once gets its answers, then the close reply RFC 6455
-/// asks for, rather than a dropped connection.
+/// asks for, rather than a dropped connection; the reply echoes the client's code, or 1002 for
+/// one the RFC does not allow.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_close_is_answered_after_the_publishes_sent_before_it() {
     use futures_util::{SinkExt, StreamExt};
@@ -151,6 +152,24 @@ async fn a_close_is_answered_after_the_publishes_sent_before_it() {
     assert_eq!(answered, [json!(0), json!(1), json!(2)]);
     let reply = reply.expect("the reply has a code");
     assert_eq!(reply.code, CloseCode::Normal);
+
+    // A code that may not be sent on the wire (1005) is answered with 1002.
+    let (mut stream, _) = WsClient::connect(&gw.ws_url("/ws")).await.into_parts();
+    let close = CloseFrame {
+        code: CloseCode::Status,
+        reason: "".into(),
+    };
+    stream
+        .send(Message::Close(Some(close)))
+        .await
+        .expect("sent");
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the server answers in time");
+    match read {
+        Some(Ok(Message::Close(Some(reply)))) => assert_eq!(reply.code, CloseCode::Protocol),
+        other => panic!("expected a close reply; got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
