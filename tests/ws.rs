@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use switchboard::Config;
 use switchboard_e2e::raw_ws::RawWs;
 use switchboard_e2e::ws::Closed;
-use switchboard_e2e::{Endpoint, Gateway, WsClient, assert_envelope, publish};
+use switchboard_e2e::{Endpoint, Gateway, WsClient, assert_envelope, publish, within};
 
 async fn publish_to(gw: &Gateway, topic: &str, data: Value) -> String {
     publish(&gw.http_url(&format!("/events?topic={topic}")), &data).await
@@ -118,58 +118,48 @@ async fn a_close_is_answered_after_the_publishes_sent_before_it() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
     let gw = Gateway::start_default().await;
-    let (mut stream, _) = WsClient::connect(&gw.ws_url("/ws")).await.into_parts();
-    for n in 0..3 {
-        let publish = json!({"type": "publish", "topic": "p", "data": n, "ref": n});
-        stream
-            .feed(Message::text(publish.to_string()))
-            .await
-            .expect("fed");
-    }
-    let close = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    };
-    stream
-        .send(Message::Close(Some(close)))
-        .await
-        .expect("sent");
-    let mut answered = Vec::new();
-    let reply = loop {
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("the server answers in time");
-        match read {
-            Some(Ok(Message::Text(text))) => {
-                let answer: Value = serde_json::from_str(text.as_str()).expect("JSON");
-                assert_eq!(answer["type"], "ack", "{answer}");
-                answered.push(answer["ref"].clone());
+    // Opens a WebSocket, sends `frames` and then a close with `code`, and returns what the
+    // server sent back, up to its close reply.
+    let close_after = async |frames: Vec<Value>, code: CloseCode| {
+        let (mut stream, _) = WsClient::connect(&gw.ws_url("/ws")).await.into_parts();
+        for frame in frames {
+            let text = Message::text(frame.to_string());
+            stream.feed(text).await.expect("fed");
+        }
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: "".into(),
+        }));
+        stream.send(close).await.expect("sent");
+        let mut answered = Vec::new();
+        loop {
+            match within("the server's answers", stream.next()).await {
+                Some(Ok(Message::Text(text))) => {
+                    answered.push(serde_json::from_str::<Value>(text.as_str()).expect("JSON"));
+                }
+                Some(Ok(Message::Close(reply))) => {
+                    return (answered, reply.expect("the reply has a code").code);
+                }
+                other => panic!("expected answers, then a close reply; got {other:?}"),
             }
-            Some(Ok(Message::Close(reply))) => break reply,
-            other => panic!("expected acks, then a close reply; got {other:?}"),
         }
     };
-    assert_eq!(answered, [json!(0), json!(1), json!(2)]);
-    let reply = reply.expect("the reply has a code");
-    assert_eq!(reply.code, CloseCode::Normal);
+
+    let publishes = (0..3)
+        .map(|n| json!({"type": "publish", "topic": "p", "data": n, "ref": n}))
+        .collect();
+    let (answered, code) = close_after(publishes, CloseCode::Normal).await;
+    let acks: Vec<(&Value, &Value)> = answered.iter().map(|a| (&a["type"], &a["ref"])).collect();
+    let ack = json!("ack");
+    assert_eq!(
+        acks,
+        [(&ack, &json!(0)), (&ack, &json!(1)), (&ack, &json!(2))]
+    );
+    assert_eq!(code, CloseCode::Normal);
 
     // A code that may not be sent on the wire (1005) is answered with 1002.
-    let (mut stream, _) = WsClient::connect(&gw.ws_url("/ws")).await.into_parts();
-    let close = CloseFrame {
-        code: CloseCode::Status,
-        reason: "".into(),
-    };
-    stream
-        .send(Message::Close(Some(close)))
-        .await
-        .expect("sent");
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("the server answers in time");
-    match read {
-        Some(Ok(Message::Close(Some(reply)))) => assert_eq!(reply.code, CloseCode::Protocol),
-        other => panic!("expected a close reply; got {other:?}"),
-    }
+    let (answered, code) = close_after(Vec::new(), CloseCode::Status).await;
+    assert_eq!((answered.len(), code), (0, CloseCode::Protocol));
 }
 
 #[tokio::test(flavor = "multi_thread")]
