@@ -2,7 +2,8 @@
 
 use std::any::Any;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -116,6 +117,75 @@ impl<T> Default for EncodingSlot<T> {
     }
 }
 
+/// A hub's count of the bytes that its retained messages' encodings take. It can dip below
+/// zero for a moment, when a message is released between an encoding's being made and its
+/// being counted; it is read as zero then.
+#[derive(Debug, Default)]
+pub(crate) struct EncodingBytes(AtomicIsize);
+
+impl EncodingBytes {
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    fn add(&self, bytes: usize) {
+        self.0.fetch_add(bytes as isize, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.0.fetch_sub(bytes as isize, Ordering::Relaxed);
+    }
+}
+
+/// The encodings' part of a message's memory, and the hub count they go into while the hub
+/// retains the message. Subscribers make encodings before, during and after retention, so one
+/// word holds both the bytes made and the `RETAINED` and `RELEASED` flags: an encoding made
+/// while only `RETAINED` is set is counted by whoever made it, the ones made before by the
+/// retention, and the release takes back exactly what was counted.
+#[derive(Debug, Default)]
+struct HeldEncodings {
+    /// Bytes of the encodings made so far, with the flags in the top bits.
+    state: AtomicUsize,
+    /// The count of the hub that retains the message, set before `RETAINED`.
+    count: OnceLock<Arc<EncodingBytes>>,
+}
+
+const RETAINED: usize = 1 << (usize::BITS - 1);
+const RELEASED: usize = 1 << (usize::BITS - 2);
+const HELD_BYTES: usize = RELEASED - 1;
+
+impl HeldEncodings {
+    /// The hub's count, if the message was retained and not yet released in `state`.
+    fn counting(&self, state: usize) -> Option<&EncodingBytes> {
+        let retained = state & (RETAINED | RELEASED) == RETAINED;
+        self.count.get().filter(|_| retained).map(|count| &**count)
+    }
+
+    fn add(&self, bytes: usize) {
+        let before = self.state.fetch_add(bytes, Ordering::AcqRel);
+        if let Some(count) = self.counting(before) {
+            count.add(bytes);
+        }
+    }
+
+    fn retained_in(&self, count: &Arc<EncodingBytes>) {
+        if self.count.set(count.clone()).is_err() {
+            return;
+        }
+        let before = self.state.fetch_or(RETAINED, Ordering::AcqRel);
+        if before & (RETAINED | RELEASED) == 0 {
+            count.add(before & HELD_BYTES);
+        }
+    }
+
+    fn released(&self) {
+        let before = self.state.fetch_or(RELEASED, Ordering::AcqRel);
+        if let Some(count) = self.counting(before) {
+            count.sub(before & HELD_BYTES);
+        }
+    }
+}
+
 /// One published message, shared by every subscriber that receives it.
 #[derive(Debug)]
 pub struct Message {
@@ -135,6 +205,10 @@ pub struct Message {
     /// Each is whatever type its transport sends (bytes, a ready-made frame), so that sending
     /// is a reference-count increment.
     encodings: [OnceLock<Box<dyn Any + Send + Sync>>; ENCODING_SLOTS],
+    /// What the encodings take, which count against the hub's memory budget while it retains
+    /// the message: each is as large as the envelope, so uncounted they would let retained
+    /// history take several times `retention_bytes`.
+    held: HeldEncodings,
     /// How many inboxes hold the message now, so that the total queued in all inboxes counts
     /// it once.
     pub(crate) queued_in: AtomicUsize,
@@ -165,6 +239,7 @@ impl Message {
             id_range: (id_start, id_end),
             data_range: (data_start, data_end),
             encodings: Default::default(),
+            held: HeldEncodings::default(),
             queued_in: AtomicUsize::new(0),
         })
     }
@@ -186,20 +261,42 @@ impl Message {
         &self.envelope
     }
 
-    /// The encoding cached in `slot`, made by `encode` the first time it is asked for.
+    /// The encoding cached in `slot`, made by `encode` the first time it is asked for. An
+    /// encoding is bytes or text (`T` dereferences to them), so that what it takes is known:
+    /// while the hub retains the message, that counts against its memory budget.
     pub fn encoded<T>(&self, slot: &EncodingSlot<T>, encode: impl Fn(&Message) -> T) -> T
     where
-        T: Clone + Send + Sync + 'static,
+        T: Deref<Target: AsRef<[u8]>> + Clone + Send + Sync + 'static,
     {
         let Some(index) = slot.index else {
             return encode(self);
         };
-        let cached = self.encodings[index].get_or_init(|| Box::new(encode(self)));
+        let mut made = 0;
+        let cached = self.encodings[index].get_or_init(|| {
+            let encoding = encode(self);
+            made = std::mem::size_of::<T>() + AsRef::<[u8]>::as_ref(&*encoding).len();
+            Box::new(encoding)
+        });
+        if made > 0 {
+            self.held.add(made);
+        }
         match cached.downcast_ref::<T>() {
             Some(encoding) => encoding.clone(),
             // A slot only ever holds its own type.
             None => unreachable!("an encoding slot holds another type"),
         }
+    }
+
+    /// Counts the encodings of the message in `count` from now on, those made already
+    /// included, until [`Message::released`]: the hub retains it.
+    pub(crate) fn retained_in(&self, count: &Arc<EncodingBytes>) {
+        self.held.retained_in(count);
+    }
+
+    /// Takes the message's encodings back out of its hub's count: the hub no longer retains
+    /// it.
+    pub(crate) fn released(&self) {
+        self.held.released();
     }
 
     /// What the message counts for in a connection's queue: its envelope, which every
@@ -222,7 +319,9 @@ impl Message {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::sync::LazyLock;
+
     use super::*;
 
     #[test]
@@ -272,27 +371,75 @@ mod tests {
         assert_eq!(value["data"], "hi\n");
     }
 
-    #[test]
-    fn encodings_are_made_once_and_keep_their_type() {
+    /// The slots of this crate's tests, shared: there are only `ENCODING_SLOTS` in all.
+    pub(crate) static BYTES: LazyLock<EncodingSlot<Bytes>> = LazyLock::new(EncodingSlot::new);
+    static TEXT: LazyLock<EncodingSlot<String>> = LazyLock::new(EncodingSlot::new);
+
+    fn message(seq: u64) -> Arc<Message> {
         let topic = TopicName::new("t").expect("valid");
         let position = Position {
             tag: 1,
             epoch: 1,
-            seq: 1,
+            seq,
         };
-        let message = Message::new(topic, position, 0, &Data::from_text("x"));
-        let frames = EncodingSlot::new();
-        let texts = EncodingSlot::new();
+        Message::new(topic, position, 0, &Data::from_text("x"))
+    }
+
+    #[test]
+    fn encodings_are_made_once_and_keep_their_type() {
+        let message = message(1);
         let calls = std::cell::Cell::new(0);
         for _ in 0..3 {
-            let frame = message.encoded(&frames, |_| {
+            let frame = message.encoded(&BYTES, |_| {
                 calls.set(calls.get() + 1);
                 Bytes::from_static(b"frame")
             });
             assert_eq!(&frame[..], b"frame");
         }
         assert_eq!(calls.get(), 1);
-        let text: String = message.encoded(&texts, |m| m.id().to_string());
+        let text: String = message.encoded(&TEXT, |m| m.id().to_string());
         assert_eq!(text, "1-1-1");
+    }
+
+    #[test]
+    fn encodings_count_in_the_hub_only_while_it_retains_the_message() {
+        let frame_size = std::mem::size_of::<Bytes>() + 100;
+        let text_size = std::mem::size_of::<String>() + 5;
+        let count = Arc::new(EncodingBytes::default());
+
+        let message = message(1);
+        message.encoded(&BYTES, |_| Bytes::from(vec![b'f'; 100]));
+        assert_eq!(count.get(), 0);
+        message.retained_in(&count);
+        assert_eq!(count.get(), frame_size, "made before, counted at retention");
+        message.encoded(&TEXT, |m| m.id().to_string());
+        assert_eq!(count.get(), frame_size + text_size, "made while retained");
+        message.encoded(&TEXT, |_| unreachable!("made once"));
+        assert_eq!(count.get(), frame_size + text_size, "counted once");
+        message.released();
+        assert_eq!(count.get(), 0, "taken back at release");
+
+        let late = self::message(2);
+        late.retained_in(&count);
+        late.released();
+        late.encoded(&BYTES, |_| Bytes::from(vec![b'f'; 100]));
+        assert_eq!(count.get(), 0, "made after release, never counted");
+        late.released();
+        assert_eq!(count.get(), 0, "released once");
+    }
+
+    #[test]
+    fn encodings_race_with_release_and_leave_the_count_right() {
+        let count = Arc::new(EncodingBytes::default());
+        for seq in 0..200 {
+            let message = message(seq);
+            message.retained_in(&count);
+            std::thread::scope(|threads| {
+                threads.spawn(|| message.encoded(&BYTES, |_| Bytes::from(vec![b'f'; 64])));
+                threads.spawn(|| message.encoded(&TEXT, |m| m.id().to_string()));
+                threads.spawn(|| message.released());
+            });
+            assert_eq!(count.get(), 0, "message {seq}");
+        }
     }
 }

@@ -30,7 +30,7 @@ use self::journal::{CommitResult, Journal};
 use self::maintenance::Horizons;
 use crate::fanout::Subscribers;
 use crate::inbox::{Inbox, Restart};
-use crate::message::{Data, Message};
+use crate::message::{Data, EncodingBytes, Message};
 use crate::position::{Position, topic_tag};
 use crate::resume::{TopicView, resume};
 use crate::topic::TopicName;
@@ -223,7 +223,10 @@ pub struct Hub {
     ticks: Ticks,
     /// Since when each bucket of topics has lost no history.
     horizons: Horizons,
+    /// What the retained messages take in memory (`Message::retained_size`), without the
+    /// encodings made for their subscribers, which `encoding_bytes` counts.
     retained_bytes: AtomicUsize,
+    encoding_bytes: Arc<EncodingBytes>,
     /// What the retained messages count for on disk (`Message::stored_size`).
     stored_bytes: AtomicUsize,
     /// The changes for the durable store, if the hub has one.
@@ -261,6 +264,7 @@ impl Hub {
             ticks,
             horizons,
             retained_bytes: AtomicUsize::new(0),
+            encoding_bytes: Arc::default(),
             stored_bytes: AtomicUsize::new(0),
             journal,
             retained_messages: AtomicUsize::new(0),
@@ -277,8 +281,10 @@ impl Hub {
         self.topics.len()
     }
 
+    /// What the retained messages take in memory, with the encodings made for their
+    /// subscribers: what the memory budget (`retention_bytes`) bounds.
     pub fn retained_bytes(&self) -> usize {
-        self.retained_bytes.load(Ordering::Relaxed)
+        self.retained_bytes.load(Ordering::Relaxed) + self.encoding_bytes.get()
     }
 
     /// What the retained messages count for against the disk budget (`retention_disk`).

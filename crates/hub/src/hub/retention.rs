@@ -26,6 +26,7 @@ impl Hub {
         self.stored_bytes
             .fetch_add(message.stored_size(), Ordering::Relaxed);
         self.retained_messages.fetch_add(1, Ordering::Relaxed);
+        message.retained_in(&self.encoding_bytes);
         state.retained.push_back(message);
         while state.retained.len() > self.config.retention_messages {
             self.drop_oldest(state);
@@ -50,6 +51,7 @@ impl Hub {
         self.stored_bytes
             .fetch_sub(message.stored_size(), Ordering::Relaxed);
         self.retained_messages.fetch_sub(1, Ordering::Relaxed);
+        message.released();
         Some(message)
     }
 
@@ -105,8 +107,12 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
+    use bytes::Bytes;
+
     use crate::hub::tests::{hub_with, seqs, text, topic};
     use crate::hub::{Hub, HubConfig, ManualClock, Page, ResetReason};
+    use crate::message::Message;
+    use crate::message::tests::BYTES;
     use crate::position::Position;
 
     const MS: Duration = Duration::from_millis(1);
@@ -212,5 +218,39 @@ mod tests {
             "the oldest message of the hub went first"
         );
         assert_eq!(retained_a.reset, Some(ResetReason::Retention));
+    }
+
+    #[test]
+    fn encodings_made_for_subscribers_count_against_the_memory_budget() {
+        let frame = |_: &Message| Bytes::from(vec![b'f'; 1000]);
+        let frame_size = std::mem::size_of::<Bytes>() + 1000;
+        let (unbounded, _) = hub_with(HubConfig::default());
+        let message_size = unbounded
+            .publish(&topic("chat"), &text("x"))
+            .retained_size();
+        let (hub, clock) = hub_with(HubConfig {
+            retention_bytes: 2 * message_size + frame_size,
+            ..HubConfig::default()
+        });
+        let chat = topic("chat");
+        let mut published = Vec::new();
+        for _ in 0..2 {
+            published.push(hub.publish(&chat, &text("x")));
+            clock.advance(MS);
+        }
+        assert_eq!(hub.retained_bytes(), 2 * message_size);
+        published[1].encoded(&BYTES, frame);
+        assert_eq!(hub.retained_bytes(), 2 * message_size + frame_size);
+        hub.sweep();
+        assert_eq!(hub.stats().evicted_by_budget.load(Ordering::Relaxed), 0);
+
+        // Its subscribers' encoding takes the hub over: the oldest message goes, and with it
+        // what its encoding took.
+        published[0].encoded(&BYTES, frame);
+        hub.sweep();
+        assert_eq!(hub.stats().evicted_by_budget.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.retained_bytes(), message_size + frame_size);
+        published[0].encoded(&BYTES, |_| unreachable!("made once"));
+        assert_eq!(hub.retained_bytes(), message_size + frame_size);
     }
 }
