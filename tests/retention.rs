@@ -203,6 +203,55 @@ async fn retention_bytes_budget_resets() {
     );
 }
 
+/// The memory budget counts what each transport's encoding of a message takes, not only the
+/// message: here a WebSocket frame and the two kinds of SSE event (with an `id:` for a stream
+/// of one topic, without for a stream of several) make each delivered message take about four
+/// times its envelope, so the budget holds about a quarter as many.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_bytes_counts_the_encodings_made_for_subscribers() {
+    const BUDGET: usize = 100_000;
+    let config = Config {
+        retention_bytes: BUDGET,
+        ..Config::default()
+    };
+    let gw = Gateway::start(config).await;
+    let mut ws = WsClient::connect(&gw.ws_url("/ws?topic=big")).await;
+    assert_eq!(ws.next().await["type"], "subscribed");
+    let mut one_topic = SseClient::connect(&gw.http_url("/events?topic=big")).await;
+    one_topic.expect_event("subscribed").await;
+    let mut two_topics = SseClient::connect(&gw.http_url("/events?topic=big&topic=other")).await;
+    two_topics.expect_event("subscribed").await;
+
+    let pad = "p".repeat(10_000);
+    for n in 0..5 {
+        let id = publish(
+            &gw.http_url("/events?topic=big"),
+            &json!({"n": n, "pad": pad}),
+        )
+        .await;
+        assert_eq!(ws.message().await["id"], id);
+        assert_eq!(one_topic.message().await["id"], id);
+        assert_eq!(two_topics.expect_event("message").await.json()["id"], id);
+    }
+    // Five envelopes of 10 kB are half the budget; with their encodings they are twice it.
+    // The next publish finds the hub over its budget and has the oldest dropped.
+    publish(&gw.http_url("/events?topic=other"), &json!("small")).await;
+    let health = wait_for_health(&gw.base(), TIMEOUT, "the budget enforced", |h| {
+        h["retained_bytes"]
+            .as_u64()
+            .is_some_and(|b| b as usize <= BUDGET)
+    })
+    .await;
+    let evicted = health["evicted"]["budget"]
+        .as_u64()
+        .expect("evicted by budget");
+    assert!(
+        evicted >= 3,
+        "{evicted} messages dropped for the budget: {health}"
+    );
+    assert!(health["retained_messages"].as_u64() <= Some(3), "{health}");
+}
+
 /// `retention_age` drops old messages: a position before them gets a reset.
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_age_resets() {
