@@ -130,7 +130,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub retention_age: Duration,
 
-    /// Memory budget for all retained messages, in bytes; the oldest go first.
+    /// Memory budget for all retained messages, in bytes, with the WebSocket and SSE encodings
+    /// made of them for subscribers; the oldest go first.
     #[arg(long, env = "SWITCHBOARD_RETENTION_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub retention_bytes: usize,
 
