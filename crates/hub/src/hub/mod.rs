@@ -226,6 +226,8 @@ pub struct Hub {
     /// What the retained messages take in memory (`Message::retained_size`), without the
     /// encodings made for their subscribers, which `encoding_bytes` counts.
     retained_bytes: AtomicUsize,
+    /// What the encodings cached in retained messages take; each message holds it too, to
+    /// count an encoding when a subscriber makes it.
     encoding_bytes: Arc<EncodingBytes>,
     /// What the retained messages count for on disk (`Message::stored_size`).
     stored_bytes: AtomicUsize,
