@@ -276,10 +276,9 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
 
-    /// With `data_dir`: `batch` commits together the publishes that arrive while the previous
-    /// commit is being written, and once a commit carries two or more, those within 2 ms of its
-    /// start (one fsync for all of them); `always` commits and fsyncs each publish on its own.
-    /// Either way a publish is acknowledged once it is on disk.
+    /// With `data_dir`: how publishes share commits. Either way a publish is acknowledged only
+    /// once its commit is fsynced, so it survives a crash of the process and, on a disk that
+    /// honours fsync, a power loss.
     #[arg(long, env = "SWITCHBOARD_FSYNC", default_value = "batch", value_enum)]
     pub fsync: Fsync,
 
@@ -322,7 +321,8 @@ pub struct Config {
 pub enum Fsync {
     /// One commit and fsync per publish.
     Always,
-    /// One commit and fsync for the publishes that arrive while the previous one is written.
+    /// One commit and fsync for the publishes that arrive while the previous one is written
+    /// and, once a commit carries two or more, for those within 2 ms of its start.
     Batch,
 }
 
