@@ -250,10 +250,11 @@ impl Message {
         std::str::from_utf8(&self.envelope[start..end]).unwrap_or_default()
     }
 
-    /// The data, compact JSON as published.
-    pub fn data_json(&self) -> &str {
+    /// The data, compact JSON as published, as the bytes of its UTF-8 text: a store writes
+    /// them as they are, with no need to check them again on every publish.
+    pub fn data_bytes(&self) -> &[u8] {
         let (start, end) = self.data_range;
-        std::str::from_utf8(&self.envelope[start..end]).unwrap_or_default()
+        &self.envelope[start..end]
     }
 
     /// The JSON envelope, on one line.
@@ -366,7 +367,7 @@ pub(crate) mod tests {
             br#"{"topic":"chat","id":"1-2-3","data":"hi\n","time":1234}"#
         );
         assert_eq!(message.id(), "1-2-3");
-        assert_eq!(message.data_json(), r#""hi\n""#);
+        assert_eq!(message.data_bytes(), br#""hi\n""#);
         let value: serde_json::Value = serde_json::from_slice(message.envelope()).expect("json");
         assert_eq!(value["data"], "hi\n");
     }

@@ -106,7 +106,7 @@ impl Engine for RedbLog {
                     topic: topic.clone(),
                     seq: *seq,
                     time_ms: 0,
-                    data: DATA,
+                    data: DATA.as_bytes(),
                 };
                 write_entry(&mut record, &entry);
                 self.written += 1;

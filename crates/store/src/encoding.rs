@@ -13,7 +13,9 @@
 //! - `Forget` (4): the topic was forgotten; what came before of it is void.
 //!
 //! Decoding checks everything it reads and reports what is wrong instead of panicking: a
-//! store that does not decode is refused, never repaired by guessing.
+//! store that does not decode is refused, never repaired by guessing. A message's data is
+//! checked to be UTF-8 where it is restored (`replay`), not when a record is decoded to be
+//! carried forward, which copies it as it is.
 
 use switchboard_hub::TopicName;
 
@@ -49,7 +51,8 @@ pub enum Entry<'a> {
         topic: TopicName,
         seq: u64,
         time_ms: u64,
-        data: &'a str,
+        /// The UTF-8 text of the data (compact JSON), as bytes.
+        data: &'a [u8],
     },
     Trim {
         topic: TopicName,
@@ -109,7 +112,7 @@ pub fn write_entry(record: &mut Vec<u8>, entry: &Entry<'_>) -> usize {
             record.extend_from_slice(&time_ms.to_be_bytes());
             // A message's data is far below 4 GiB (`--max-message-bytes`).
             record.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            record.extend_from_slice(data.as_bytes());
+            record.extend_from_slice(data);
         }
         Entry::Trim { keep_from, .. } => record.extend_from_slice(&keep_from.to_be_bytes()),
         Entry::Forget { .. } => {}
@@ -174,8 +177,6 @@ impl<'a> Reader<'a> {
                 let len = self.bytes(4, "a message")?;
                 let len = u32::from_be_bytes(len.try_into().expect("4 bytes"));
                 let data = self.bytes(len as usize, "a message's data")?;
-                let data = std::str::from_utf8(data)
-                    .map_err(|_| Corrupt(format!("message {seq} of {topic}: data not UTF-8")))?;
                 if data.is_empty() {
                     return Err(Corrupt(format!("message {seq} of {topic}: no data")));
                 }
@@ -231,7 +232,7 @@ mod tests {
                 topic,
                 seq: a,
                 time_ms: b,
-                data: data.as_json(),
+                data: data.as_json().as_bytes(),
             },
             3 => Entry::Trim {
                 topic,
@@ -261,7 +262,7 @@ mod tests {
         ) {
             let mut record = new_record();
             let len = write_entry(&mut record, &Entry::Append {
-                topic: topic.clone(), seq, time_ms, data: data.as_json(),
+                topic: topic.clone(), seq, time_ms, data: data.as_json().as_bytes(),
             });
             let position = Position { tag: 0, epoch: 0, seq };
             let message = Message::new(topic, position, time_ms, &data);

@@ -225,7 +225,7 @@ impl Engine {
                                 topic: topic.clone(),
                                 seq: position.seq,
                                 time_ms: message.time_ms,
-                                data: message.data_json(),
+                                data: message.data_bytes(),
                             });
                             self.sizes.add_live(at);
                             log.messages.push_back(Kept {

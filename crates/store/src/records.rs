@@ -127,7 +127,7 @@ mod tests {
             topic: TopicName::new("t").expect("valid"),
             seq: 1,
             time_ms: 0,
-            data,
+            data: data.as_bytes(),
         }
     }
 

@@ -58,12 +58,14 @@ pub(crate) fn replay_entry(
                     topic.kept_from
                 )));
             }
+            let data = String::from_utf8(data.to_vec())
+                .map_err(|_| Corrupt(format!("message {seq} of topic {name}: data not UTF-8")))?;
             topic.last_seq = topic.last_seq.max(seq);
             topic.messages.insert(
                 seq,
                 ReplayedMessage {
                     time_ms,
-                    data: Data::from_stored(data.to_owned()),
+                    data: Data::from_stored(data),
                     at,
                 },
             );
@@ -97,5 +99,31 @@ pub(crate) fn check_contiguous(
             "the messages kept of topic {name} do not run up to its last sequence {last_seq} \
              without a gap"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_whose_data_is_not_utf8_is_refused_when_restored() {
+        let mut topics = HashMap::new();
+        let chat = TopicName::new("chat").expect("valid");
+        let at = Place {
+            record: 0,
+            bytes: 1,
+        };
+        let append = |seq, data| Entry::Append {
+            topic: chat.clone(),
+            seq,
+            time_ms: 0,
+            data,
+        };
+        replay_entry(&mut topics, append(1, br#""hi""#), at).expect("UTF-8 data is restored");
+        let refused =
+            replay_entry(&mut topics, append(2, &[b'"', 0xff, b'"']), at).expect_err("refused");
+        assert_eq!(refused.0, "message 2 of topic chat: data not UTF-8");
+        assert_eq!(topics[&chat].messages[&1].data.as_json(), r#""hi""#);
     }
 }
